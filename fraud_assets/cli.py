@@ -1,0 +1,147 @@
+"""`fraud-assets`: headless ingest, retrain, run, score, sample and dev.
+
+Dagster and the model stack are imported inside each command so `--help`
+stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fraud_assets.settings import PROJECT_ROOT, Settings
+
+
+def _print_files(files: list[dict[str, Any]]) -> None:
+    if not files:
+        print("no files in the landing folder")
+    for f in files:
+        print(f"{f['status']:>11}  {f['file']}  rows_read={f['rows_read']} accepted={f['accepted']} quarantined={f['quarantined']}  [{f['partition']}]")
+
+
+def _print_retrain(summary: dict[str, Any]) -> None:
+    if not summary["success"]:
+        print(f"retrain failed: {summary.get('error')}", file=sys.stderr)
+        return
+    m, b = summary["model"], summary["baselines"]
+    print(f"model      F1 {m['f1']:.4f}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  PR-AUC {m['pr_auc']:.4f}  threshold {m['threshold']:.3f}")
+    for name, values in b.items():
+        print(f"{name:<10} F1 {values['f1']:.4f}  PR-AUC {values['pr_auc']:.4f}")
+    print(f"split      {summary['counts']}")
+    print(("promoted: " if summary["promoted"] else "NOT promoted: ") + str(summary["promotion_reason"]))
+    print(f"report     {summary['report']}")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from fraud_assets.defs.headless import get_instance, run_ingest
+
+    files = run_ingest(get_instance(), log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+    print(json.dumps({"files": files}, ensure_ascii=False)) if args.json else _print_files(files)
+    return 1 if any(f["status"] in ("quarantined", "failed") for f in files) else 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from fraud_assets.defs.headless import get_instance, run_retrain
+
+    summary = run_retrain(get_instance())
+    print(json.dumps(summary, ensure_ascii=False, default=str)) if args.json else _print_retrain(summary)
+    return 0 if summary["success"] else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fraud_assets.defs.headless import get_instance, run_ingest, run_retrain
+
+    instance = get_instance()
+    files = run_ingest(instance, log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+    summary = run_retrain(instance)
+    if args.json:
+        print(json.dumps({"files": files, "retrain": summary}, ensure_ascii=False, default=str))
+    else:
+        _print_files(files)
+        _print_retrain(summary)
+    return 0 if summary["success"] and not any(f["status"] in ("quarantined", "failed") for f in files) else 1
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from fraud_assets.scoring import ScoringError, score_file
+
+    settings = Settings.from_env()
+    model_dir = Path(args.model) if args.model else settings.data_dir / "models" / "production"
+    try:
+        summary = score_file(Path(args.input), Path(args.output), model_dir=model_dir, settings=settings)
+    except ScoringError as exc:
+        print(f"fraud-assets score: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from fraud_assets.sample import write_sample
+
+    settings = Settings.from_env()
+    target = Path(args.output) if args.output else settings.landing_dir
+    paths = write_sample(target, seed=args.seed, n_files=args.files, messages_per_file=args.messages)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from fraud_assets.defs.headless import dagster_home
+
+    home = dagster_home()
+    print(f"DAGSTER_HOME={home}", file=sys.stderr)
+    command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "--port", str(args.port), *args.extra]
+    os.chdir(PROJECT_ROOT)
+    os.execvp(command[0], command)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fraud-assets", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="register new landed files and materialise their per-file assets")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("retrain", help="train, evaluate and promote on every ingested file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("run", help="ingest, then retrain")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("score", help="score a CSV/TSV/JSONL/Parquet file with the production model")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="output file (.csv, .jsonl or .parquet)")
+    p.add_argument("--model", help="model folder (default: <root>/models/production)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("sample", help="write the demo dataset into the landing folder")
+    p.add_argument("--output", help="folder (default: the landing folder)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--files", type=int, default=8)
+    p.add_argument("--messages", type=int, default=400, help="messages per file")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("dev", help="start `dagster dev` with a persistent DAGSTER_HOME")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="more arguments for dagster dev")
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

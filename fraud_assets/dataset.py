@@ -1,0 +1,300 @@
+"""The training dataset: every partition joined, de-duplicated and split.
+
+Plain polars and numpy, no Dagster. :func:`build_training_dataset` turns the
+per-partition ``validated_messages``, ``message_embeddings`` and
+``time_features`` frames into one ``training_dataset`` frame (one row per
+unique text, with a ``split`` column) plus a summary dict for metadata.
+
+Two rules matter for honest evaluation:
+
+- **One row per text.** The same message often arrives in several files
+  (re-exports, forwarded chains). Keeping copies would let the model see a
+  test message during training. A text that carries both labels is dropped
+  altogether: nobody can say which label is right, and either would teach the
+  model something false.
+- **Train on the past, test on the future** whenever timestamps allow it,
+  because that is how the model will be used; otherwise a seeded split
+  stratified by label. Either way the assignment depends only on the data
+  and the seed, never on the order in which partitions arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+SPLITS: tuple[str, str, str] = ("train", "validation", "test")
+
+# Use the time split when at least this share of rows has a timestamp.
+TIME_SPLIT_MIN_TIMESTAMP_SHARE = 0.5
+
+_MESSAGE_COLUMNS = ["message_id", "text", "text_hash", "label", "sent_at", "fraud_type", "source_file"]
+_JOIN_KEYS = ["message_id", "text_hash"]
+_SENT_AT_DTYPE = pl.Datetime("us", "UTC")
+
+
+# --------------------------------------------------------------------------- #
+# join
+# --------------------------------------------------------------------------- #
+def _join_partition(index: int, validated: pl.DataFrame, embeddings: pl.DataFrame, times: pl.DataFrame) -> pl.DataFrame:
+    """Join one partition's three frames.
+
+    The contract says the three frames share row order, so the cheap path is a
+    positional join, verified on (message_id, text_hash). When the order
+    differs (an upstream asset sorted its output), fall back to a key join,
+    which must match every row exactly once.
+    """
+    messages = validated.select(_MESSAGE_COLUMNS).with_columns(
+        pl.col("sent_at").cast(_SENT_AT_DTYPE), pl.col("label").cast(pl.Int8)
+    )
+    emb = embeddings.select([*(k for k in _JOIN_KEYS if k in embeddings.columns), "embedding"])
+    time_cols = [c for c in times.columns if c not in _JOIN_KEYS]
+    tf = times.select([*(k for k in _JOIN_KEYS if k in times.columns), *time_cols])
+
+    def aligned(other: pl.DataFrame) -> bool:
+        keys = [k for k in _JOIN_KEYS if k in other.columns]
+        return other.height == messages.height and bool(keys) and other.select(keys).equals(messages.select(keys))
+
+    parts = [messages]
+    for name, other, value_cols in (("message_embeddings", emb, ["embedding"]), ("time_features", tf, time_cols)):
+        if aligned(other):
+            parts.append(other.select(value_cols))
+            continue
+        keys = [k for k in _JOIN_KEYS if k in other.columns]
+        if other.height != messages.height or not keys:
+            raise ValueError(
+                f"partition {index}: {name} has {other.height} rows, validated_messages has "
+                f"{messages.height}; they must describe the same rows"
+            )
+        joined = messages.select(keys).join(
+            other.with_columns(pl.lit(True).alias("_matched")),
+            on=keys,
+            how="left",
+            validate="1:1",
+            maintain_order="left",
+        )
+        if joined.get_column("_matched").null_count():
+            raise ValueError(f"partition {index}: {name} lacks rows for some messages (matched on {keys})")
+        parts.append(joined.select(value_cols))
+    return pl.concat(parts, how="horizontal")
+
+
+# --------------------------------------------------------------------------- #
+# de-duplication
+# --------------------------------------------------------------------------- #
+def _deduplicate(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """One row per text_hash; texts seen with both labels are dropped.
+
+    The kept copy is the earliest (sent_at, nulls last), ties broken by
+    source_file then message_id: the first sighting is the most faithful
+    timestamp for a time split, and the tie-break makes the choice independent
+    of partition order.
+    """
+    label_counts = frame.group_by("text_hash").agg(pl.col("label").n_unique().alias("_labels"))
+    conflicting = label_counts.filter(pl.col("_labels") > 1).get_column("text_hash")
+    consistent = frame.filter(~pl.col("text_hash").is_in(conflicting.implode()))
+    kept = (
+        consistent.sort(["text_hash", "sent_at", "source_file", "message_id"], nulls_last=True)
+        .unique(subset="text_hash", keep="first", maintain_order=True)
+    )
+    stats = {
+        "conflicting_label_texts_dropped": conflicting.len(),
+        "conflicting_label_rows_dropped": frame.height - consistent.height,
+        "duplicates_dropped": consistent.height - kept.height,
+    }
+    return kept, stats
+
+
+# --------------------------------------------------------------------------- #
+# split
+# --------------------------------------------------------------------------- #
+def _split_sizes(n: int, validation_share: float, test_share: float) -> tuple[int, int, int]:
+    """(train, validation, test) sizes; each non-empty as soon as n >= 3.
+
+    The minimum of one row keeps a rare class present in every split of a
+    small dataset, so validation can choose a threshold and test can score it.
+    """
+    n_val = int(round(n * validation_share))
+    n_test = int(round(n * test_share))
+    if n >= 3:
+        n_val = max(n_val, 1 if validation_share > 0 else 0)
+        n_test = max(n_test, 1 if test_share > 0 else 0)
+    while n_val + n_test > n - (1 if n >= 1 else 0) and (n_val or n_test):
+        # Never leave train empty: trim the larger held-out split first.
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
+def _assign(n: int, validation_share: float, test_share: float) -> np.ndarray:
+    """Split names for n ordered rows: first train, then validation, then test."""
+    n_train, n_val, n_test = _split_sizes(n, validation_share, test_share)
+    return np.array(["train"] * n_train + ["validation"] * n_val + ["test"] * n_test, dtype=object)
+
+
+def _stratified(frame: pl.DataFrame, seed: int, validation_share: float, test_share: float) -> pl.Series:
+    """Seeded split stratified by label, one rng stream per class.
+
+    ``frame`` must be sorted by text_hash (it is, after de-duplication), so the
+    permutation, and hence every row's split, depends only on the data and the
+    seed. Each text_hash is a single row after de-duplication, so the split is
+    automatically grouped by text: copies of a text can never straddle splits.
+    """
+    split = np.empty(frame.height, dtype=object)
+    labels = frame.get_column("label").to_numpy()
+    for label in (0, 1):
+        idx = np.flatnonzero(labels == label)
+        rng = np.random.default_rng([seed, label])
+        split[idx[rng.permutation(idx.size)]] = _assign(idx.size, validation_share, test_share)
+    return pl.Series("split", split.astype(str), dtype=pl.Utf8)
+
+
+def _time(frame: pl.DataFrame, validation_share: float, test_share: float) -> pl.Series:
+    """Chronological split of timestamped rows: oldest train, newest test.
+
+    Rows are ordered by (sent_at, text_hash), so equal timestamps are broken
+    by the content hash rather than by input order.
+    """
+    order = frame.with_row_index("_i").sort(["sent_at", "text_hash"]).get_column("_i").to_numpy()
+    split = np.empty(frame.height, dtype=object)
+    split[order] = _assign(frame.height, validation_share, test_share)
+    return pl.Series("split", split.astype(str), dtype=pl.Utf8)
+
+
+def _split_counts(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    counts: dict[str, dict[str, Any]] = {}
+    for name in SPLITS:
+        part = frame.filter(pl.col("split") == name)
+        fraud = int(part.get_column("label").sum() or 0)
+        counts[name] = {
+            "rows": part.height,
+            "fraud": fraud,
+            "normal": part.height - fraud,
+            "fraud_share": round(fraud / part.height, 4) if part.height else None,
+        }
+    return counts
+
+
+def _split(
+    frame: pl.DataFrame, seed: int, validation_share: float, test_share: float
+) -> tuple[pl.DataFrame, str]:
+    """Add the ``split`` column; return the frame and the strategy used."""
+    timed_mask = frame.get_column("sent_at").is_not_null()
+    timed_share = timed_mask.mean() if frame.height else 0.0
+    if not frame.height or timed_share < TIME_SPLIT_MIN_TIMESTAMP_SHARE:
+        return frame.with_columns(_stratified(frame, seed, validation_share, test_share)), "stratified"
+
+    timed = frame.filter(timed_mask)
+    untimed = frame.filter(~timed_mask)
+    parts = [timed.with_columns(_time(timed, validation_share, test_share))]
+    if untimed.height:
+        parts.append(untimed.with_columns(_stratified(untimed, seed, validation_share, test_share)))
+    split_frame = pl.concat(parts).sort("text_hash")
+    strategy = "time" if not untimed.height else "time+stratified"
+
+    # A time split whose held-out data has no fraud cannot choose a threshold
+    # or measure recall; a dataset without any fraud cannot do so either way.
+    if int(frame.get_column("label").sum() or 0) > 0:
+        counts = _split_counts(split_frame)
+        empty = [name for name in SPLITS if counts[name]["fraud"] == 0]
+        if empty:
+            stratified = frame.with_columns(_stratified(frame, seed, validation_share, test_share))
+            return stratified, f"stratified (time split had no fraud in {' and '.join(empty)})"
+    return split_frame, strategy
+
+
+# --------------------------------------------------------------------------- #
+# public entry point
+# --------------------------------------------------------------------------- #
+def build_training_dataset(
+    validated: Sequence[pl.DataFrame],
+    embeddings: Sequence[pl.DataFrame],
+    time_features: Sequence[pl.DataFrame],
+    *,
+    seed: int = 0,
+    validation_share: float = 0.15,
+    test_share: float = 0.15,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Join, de-duplicate and split all partitions into the training dataset.
+
+    Args:
+        validated, embeddings, time_features: one frame per partition, in the
+            same partition order, each describing the same rows (see the data
+            contract). Rows are matched by position, verified on
+            (message_id, text_hash), else joined on those keys.
+        seed: seeds the stratified shuffle; same input + seed, same split.
+        validation_share, test_share: fractions of rows held out; train gets
+            the rest. With three or more rows of a class, each split gets at
+            least one row of it.
+
+    Returns:
+        ``(dataset, summary)``. ``dataset`` has one row per unique text_hash,
+        sorted by text_hash, with the columns message_id, text, text_hash,
+        label, sent_at, fraud_type, source_file, embedding, the time feature
+        columns and ``split`` ("train" | "validation" | "test"). ``summary``
+        holds rows_in, duplicates_dropped, conflicting_label_texts_dropped,
+        conflicting_label_rows_dropped, rows_out, timestamp_share,
+        split_strategy and ``splits``: {split: {rows, fraud, normal,
+        fraud_share}}.
+
+    De-duplication: one row per text_hash, the earliest copy (sent_at, nulls
+    last; ties by source_file, then message_id). A text seen with both labels
+    is dropped entirely and counted.
+
+    Split strategy (``summary["split_strategy"]``):
+
+    - ``"time"``: every row has a timestamp. Rows are ordered by sent_at
+      (ties by text_hash); the oldest go to train, the next to validation,
+      the newest to test, so the model is tested on a future it never saw.
+    - ``"time+stratified"``: at least 50 % of rows
+      (:data:`TIME_SPLIT_MIN_TIMESTAMP_SHARE`) have a timestamp. Those are
+      split by time as above; the rows without one cannot be placed in time
+      and are split stratified (below) with the same shares.
+    - ``"stratified"``: fewer than 50 % of rows have a timestamp. Seeded
+      shuffle within each label, so every split keeps the class balance.
+      After de-duplication each text is one row, so the split is grouped by
+      text hash: copies of a text never straddle splits.
+    - ``"stratified (time split had no fraud in ...)"``: the time split left
+      a split without any fraud row (say all fraud is old), which would make
+      threshold choice or test recall meaningless, so the whole dataset is
+      split stratified instead.
+
+    Rows are sorted by text_hash before any seeded shuffle, so the result does
+    not depend on the order of the partitions.
+    """
+    if not (len(validated) == len(embeddings) == len(time_features)):
+        raise ValueError(
+            f"need one frame per partition in each list, got {len(validated)} validated, "
+            f"{len(embeddings)} embeddings, {len(time_features)} time_features"
+        )
+    if not validated:
+        raise ValueError("no partitions: ingest at least one file before building the training dataset")
+    if not (0 <= validation_share < 1 and 0 <= test_share < 1 and validation_share + test_share < 1):
+        raise ValueError(f"invalid shares: validation {validation_share}, test {test_share}")
+
+    parts = [_join_partition(i, v, e, t) for i, (v, e, t) in enumerate(zip(validated, embeddings, time_features))]
+    try:
+        joined = pl.concat(parts, how="vertical")
+    except (pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
+        # Typically partitions embedded with different models (vector sizes differ).
+        raise ValueError(f"partitions do not share one schema; re-embed them with one model: {exc}") from exc
+    deduped, dedup_stats = _deduplicate(joined)
+    dataset, strategy = _split(deduped, seed, validation_share, test_share)
+    dataset = dataset.sort("text_hash")
+
+    summary: dict[str, Any] = {
+        "rows_in": joined.height,
+        **dedup_stats,
+        "rows_out": dataset.height,
+        "timestamp_share": round(float(dataset.get_column("sent_at").is_not_null().mean() or 0.0), 4)
+        if dataset.height
+        else 0.0,
+        "split_strategy": strategy,
+        "seed": seed,
+        "splits": _split_counts(dataset),
+    }
+    return dataset, summary

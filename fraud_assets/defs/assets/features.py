@@ -1,0 +1,79 @@
+"""Per-file features: sentence embeddings (cached, resumable) and time features."""
+
+
+import dagster as dg
+import polars as pl
+
+from fraud_assets.defs.partitions import message_files
+from fraud_assets.defs.resources import EmbedderResource, FraudSettings
+
+# Above this share of [UNK] tokens the embedding model does not know the language.
+UNK_WARN_SHARE = 0.10
+UNK_SAMPLE = 500
+
+
+@dg.asset(
+    partitions_def=message_files,
+    group_name="features",
+    deps=["validated_messages"],
+    kinds={"pytorch", "parquet"},
+    pool="gpu",
+    check_specs=[dg.AssetCheckSpec("vocabulary_coverage", asset="message_embeddings")],
+)
+def message_embeddings(
+    context: dg.AssetExecutionContext, fraud: FraudSettings, embedder: EmbedderResource
+) -> dg.MaterializeResult:
+    """One sentence-transformers vector per message, cached by (model fingerprint, text hash)."""
+    from fraud_assets.embeddings import EmbeddingCache, embed_texts
+
+    storage, key = fraud.storage, context.partition_key
+    validated = pl.read_parquet(storage.asset_path("validated_messages", key))
+    model = embedder.get_embedder()
+    cache = EmbeddingCache(storage.embedding_cache_dir, model.fingerprint)
+    vectors, stats = embed_texts(
+        validated.select("text_hash", "text"), model, cache, chunk_size=embedder.chunk_size, log=context.log.info
+    )
+    storage.write_parquet(
+        validated.select("message_id", "text_hash").with_columns(vectors["embedding"]),
+        storage.asset_path("message_embeddings", key),
+    )
+    unk = model.unk_share(validated["text"].head(UNK_SAMPLE).to_list()) if validated.height else 0.0
+    return dg.MaterializeResult(
+        metadata={**stats, "unk_share": round(unk, 4)},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="vocabulary_coverage",
+                passed=unk <= UNK_WARN_SHARE,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"unk_share": round(unk, 4), "limit": UNK_WARN_SHARE, "model": model.model_name},
+                description=(
+                    f"{unk:.0%} of tokens are [UNK] for {model.model_name}: the model does not cover this "
+                    "language. For Chinese set FRAUD_EMBEDDING_MODEL to a Chinese model such as "
+                    "BAAI/bge-small-zh-v1.5 (or a multilingual one such as "
+                    "paraphrase-multilingual-MiniLM-L12-v2); see the README."
+                    if unk > UNK_WARN_SHARE
+                    else f"{unk:.1%} of tokens are [UNK]"
+                ),
+            )
+        ],
+    )
+
+
+@dg.asset(partitions_def=message_files, group_name="features", deps=["validated_messages"], kinds={"polars", "parquet"})
+def time_features(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
+    """Hour, weekday, month, day of month, ISO week and season in the configured zone, cyclically encoded."""
+    from fraud_assets.time_features import time_features as compute_time_features
+
+    storage, key = fraud.storage, context.partition_key
+    validated = pl.read_parquet(storage.asset_path("validated_messages", key))
+    features = compute_time_features(validated.select("message_id", "text_hash", "sent_at"), timezone=fraud.timezone)
+    storage.write_parquet(features, storage.asset_path("time_features", key))
+    with_time = int(features["has_timestamp"].sum() or 0)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": features.height,
+            "with_timestamp": with_time,
+            "timestamp_share": round(with_time / features.height, 4) if features.height else 0.0,
+            "timezone": fraud.timezone,
+        }
+    )

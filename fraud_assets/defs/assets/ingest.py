@@ -1,0 +1,101 @@
+"""Per-file assets: the landed file parsed (raw_messages) and validated (validated_messages)."""
+
+
+import dagster as dg
+import polars as pl
+
+from fraud_assets.defs.metadata import label_balance, preview_markdown
+from fraud_assets.defs.partitions import message_files
+from fraud_assets.defs.resources import FraudSettings
+from fraud_assets.landing import archived_file
+from fraud_assets.readers import file_quarantine, read_messages
+from fraud_assets.validation import validate_messages
+
+
+@dg.asset(
+    partitions_def=message_files,
+    group_name="ingest",
+    kinds={"polars", "parquet"},
+    check_specs=[dg.AssetCheckSpec("file_readable", asset="raw_messages", blocking=True)],
+)
+def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
+    """The landed file parsed into the canonical schema; unparseable records quarantined with a reason."""
+    storage, key = fraud.storage, context.partition_key
+    path, original_name = archived_file(storage, key)
+    parsed = read_messages(path, fraud.load_ingest_config(), timezone=fraud.timezone, source_file=original_name)
+    quarantine = file_quarantine(original_name, parsed.error, path) if parsed.error else parsed.quarantine
+    storage.write_parquet(quarantine, storage.quarantine_path("raw_messages", key))
+    storage.write_parquet(parsed.rows, storage.asset_path("raw_messages", key))
+    if parsed.error:
+        context.log.error(f"{original_name}: quarantined whole file: {parsed.error}")
+    return dg.MaterializeResult(
+        metadata={
+            "source_file": original_name,
+            "format": parsed.file_format or "unknown",
+            "encoding": parsed.encoding or "n/a",
+            "rows_read": parsed.rows_read,
+            "parsed": parsed.rows.height,
+            "quarantined": parsed.quarantine.height,
+            "status": "quarantined" if parsed.error else "ok",
+            "quarantine_reasons": dg.MetadataValue.md(preview_markdown(quarantine, ["source_row", "reason", "raw"])),
+            "preview": dg.MetadataValue.md(preview_markdown(parsed.rows, ["source_row", "label_raw", "sent_at", "text"])),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="file_readable",
+                passed=parsed.error is None,
+                metadata={"reason": parsed.error or "readable", "notes": "; ".join(parsed.notes) or "none"},
+            )
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=message_files,
+    group_name="ingest",
+    deps=[raw_messages],
+    kinds={"great_expectations", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec("expectation_suite", asset="validated_messages"),
+        dg.AssetCheckSpec("rejected_share", asset="validated_messages", blocking=True),
+    ],
+)
+def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
+    """Rows that pass the Great Expectations suite, text normalised and hashed, duplicates resolved."""
+    storage, key = fraud.storage, context.partition_key
+    raw = pl.read_parquet(storage.asset_path("raw_messages", key))
+    raw_quarantined = pl.read_parquet(storage.quarantine_path("raw_messages", key)).height
+    result = validate_messages(raw, fraud.load_ingest_config())
+    storage.write_parquet(result.quarantine, storage.quarantine_path("validated_messages", key))
+    storage.write_parquet(result.accepted, storage.asset_path("validated_messages", key))
+
+    rows_read = raw.height + raw_quarantined
+    quarantined = raw_quarantined + result.quarantine.height
+    share = quarantined / rows_read if rows_read else 0.0
+    failed = {f"{e['expectation']}({e['column']})": e["unexpected_count"] for e in result.expectations if not e["success"]}
+    return dg.MaterializeResult(
+        metadata={
+            "rows_read": rows_read,
+            "accepted": result.accepted.height,
+            "quarantined": quarantined,
+            "duplicates": result.duplicates,
+            "conflicting_labels": result.conflicting,
+            **label_balance(result.accepted),
+            "preview": dg.MetadataValue.md(preview_markdown(result.accepted, ["message_id", "label", "sent_at", "text"])),
+            "quarantine_reasons": dg.MetadataValue.md(preview_markdown(result.quarantine, ["source_row", "reason", "raw"])),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="expectation_suite",
+                passed=result.suite_success,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"expectations": len(result.expectations), "failed": dg.MetadataValue.json(failed)},
+            ),
+            dg.AssetCheckResult(
+                check_name="rejected_share",
+                passed=share <= fraud.max_rejected_share,
+                metadata={"rejected_share": round(share, 4), "limit": fraud.max_rejected_share, "quarantined": quarantined, "rows_read": rows_read},
+                description=f"{share:.1%} of rows rejected (limit {fraud.max_rejected_share:.0%})",
+            ),
+        ],
+    )

@@ -1,0 +1,142 @@
+"""Headless runs against a Dagster instance: what `fraud-assets ingest/retrain/run` execute.
+
+The same assets, checks and file registration as `dagster dev`, materialised
+in-process with `dagster.materialize`, so runs, partitions and checks appear in
+the instance (and in the UI pointed at the same DAGSTER_HOME).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from fraud_assets.defs.assets import features, ingest, training
+from fraud_assets.defs.jobs import INGEST_ASSETS, RETRAIN_ASSETS
+from fraud_assets.defs.partitions import message_files
+from fraud_assets.defs.resources import EmbedderResource, FraudSettings
+from fraud_assets.landing import register_files
+from fraud_assets.settings import Settings
+from fraud_assets.training_data import ingested_partitions
+
+DAGSTER_YAML = """\
+# Written by fraud-assets on first use. Embedding and training share the "gpu"
+# pool; one step at a time holds it, so two runs never load two models at once.
+concurrency:
+  pools:
+    default_limit: 1
+run_queue:
+  max_concurrent_runs: 4
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_home(settings: Settings | None = None) -> Path:
+    """$DAGSTER_HOME, defaulting to <storage root>/dagster_home (created with a dagster.yaml)."""
+    settings = settings or Settings.from_env()
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def get_instance() -> dg.DagsterInstance:
+    dagster_home()
+    return dg.DagsterInstance.get()
+
+
+def _resources() -> dict[str, Any]:
+    return {"fraud": FraudSettings.from_settings(landing_settle_seconds=0.0), "embedder": EmbedderResource.from_settings()}
+
+
+def _all_assets() -> list:
+    return dg.load_assets_from_modules([ingest, features, training])
+
+
+def file_summary(storage, key: str) -> dict[str, int]:
+    """rows_read / accepted / quarantined for one partition, from what is on disk."""
+
+    def height(path: Path) -> int:
+        return pl.scan_parquet(path).select(pl.len()).collect().item() if path.exists() else 0
+
+    raw = height(storage.asset_path("raw_messages", key))
+    raw_q = height(storage.quarantine_path("raw_messages", key))
+    accepted = height(storage.asset_path("validated_messages", key))
+    val_q = height(storage.quarantine_path("validated_messages", key))
+    file_q = storage.quarantine_path("raw_messages", key)
+    whole = file_q.exists() and raw == 0 and pl.read_parquet(file_q).filter(pl.col("stage") == "file").height > 0
+    return {
+        "rows_read": 0 if whole else raw + raw_q,
+        "accepted": accepted,
+        "quarantined": 0 if whole else raw_q + val_q,
+        "whole_file_quarantined": whole,
+    }
+
+
+def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any]]:
+    """Register new landed files and materialise the per-file assets of every incomplete one."""
+    resources = _resources()
+    storage = resources["fraud"].storage
+    existing = set(instance.get_dynamic_partitions(message_files.name))
+    new, landed, _ = register_files(storage, existing)
+    if new:
+        instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in new])
+    complete = set(ingested_partitions(storage, {f.partition_key for f in landed}))
+    assets, results, statuses = _all_assets(), [], {}
+    for item in landed:
+        key = item.partition_key
+        if key in statuses:
+            status = "duplicate"  # same content as another file in the landing folder
+        elif key in complete:
+            status = "unchanged"
+        else:
+            log(f"ingesting {item.path.name} as partition {key}")
+            result = dg.materialize(
+                assets, selection=INGEST_ASSETS, partition_key=key, instance=instance,
+                resources=resources, raise_on_error=False, tags={"fraud/source_file": item.path.name},
+            )
+            status = _ingest_status(result, storage, key)
+        statuses.setdefault(key, status)
+        counts = file_summary(storage, key)
+        if counts.pop("whole_file_quarantined"):
+            status = "quarantined"
+        results.append({"file": item.path.name, "partition": key, **counts, "status": status})
+    return results
+
+
+def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str) -> str:
+    if not result.success:
+        return "failed"
+    if storage.asset_path("message_embeddings", key).exists() and storage.asset_path("time_features", key).exists():
+        return "ingested"
+    return "blocked"  # a blocking check (unreadable file, too many rejected rows) stopped the partition
+
+
+def run_retrain(instance: dg.DagsterInstance) -> dict[str, Any]:
+    """Materialise training_dataset -> production_model; returns a summary for the CLI."""
+    resources = _resources()
+    storage = resources["fraud"].storage
+    result = dg.materialize(_all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources, raise_on_error=False)
+    summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
+    if not result.success:
+        failures = [e.message for e in result.all_events if e.is_failure]
+        summary["error"] = failures[-1] if failures else "retrain failed"
+        return summary
+    metrics = json.loads((storage.reports_dir / "latest" / "metrics.json").read_text())
+    gate = next((e for e in result.get_asset_check_evaluations() if e.check_name == "not_worse_than_champion"), None)
+    summary.update(
+        model=metrics["model"],
+        baselines=metrics["baselines"],
+        counts=metrics["counts"],
+        promoted=bool(gate and gate.passed),
+        promotion_reason=gate.description if gate else None,
+        report=str(storage.reports_dir / "latest" / "report.md"),
+        production_model=str(storage.production_model_dir),
+    )
+    return summary

@@ -1,0 +1,29 @@
+"""Helpers that turn plain results into Dagster metadata for the UI."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from fraud_assets.text import mask_pii
+
+
+def label_balance(frame: pl.DataFrame) -> dict[str, float | int]:
+    fraud = int(frame["label"].sum() or 0) if frame.height else 0
+    return {"fraud": fraud, "normal": frame.height - fraud, "fraud_share": round(fraud / frame.height, 4) if frame.height else 0.0}
+
+
+def preview_markdown(frame: pl.DataFrame, columns: list[str], *, rows: int = 10, width: int = 80) -> str:
+    """A small markdown table with phone numbers, card numbers and URLs masked."""
+    if frame.height == 0:
+        return "_no rows_"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for record in frame.head(rows).select(columns).iter_rows(named=True):
+        cells = []
+        for name in columns:
+            value = "" if record[name] is None else str(record[name])
+            if name in ("text", "raw", "reason"):
+                value = mask_pii(value)
+                value = value if len(value) <= width else value[: width - 1] + "…"
+            cells.append(value.replace("|", "\\|").replace("\n", " "))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

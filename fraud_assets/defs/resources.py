@@ -1,0 +1,85 @@
+"""Resources: project settings and the sentence-transformers embedder.
+
+Defaults come from the environment (FRAUD_* variables, see the README), so the
+same values apply in `dagster dev`, `fraud-assets` and tests.
+"""
+
+
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from fraud_assets.readers import IngestConfig
+from fraud_assets.settings import Settings
+from fraud_assets.storage import Storage
+
+
+class FraudSettings(dg.ConfigurableResource):
+    """Storage root, landing folder, time zone and validation limits."""
+
+    data_dir: str
+    landing_dir: str
+    timezone: str = "Asia/Shanghai"
+    ingest_config: str | None = None
+    max_rejected_share: float = 0.2
+    landing_settle_seconds: float = 2.0
+    seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "FraudSettings":
+        settings = settings or Settings.from_env()
+        values: dict[str, Any] = dict(
+            data_dir=str(settings.data_dir),
+            landing_dir=str(settings.landing_dir),
+            timezone=settings.timezone,
+            ingest_config=str(settings.ingest_config) if settings.ingest_config else None,
+            max_rejected_share=settings.max_rejected_share,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def storage(self) -> Storage:
+        return Storage(self.data_dir, self.landing_dir)
+
+    def load_ingest_config(self) -> IngestConfig:
+        return IngestConfig.load(self.ingest_config)
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """A sentence-transformers model, loaded once per process and released after the run."""
+
+    model: str = "all-MiniLM-L6-v2"
+    device: str = "auto"
+    batch_size: int = 64
+    max_seq_length: int = 256
+    normalize: bool = True
+    chunk_size: int = 2048
+
+    _embedder: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "EmbedderResource":
+        settings = settings or Settings.from_env()
+        values: dict[str, Any] = dict(model=settings.embedding_model, device=settings.device)
+        values.update(overrides)
+        return cls(**values)
+
+    def get_embedder(self):
+        if self._embedder is None:
+            from fraud_assets.embeddings import Embedder
+
+            self._embedder = Embedder(
+                self.model,
+                device=self.device,
+                batch_size=self.batch_size,
+                max_seq_length=self.max_seq_length,
+                normalize=self.normalize,
+            )
+        return self._embedder
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._embedder is not None:
+            self._embedder.release()
+            self._embedder = None

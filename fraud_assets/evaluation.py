@@ -1,0 +1,633 @@
+"""Evaluation of the fraud classifier: threshold, metrics, baselines, plots, report.
+
+Plain Python, no Dagster and no torch: the model's scores come in as
+probability arrays, so the same code evaluates any model (and the baselines).
+Heavy imports (sklearn, matplotlib) happen inside functions.
+
+The protocol, identical for the model and every baseline:
+
+1. fit on the ``train`` split (baselines here; the model elsewhere);
+2. choose the decision threshold on ``validation`` (:func:`choose_threshold`);
+3. score the ``test`` split once, at that threshold (:func:`binary_metrics`).
+
+Fraud (label 1) is the positive class throughout.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+THRESHOLD_STRATEGIES = ("max_f1", "precision", "recall")
+BASELINE_DESCRIPTIONS = {
+    "tfidf_logreg": "char 1-3-gram TF-IDF + logistic regression (balanced)",
+    "embedding_logreg": "logistic regression on the sentence embedding alone (balanced)",
+    "length_logreg": "logistic regression on log(text length) alone (balanced)",
+}
+PLOT_FILES = ("pr_curve.png", "confusion_matrix.png", "reliability.png", "training_curves.png")
+
+
+# --------------------------------------------------------------------------- #
+# threshold and metrics
+# --------------------------------------------------------------------------- #
+def _as_arrays(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(proba, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y_true has {y.size} values, proba has {p.size}")
+    return y, p
+
+
+def _threshold_table(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate thresholds (distinct scores, descending) with precision, recall, F1.
+
+    Candidate k predicts fraud for every score >= thresholds[k].
+    """
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted = p[order], y[order]
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(1 - y_sorted)
+    last_of_run = np.r_[np.flatnonzero(np.diff(p_sorted)), p_sorted.size - 1]
+    thresholds = p_sorted[last_of_run]
+    tp, fp = tp[last_of_run].astype(np.float64), fp[last_of_run].astype(np.float64)
+    positives = float(y.sum())
+    precision = tp / (tp + fp)
+    recall = tp / positives
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    return thresholds, precision, recall, f1
+
+
+def choose_threshold(
+    y_true: Any, proba: Any, *, strategy: str = "max_f1", target: float | None = None
+) -> float:
+    """Decision threshold (predict fraud when ``proba >= threshold``) chosen on validation.
+
+    Strategies:
+
+    - ``"max_f1"`` (default): the threshold with the highest F1; among equal
+      F1 the highest threshold (fewest alerts for the same quality).
+    - ``"precision"``: the lowest threshold whose precision is >= ``target``,
+      which is the best recall at that precision. If no threshold reaches the
+      target, the one with the highest precision (lowest among ties).
+    - ``"recall"``: the highest threshold whose recall is >= ``target`` (the
+      fewest alerts that still catch that share of fraud).
+
+    The threshold returned is halfway between the chosen validation score and
+    the next lower distinct score: validation metrics are the same as at the
+    score itself, but unseen scores close to the boundary are not decided by
+    a hair. If validation holds a single class nothing can be chosen and the
+    neutral 0.5 is returned.
+    """
+    if strategy not in THRESHOLD_STRATEGIES:
+        raise ValueError(f"unknown threshold strategy {strategy!r}; use one of {THRESHOLD_STRATEGIES}")
+    if strategy != "max_f1":
+        if target is None or not 0.0 <= target <= 1.0:
+            raise ValueError(f"strategy {strategy!r} needs a target between 0 and 1, got {target!r}")
+    y, p = _as_arrays(y_true, proba)
+    if y.size == 0 or np.unique(y).size < 2:
+        return 0.5
+
+    thresholds, precision, recall, f1 = _threshold_table(y, p)
+    # Candidates run from the highest threshold to the lowest; np.argmax
+    # returns the first maximum, i.e. the highest threshold among ties.
+    if strategy == "max_f1":
+        k = int(np.argmax(f1))
+    elif strategy == "precision":
+        reaching = np.flatnonzero(precision >= target - 1e-12)
+        k = int(reaching[-1]) if reaching.size else int(np.flatnonzero(precision == precision.max())[-1])
+    else:
+        k = int(np.flatnonzero(recall >= target - 1e-12)[0])
+    if k + 1 < thresholds.size:
+        return float((thresholds[k] + thresholds[k + 1]) / 2.0)
+    return float(thresholds[k])
+
+
+def binary_metrics(y_true: Any, proba: Any, threshold: float) -> dict[str, Any]:
+    """Fraud-as-positive metrics at ``threshold`` plus threshold-free ones.
+
+    Returns precision, recall, f1, accuracy (0 where undefined), pr_auc
+    (average precision; None without any fraud), roc_auc (None with a single
+    class), brier (mean squared error of the probability), confusion_matrix
+    {tn, fp, fn, tp}, support {fraud, normal, total} and the threshold.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y, p = _as_arrays(y_true, proba)
+    pred = (p >= threshold).astype(np.int64)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    both_classes = np.unique(y).size == 2
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": (tp + tn) / y.size if y.size else 0.0,
+        "pr_auc": float(average_precision_score(y, p)) if tp + fn else None,
+        "roc_auc": float(roc_auc_score(y, p)) if both_classes else None,
+        "brier": float(np.mean((p - y) ** 2)) if y.size else None,
+        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
+        "support": {"fraud": tp + fn, "normal": tn + fp, "total": int(y.size)},
+        "threshold": float(threshold),
+    }
+
+
+def per_fraud_type_recall(fraud_type: Sequence[str | None], y_true: Any, pred: Any) -> dict[str, dict[str, Any]]:
+    """Recall per fraud type over the fraud rows (missing type -> "unknown").
+
+    Shows which scams the model misses, which one global recall hides.
+    """
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    pred = np.asarray(pred).astype(np.int64).ravel()
+    types = np.array(["unknown" if t is None else str(t) for t in fraud_type], dtype=object)
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(types[y == 1])):
+        mask = (y == 1) & (types == name)
+        out[name] = {"recall": float(pred[mask].mean()), "support": int(mask.sum())}
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# baselines
+# --------------------------------------------------------------------------- #
+def _split(dataset: pl.DataFrame, name: str) -> pl.DataFrame:
+    return dataset.filter(pl.col("split") == name)
+
+
+def _fit_predict(make_model, x_train, y_train: np.ndarray, x_eval: list) -> list[np.ndarray]:
+    """Fit on train, return P(fraud) for each x in x_eval; constant prior if train has one class."""
+    if np.unique(y_train).size < 2:
+        prior = float(y_train.mean()) if y_train.size else 0.0
+        return [np.full(_n_rows(x), prior) for x in x_eval]
+    model = make_model().fit(x_train, y_train)
+    return [model.predict_proba(x)[:, 1] for x in x_eval]
+
+
+def _n_rows(x) -> int:
+    return x.shape[0] if hasattr(x, "shape") else len(x)
+
+
+def baseline_scores(dataset: pl.DataFrame, *, c: float = 10.0, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Validation and test P(fraud) of the baselines, each fitted on the train split.
+
+    - ``tfidf_logreg``: char 1-3-gram TF-IDF (sublinear tf) + logistic
+      regression with balanced class weights. Character n-grams need no
+      tokenizer and work for Chinese; this is the bar the model must clear.
+    - ``embedding_logreg``: logistic regression on the embedding column alone
+      (skipped when the dataset has none): what the frozen encoder gives
+      without the model's extra features.
+    - ``length_logreg``: logistic regression on log(1 + text length) alone.
+      Fraud texts tend to be much longer than normal ones, so this shows how
+      much of the task is solved by length.
+
+    Returns ``{name: {"val": proba, "test": proba}}`` in dataset row order
+    within each split.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, val, test = (_split(dataset, s) for s in ("train", "validation", "test"))
+    y_train = train.get_column("label").to_numpy().astype(np.int64)
+
+    def logreg(**kw):
+        return LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed, **kw)
+
+    scores: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(name: str, make_model, x_of) -> None:
+        v, t = _fit_predict(make_model, x_of(train), y_train, [x_of(val), x_of(test)])
+        scores[name] = {"val": v, "test": t}
+
+    add(
+        "tfidf_logreg",
+        lambda: make_pipeline(
+            TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1),
+            logreg(C=c, solver="liblinear"),
+        ),
+        lambda f: f.get_column("text").to_list(),
+    )
+    if "embedding" in dataset.columns:
+        add(
+            "embedding_logreg",
+            lambda: make_pipeline(StandardScaler(), logreg(C=1.0)),
+            lambda f: np.asarray(f.get_column("embedding").to_numpy(), dtype=np.float64).reshape(f.height, -1),
+        )
+    add(
+        "length_logreg",
+        lambda: logreg(C=1.0),
+        lambda f: np.log1p(f.get_column("text").str.len_chars().to_numpy().astype(np.float64)).reshape(-1, 1),
+    )
+    return scores
+
+
+# --------------------------------------------------------------------------- #
+# plots (matplotlib, Agg, no pyplot global state)
+# --------------------------------------------------------------------------- #
+def _figure(width: float = 6.0, height: float = 4.5):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    # No timestamp metadata: the same evaluation gives the same bytes.
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _plot_pr_curves(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, proba in curves.items():
+        if y.sum() == 0:
+            continue
+        precision, recall, _ = precision_recall_curve(y, proba)
+        ap = average_precision_score(y, proba)
+        ax.step(recall, precision, where="post", label=f"{name} (AP={ap:.3f})", lw=2.0 if name == "model" else 1.2)
+    ax.set_xlabel("Recall (fraud)")
+    ax.set_ylabel("Precision (fraud)")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall on the test split")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _plot_confusion(cm: dict[str, int], threshold: float) -> bytes:
+    fig = _figure(4.5, 4.0)
+    ax = fig.add_subplot()
+    grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
+    ax.imshow(grid, cmap="Blues")
+    for (i, j), value in np.ndenumerate(grid):
+        ax.text(j, i, str(value), ha="center", va="center", color="black", fontsize=12,
+                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"})
+    ax.set_xticks([0, 1], ["normal", "fraud"])
+    ax.set_yticks([0, 1], ["normal", "fraud"])
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    ax.set_title(f"Confusion matrix (test, threshold {threshold:.3f})")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
+    """Per probability bin: mean predicted, observed fraud rate, count."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(p, edges[1:-1], right=False), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            rows.append({
+                "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                "mean_predicted": float(p[mask].mean()),
+                "observed_fraud_rate": float(y[mask].mean()),
+                "count": int(mask.sum()),
+            })
+    return rows
+
+
+def _plot_reliability(table: list[dict[str, Any]], brier: float | None) -> bytes:
+    fig = _figure(5.5, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
+    if table:
+        ax.plot([r["mean_predicted"] for r in table], [r["observed_fraud_rate"] for r in table],
+                marker="o", label="model")
+    ax.set_xlabel("Mean predicted P(fraud)")
+    ax.set_ylabel("Observed fraud rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    brier_text = f"{brier:.4f}" if brier is not None else "n/a"
+    ax.set_title(f"Reliability on the test split (Brier {brier_text})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _plot_training_curves(history: list[dict[str, Any]]) -> bytes:
+    fig = _figure(10.0, 4.0)
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+
+    def series(key: str) -> list[float] | None:
+        values = [h.get(key) for h in history]
+        if all(v is None for v in values):
+            return None
+        return [float("nan") if v is None else float(v) for v in values]
+
+    for position, keys, title in (
+        (1, ("train_loss", "val_loss"), "Loss"),
+        (2, ("val_f1", "val_precision", "val_recall", "train_accuracy", "val_accuracy"), "Validation metrics"),
+    ):
+        ax = fig.add_subplot(1, 2, position)
+        for key in keys:
+            values = series(key)
+            if values is not None:
+                ax.plot(epochs, values, marker=".", label=key)
+        ax.set_xlabel("Epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- #
+# evaluate and report
+# --------------------------------------------------------------------------- #
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` produces; :func:`write_report` puts it on disk."""
+
+    metrics: dict[str, Any]
+    report_md: str
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain Python for json.dumps: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate(
+    dataset: pl.DataFrame,
+    val_proba: Any,
+    test_proba: Any,
+    *,
+    history: list[dict[str, Any]] | None = None,
+    strategy: str = "max_f1",
+    target: float | None = None,
+    include_baselines: bool = True,
+) -> EvaluationResult:
+    """Score the model on the test split and compare it with the baselines.
+
+    Args:
+        dataset: the training_dataset frame (label, text, split, fraud_type,
+            embedding).
+        val_proba, test_proba: the model's P(fraud) for the validation and
+            test rows, in the order those rows appear in ``dataset``.
+        history: the model's per-epoch log (train_loss, val_loss, val_f1, ...);
+            drawn as training_curves.png when given.
+        strategy, target: how the threshold is chosen on validation (see
+            :func:`choose_threshold`); the baselines get the same rule.
+        include_baselines: fit the baselines (a few seconds on 10k texts).
+
+    Returns an :class:`EvaluationResult` with the metrics.json content, the
+    markdown report and the PNG plots.
+    """
+    from sklearn.metrics import classification_report
+
+    val, test = _split(dataset, "validation"), _split(dataset, "test")
+    val_p = np.asarray(val_proba, dtype=np.float64).ravel()
+    test_p = np.asarray(test_proba, dtype=np.float64).ravel()
+    if val_p.size != val.height or test_p.size != test.height:
+        raise ValueError(
+            f"got {val_p.size} validation and {test_p.size} test probabilities for "
+            f"{val.height} validation and {test.height} test rows"
+        )
+    y_val = val.get_column("label").to_numpy().astype(np.int64)
+    y_test = test.get_column("label").to_numpy().astype(np.int64)
+
+    threshold = choose_threshold(y_val, val_p, strategy=strategy, target=target)
+    model = binary_metrics(y_test, test_p, threshold)
+    model_validation = binary_metrics(y_val, val_p, threshold)
+    test_pred = (test_p >= threshold).astype(np.int64)
+
+    baselines: dict[str, dict[str, Any]] = {}
+    curves = {"model": test_p}
+    if include_baselines:
+        for name, scores in baseline_scores(dataset).items():
+            t = choose_threshold(y_val, scores["val"], strategy=strategy, target=target)
+            baselines[name] = {**binary_metrics(y_test, scores["test"], t), "description": BASELINE_DESCRIPTIONS[name]}
+            curves[name] = scores["test"]
+
+    counts = {"train": _split(dataset, "train").height, "validation": val.height, "test": test.height}
+    class_balance = {}
+    for name in counts:
+        labels = _split(dataset, name).get_column("label")
+        fraud = int(labels.sum() or 0)
+        class_balance[name] = {
+            "fraud": fraud,
+            "normal": labels.len() - fraud,
+            "fraud_share": fraud / labels.len() if labels.len() else None,
+        }
+
+    fraud_types = test.get_column("fraud_type").to_list() if "fraud_type" in test.columns else [None] * test.height
+    reliability = _reliability_table(y_test, test_p)
+    tfidf = baselines.get("tfidf_logreg")
+    length = baselines.get("length_logreg")
+    metrics: dict[str, Any] = {
+        "model": model,
+        "model_validation": model_validation,
+        "baselines": baselines,
+        "counts": counts,
+        "class_balance": class_balance,
+        "per_fraud_type_recall": per_fraud_type_recall(fraud_types, y_test, test_pred),
+        "classification_report": classification_report(
+            y_test, test_pred, labels=[0, 1], target_names=["normal", "fraud"], output_dict=True, zero_division=0
+        ),
+        "threshold_strategy": strategy,
+        "threshold_target": target,
+        "threshold_chosen_on": "validation",
+        "calibration": {"brier": model["brier"], "reliability": reliability},
+        "beats_tfidf_baseline": None if tfidf is None else bool(model["f1"] >= tfidf["f1"]),
+        "length_only": None
+        if length is None
+        else {
+            "f1": length["f1"],
+            "pr_auc": length["pr_auc"],
+            "note": "logistic regression on log(text length) alone, same split and threshold rule",
+        },
+        "epochs_trained": len(history) if history else None,
+    }
+    metrics = _jsonable(metrics)
+
+    plots = {
+        "pr_curve.png": _plot_pr_curves(y_test, curves),
+        "confusion_matrix.png": _plot_confusion(model["confusion_matrix"], threshold),
+        "reliability.png": _plot_reliability(reliability, model["brier"]),
+    }
+    if history:
+        plots["training_curves.png"] = _plot_training_curves(history)
+    return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, sorted(plots)), plots=plots)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
+    model, baselines = metrics["model"], metrics["baselines"]
+    lines = ["# Fraud classifier evaluation", ""]
+
+    tfidf = baselines.get("tfidf_logreg")
+    if tfidf is not None and model["f1"] < tfidf["f1"]:
+        lines += [
+            f"> **Warning:** the model (F1 {_fmt(model['f1'])}) is below the TF-IDF baseline "
+            f"(F1 {_fmt(tfidf['f1'])}) on the same test split.",
+            "",
+        ]
+
+    lines += ["## Headline (test split)", "", "| | F1 | precision | recall | PR-AUC | ROC-AUC | threshold |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in [("**model**", model), *baselines.items()]:
+        lines.append(
+            f"| {name} | {_fmt(m['f1'])} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
+            f"{_fmt(m['pr_auc'])} | {_fmt(m['roc_auc'])} | {_fmt(m['threshold'], 3)} |"
+        )
+    lines.append("")
+    for name, m in baselines.items():
+        lines.append(f"- `{name}`: {m.get('description', '')}")
+    if tfidf is not None:
+        lines.append("- The TF-IDF baseline is the bar to clear: a model that cannot beat it is not worth its cost.")
+    lines.append("")
+
+    strategy = metrics["threshold_strategy"]
+    rule = {
+        "max_f1": "the threshold with the highest F1",
+        "precision": f"the lowest threshold with precision >= {metrics['threshold_target']} (best recall there)",
+        "recall": f"the highest threshold with recall >= {metrics['threshold_target']}",
+    }.get(strategy, strategy)
+    lines += [
+        "## Threshold",
+        "",
+        f"Fraud is predicted when P(fraud) >= **{_fmt(model['threshold'])}**, chosen on the validation split as "
+        f"{rule} (strategy `{strategy}`). Each baseline's threshold is chosen the same way on the same validation "
+        f"split. Validation F1 at this threshold: {_fmt(metrics['model_validation']['f1'])}.",
+        "",
+        "## Data",
+        "",
+        "| split | rows | fraud | normal | fraud share |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, rows in metrics["counts"].items():
+        cb = metrics["class_balance"][name]
+        lines.append(f"| {name} | {rows} | {cb['fraud']} | {cb['normal']} | {_fmt(cb['fraud_share'], 3)} |")
+
+    cm = model["confusion_matrix"]
+    lines += [
+        "",
+        "## Confusion matrix (test)",
+        "",
+        "| actual \\ predicted | normal | fraud |",
+        "| --- | --- | --- |",
+        f"| normal | {cm['tn']} | {cm['fp']} |",
+        f"| fraud | {cm['fn']} | {cm['tp']} |",
+        "",
+        "## Classification report (test)",
+        "",
+        "| class | precision | recall | f1 | support |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in metrics["classification_report"].items():
+        if isinstance(row, dict):
+            lines.append(
+                f"| {name} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1-score'])} | "
+                f"{_fmt(row['support'], 0)} |"
+            )
+        else:
+            lines.append(f"| {name} | | | {_fmt(row)} | |")
+
+    lines += ["", "## Recall per fraud type (test)", ""]
+    per_type = metrics["per_fraud_type_recall"]
+    if per_type:
+        lines += ["| fraud type | recall | support |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {_fmt(v['recall'])} | {v['support']} |" for name, v in per_type.items()]
+    else:
+        lines.append("No fraud rows in the test split.")
+
+    lines += [
+        "",
+        "## Calibration",
+        "",
+        f"Brier score {_fmt(model['brier'])} (0 is perfect; always predicting the test fraud share would score "
+        f"{_fmt(_prior_brier(metrics))}).",
+        "",
+    ]
+    if metrics["calibration"]["reliability"]:
+        lines += ["| P(fraud) bin | mean predicted | observed fraud rate | rows |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {r['bin']} | {_fmt(r['mean_predicted'], 3)} | {_fmt(r['observed_fraud_rate'], 3)} | {r['count']} |"
+            for r in metrics["calibration"]["reliability"]
+        ]
+
+    length = metrics.get("length_only")
+    if length is not None:
+        lines += [
+            "",
+            "## Text length alone",
+            "",
+            f"A logistic regression on log(text length) alone reaches F1 {_fmt(length['f1'])} "
+            f"(PR-AUC {_fmt(length['pr_auc'])}) on the same test split. Fraud texts are often much longer than "
+            "normal ones, so part of any model's score comes from length; the gap between this line and the "
+            "model is what the content adds.",
+        ]
+
+    if plot_files:
+        lines += ["", "## Plots", ""]
+        titles = {
+            "pr_curve.png": "Precision-recall curves",
+            "confusion_matrix.png": "Confusion matrix",
+            "reliability.png": "Reliability diagram",
+            "training_curves.png": "Training curves",
+        }
+        lines += [f"![{titles.get(f, f)}]({f})" for f in plot_files]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _prior_brier(metrics: dict[str, Any]) -> float | None:
+    share = metrics["class_balance"]["test"]["fraud_share"]
+    return None if share is None else share * (1 - share)
+
+
+def write_report(result: EvaluationResult, out_dir: Path, storage) -> None:
+    """Write metrics.json, report.md and the PNGs into ``out_dir``, each atomically.
+
+    The plots go first and metrics.json last, so a reader that polls for
+    metrics.json finds the rest of the report already in place.
+    """
+    out_dir = Path(out_dir)
+    for stale in set(PLOT_FILES) - set(result.plots):
+        # A plot this run did not draw (e.g. no history) must not linger from an older run.
+        (out_dir / stale).unlink(missing_ok=True)
+    for name, data in result.plots.items():
+        storage.write_bytes(data, out_dir / name)
+    storage.write_text(result.report_md, out_dir / "report.md")
+    storage.write_json(result.metrics, out_dir / "metrics.json")

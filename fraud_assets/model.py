@@ -1,0 +1,725 @@
+"""The fraud classifier: a torch model over frozen embeddings, time features,
+cheap text statistics and hashed character n-grams, and its training loop.
+
+Why this design: the default sentence embedding (all-MiniLM-L6-v2) is
+English-centric and maps most Chinese characters to ``[UNK]``, so the model
+must not depend on it. Character n-grams carry the signal in any language, so
+the network has three parts whose outputs are added or concatenated:
+
+- *dense*: [embedding ; time features ; text statistics], standardised with
+  train-split statistics, through a one-layer MLP;
+- *deep n-grams*: char 1-3-grams hashed into ``ngram_buckets`` buckets,
+  TF-IDF weighted (sublinear tf, IDF from the train split, L2-normalised per
+  text) and summed by an ``nn.EmbeddingBag`` (fastText-style), trained jointly;
+- *wide n-grams*: a linear term over the same weighted n-grams, added to the
+  output logit. With everything else switched off this is exactly logistic
+  regression on char-n-gram TF-IDF, the strong classical baseline, so the model
+  contains that baseline as a special case.
+
+The n-gram tables are large (2**18 rows) and touched sparsely, so they get
+sparse gradients and ``torch.optim.SparseAdam``; everything else uses AdamW.
+IDF and standardisation statistics are registered buffers of the module, so
+they travel with the weights (safetensors) and a loaded model is self-contained.
+
+Heavy imports (torch) happen inside functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+#: Fallback copy of ``fraud_assets.time_features.TIME_FEATURE_COLUMNS`` (the
+#: shared data contract) used only when that module cannot be imported.
+_CONTRACT_TIME_COLUMNS: tuple[str, ...] = (
+    "hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos",
+    "dom_sin", "dom_cos", "week_sin", "week_cos", "season_sin", "season_cos",
+    "has_timestamp",
+)  # fmt: skip
+
+#: Cheap text statistics (see :func:`text_stats`). Fraud texts are much longer
+#: and richer in digits, links and phone numbers than ordinary messages.
+TEXT_STAT_COLUMNS: tuple[str, ...] = (
+    "log_chars", "digit_share", "latin_share", "cjk_share", "space_share",
+    "punct_share", "upper_share", "has_url", "has_phone", "log_digit_runs",
+)  # fmt: skip
+
+#: Tags written to TensorBoard; the dashboard and tests rely on these names.
+TENSORBOARD_TAGS: tuple[str, ...] = (
+    "Train/BatchLoss", "Train/EpochAccuracy", "Train/EpochLoss", "Train/LearningRate",
+    "Val/EpochAccuracy", "Val/EpochLoss", "Val/F1Score", "Val/Precision", "Val/Recall",
+)  # fmt: skip
+
+#: Keys of every ``TrainedModel.history`` entry.
+HISTORY_KEYS: tuple[str, ...] = (
+    "epoch", "train_loss", "train_accuracy", "learning_rate", "val_loss", "val_accuracy",
+    "val_f1", "val_precision", "val_recall", "val_threshold", "val_f1_at_0_5", "seconds",
+)  # fmt: skip
+
+_MARK_START, _MARK_END = "\x02", "\x03"  # text boundaries, so n-grams can see "starts with"
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def default_time_columns() -> tuple[str, ...]:
+    """The time feature columns of the data contract."""
+    try:
+        from fraud_assets.time_features import TIME_FEATURE_COLUMNS
+    except ImportError:  # the module is optional for this one constant
+        return _CONTRACT_TIME_COLUMNS
+    return tuple(TIME_FEATURE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes training. Defaults are meant to be good as they are.
+
+    Feature groups can be switched off one at a time for ablations; at least
+    one must stay on.
+    """
+
+    # feature groups
+    use_embedding: bool = True
+    use_time: bool = True
+    use_ngrams: bool = True
+    use_text_stats: bool = True
+    # char n-grams (hashed, TF-IDF weighted)
+    ngram_min: int = 1
+    ngram_max: int = 3
+    ngram_buckets: int = 2**18
+    ngram_dim: int = 64
+    ngram_lowercase: bool = True
+    use_wide: bool = True  # linear term over the n-grams (logistic regression inside)
+    # network
+    hidden: int = 128
+    dropout: float = 0.2
+    # optimisation
+    lr: float = 2e-3  # AdamW, dense parameters
+    weight_decay: float = 1e-4
+    sparse_lr: float = 1e-2  # SparseAdam, n-gram tables (fastText-like higher rate)
+    batch_size: int = 256
+    max_epochs: int = 40
+    patience: int = 5
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    # None = the contract's time columns (fraud_assets.time_features)
+    time_columns: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("time_columns") is not None:
+            values["time_columns"] = tuple(values["time_columns"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the model reads from a frame, fixed at training time.
+
+    The IDF vector and the dense standardisation statistics are buffers of the
+    module (``idf``, ``dense_mean``, ``dense_std``), not fields here, so they are
+    stored with the weights.
+    """
+
+    embedding_dim: int  # 0 when embeddings are off
+    time_columns: tuple[str, ...]  # empty when time features are off
+    text_stat_columns: tuple[str, ...]  # empty when text statistics are off
+    ngram_min: int
+    ngram_max: int
+    ngram_buckets: int  # 0 when n-grams are off
+    ngram_lowercase: bool
+
+    @property
+    def dense_dim(self) -> int:
+        return self.embedding_dim + len(self.time_columns) + len(self.text_stat_columns)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        cols: list[str] = []
+        if self.ngram_buckets or self.text_stat_columns:
+            cols.append("text")
+        if self.embedding_dim:
+            cols.append("embedding")
+        return (*cols, *self.time_columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureSpec":
+        return cls(
+            embedding_dim=int(data["embedding_dim"]),
+            time_columns=tuple(data["time_columns"]),
+            text_stat_columns=tuple(data["text_stat_columns"]),
+            ngram_min=int(data["ngram_min"]),
+            ngram_max=int(data["ngram_max"]),
+            ngram_buckets=int(data["ngram_buckets"]),
+            ngram_lowercase=bool(data["ngram_lowercase"]),
+        )
+
+
+# --------------------------------------------------------------------------- #
+# featurisation (numpy / polars only, vectorised)
+# --------------------------------------------------------------------------- #
+def text_stats(texts: pl.Series) -> np.ndarray:
+    """Cheap per-text statistics, float32 ``[n, len(TEXT_STAT_COLUMNS)]``."""
+    s = texts.fill_null("").cast(pl.Utf8)
+    n = s.str.len_chars().cast(pl.Float64)
+    denom = n.clip(lower_bound=1.0)
+    frame = pl.DataFrame({"t": s, "n": n, "d": denom}).select(
+        (pl.col("n").log1p()).alias("log_chars"),
+        (pl.col("t").str.count_matches(r"\d") / pl.col("d")).alias("digit_share"),
+        (pl.col("t").str.count_matches(r"[A-Za-z]") / pl.col("d")).alias("latin_share"),
+        (pl.col("t").str.count_matches(r"[\p{Han}]") / pl.col("d")).alias("cjk_share"),
+        (pl.col("t").str.count_matches(r"\s") / pl.col("d")).alias("space_share"),
+        (pl.col("t").str.count_matches(r"[^\w\s]") / pl.col("d")).alias("punct_share"),
+        (pl.col("t").str.count_matches(r"\p{Lu}") / pl.col("d")).alias("upper_share"),
+        pl.col("t").str.contains(r"(?i)https?://|www\.|\b[a-z0-9-]+\.(?:com|cn|net|org|cc|top|xyz|io|me|ly)\b")
+        .cast(pl.Float64)
+        .alias("has_url"),
+        pl.col("t").str.contains(r"\+?\d[\d\- ]{6,}\d").cast(pl.Float64).alias("has_phone"),
+        (pl.col("t").str.count_matches(r"\d+").cast(pl.Float64).log1p()).alias("log_digit_runs"),
+    )
+    return frame.select(TEXT_STAT_COLUMNS).to_numpy().astype(np.float32)
+
+
+def hash_char_ngrams(
+    texts: pl.Series | list[str],
+    buckets: int,
+    n_min: int = 1,
+    n_max: int = 3,
+    lowercase: bool = True,
+    chunk_size: int = 16384,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hash the char n-grams of every text into buckets; return a CSR triple.
+
+    Returns ``(indptr, ids, counts)``: text ``i`` has distinct bucket ids
+    ``ids[indptr[i]:indptr[i+1]]`` (sorted) occurring ``counts[...]`` times.
+    Each text is wrapped in start/end marks so n-grams at the edges are
+    distinct. The hash is FNV-1a over Unicode code points with a splitmix64
+    finaliser, in numpy uint64: deterministic across processes and platforms
+    (unlike Python's salted ``hash``), and vectorised, so 100k texts take a
+    second or two. Texts are processed in chunks to bound memory.
+    """
+    s = pl.Series("t", texts, dtype=pl.Utf8) if not isinstance(texts, pl.Series) else texts
+    s = s.fill_null("").cast(pl.Utf8)
+    if lowercase:
+        s = s.str.to_lowercase()
+    n_texts = len(s)
+    indptrs, ids_parts, count_parts = [np.zeros(1, np.int64)], [], []
+    done = 0
+    for start in range(0, n_texts, chunk_size):
+        chunk = s.slice(start, chunk_size)
+        indptr, ids, counts = _hash_chunk(chunk, buckets, n_min, n_max)
+        indptrs.append(indptr[1:] + done)
+        done += len(ids)
+        ids_parts.append(ids)
+        count_parts.append(counts)
+    indptr = np.concatenate(indptrs)
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
+    counts = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64)
+    return indptr, ids, counts
+
+
+def _hash_chunk(s: pl.Series, buckets: int, n_min: int, n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(s)
+    lengths = s.str.len_chars().to_numpy().astype(np.int64) + 2
+    joined = "".join(_MARK_START + t + _MARK_END for t in s.to_list())
+    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    total = len(cps)
+    keys = []
+    with np.errstate(over="ignore"):
+        for k in range(n_min, n_max + 1):
+            m = total - k + 1
+            if m <= 0:
+                continue
+            valid = owner[: m] == owner[k - 1 :]
+            if k == 1:  # the bare marks are not n-grams
+                valid &= (cps[:m] != 2) & (cps[:m] != 3)
+            h = np.full(m, _FNV_OFFSET ^ np.uint64(k), dtype=np.uint64)
+            for j in range(k):
+                h = (h ^ cps[j : j + m]) * _FNV_PRIME
+            # splitmix64 finaliser: spreads FNV's weak low bits before the modulo
+            h ^= h >> np.uint64(30)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(27)
+            h *= np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(31)
+            bucket = (h % np.uint64(buckets)).astype(np.int64)
+            keys.append(owner[:m][valid] * buckets + bucket[valid])
+    if not keys:
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    uniq, counts = np.unique(np.concatenate(keys), return_counts=True)
+    rows = uniq // buckets
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, uniq % buckets, counts.astype(np.int64)
+
+
+def compute_idf(indptr: np.ndarray, ids: np.ndarray, buckets: int) -> np.ndarray:
+    """Smoothed IDF per bucket (sklearn's formula); 0 for buckets never seen.
+
+    Zero for unseen buckets means n-grams that never occurred in training
+    contribute nothing at prediction time (their table rows were never
+    trained), rather than random noise.
+    """
+    n_docs = len(indptr) - 1
+    df = np.bincount(ids, minlength=buckets).astype(np.float64)
+    idf = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0
+    idf[df == 0] = 0.0
+    return idf.astype(np.float32)
+
+
+def tfidf_weights(indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: np.ndarray) -> np.ndarray:
+    """Sublinear-tf x IDF weights, L2-normalised per text (float32, aligned with ``ids``)."""
+    n = len(indptr) - 1
+    w = (1.0 + np.log(counts.astype(np.float64))) * idf[ids].astype(np.float64)
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    norms = np.sqrt(np.bincount(rows, weights=w * w, minlength=n))
+    norms[norms == 0] = 1.0
+    return (w / norms[rows]).astype(np.float32)
+
+
+@dataclass
+class _Features:
+    """Model inputs for a frame: raw dense matrix and TF-IDF CSR."""
+
+    n: int
+    dense: np.ndarray | None  # float32 [n, dense_dim], unstandardised
+    indptr: np.ndarray | None
+    ids: np.ndarray | None
+    counts: np.ndarray | None
+
+
+def _embedding_matrix(frame: pl.DataFrame, dim: int) -> np.ndarray:
+    col = frame.get_column("embedding")
+    if isinstance(col.dtype, pl.List):
+        col = col.list.to_array(dim)  # raises if a row has another length
+    if not isinstance(col.dtype, pl.Array):
+        raise ValueError(f"column 'embedding' must be Array(Float32, {dim}), got {col.dtype}")
+    if col.null_count():
+        raise ValueError(f"column 'embedding' has {col.null_count()} null rows")
+    mat = col.to_numpy().astype(np.float32, copy=False)
+    if mat.ndim != 2 or mat.shape[1] != dim:
+        raise ValueError(f"embeddings have dimension {mat.shape[1:]} but the model expects {dim}")
+    return mat
+
+
+def _featurise(frame: pl.DataFrame, spec: FeatureSpec) -> _Features:
+    missing = [c for c in spec.required_columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks the columns this model needs: {missing}")
+    parts: list[np.ndarray] = []
+    if spec.embedding_dim:
+        parts.append(_embedding_matrix(frame, spec.embedding_dim))
+    if spec.time_columns:
+        t = frame.select(pl.col(c).cast(pl.Float32).fill_null(0.0).fill_nan(0.0) for c in spec.time_columns)
+        parts.append(t.to_numpy().astype(np.float32))
+    if spec.text_stat_columns:
+        parts.append(text_stats(frame.get_column("text")))
+    dense = np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else None
+    indptr = ids = counts = None
+    if spec.ngram_buckets:
+        indptr, ids, counts = hash_char_ngrams(
+            frame.get_column("text"), spec.ngram_buckets, spec.ngram_min, spec.ngram_max, spec.ngram_lowercase
+        )
+    return _Features(frame.height, dense, indptr, ids, counts)
+
+
+# --------------------------------------------------------------------------- #
+# the network
+# --------------------------------------------------------------------------- #
+def _build_module(config: TrainConfig, spec: FeatureSpec):
+    """Construct the (untrained) network; buffers hold placeholder statistics."""
+    import torch
+    from torch import nn
+
+    class FraudNet(nn.Module):
+        """dense MLP ⊕ n-gram bag -> head, plus a wide n-gram logit."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            fused = 0
+            self.dense_dim = spec.dense_dim
+            self.use_ngrams = spec.ngram_buckets > 0
+            self.use_wide = self.use_ngrams and config.use_wide
+            if self.dense_dim:
+                self.register_buffer("dense_mean", torch.zeros(self.dense_dim))
+                self.register_buffer("dense_std", torch.ones(self.dense_dim))
+                self.dense = nn.Sequential(
+                    nn.Linear(self.dense_dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout)
+                )
+                fused += config.hidden
+            if self.use_ngrams:
+                self.register_buffer("idf", torch.zeros(spec.ngram_buckets))
+                self.bag = nn.EmbeddingBag(spec.ngram_buckets, config.ngram_dim, mode="sum", sparse=True)
+                nn.init.normal_(self.bag.weight, std=0.05)
+                fused += config.ngram_dim
+            if self.use_wide:
+                self.wide = nn.EmbeddingBag(spec.ngram_buckets, 1, mode="sum", sparse=True)
+                nn.init.zeros_(self.wide.weight)
+            self.head = nn.Sequential(
+                nn.Linear(fused, config.hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.hidden, 1)
+            )
+
+        def forward(self, dense, ngram_ids, ngram_offsets, ngram_weights):
+            parts = []
+            if self.dense_dim:
+                parts.append(self.dense((dense - self.dense_mean) / self.dense_std))
+            if self.use_ngrams:
+                parts.append(self.bag(ngram_ids, ngram_offsets, per_sample_weights=ngram_weights))
+            logit = self.head(torch.cat(parts, dim=1)).squeeze(1)
+            if self.use_wide:
+                logit = logit + self.wide(ngram_ids, ngram_offsets, per_sample_weights=ngram_weights).squeeze(1)
+            return logit
+
+    return FraudNet()
+
+
+class _Inputs:
+    """Model inputs as tensors, with fast batch gathering from the CSR."""
+
+    def __init__(self, feats: _Features, module) -> None:
+        import torch
+
+        self.n = feats.n
+        self.dense = torch.from_numpy(feats.dense) if feats.dense is not None else None
+        self.indptr = self.ids = self.weights = None
+        if feats.indptr is not None:
+            idf = module.idf.detach().cpu().numpy()
+            w = tfidf_weights(feats.indptr, feats.ids, feats.counts, idf)
+            self.indptr = torch.from_numpy(feats.indptr)
+            self.ids = torch.from_numpy(feats.ids)
+            self.weights = torch.from_numpy(w)
+
+    def batch(self, rows):
+        import torch
+
+        dense = self.dense[rows] if self.dense is not None else None
+        if self.indptr is None:
+            return dense, None, None, None
+        starts = self.indptr[rows]
+        lens = self.indptr[rows + 1] - starts
+        offsets = torch.zeros_like(lens)
+        torch.cumsum(lens[:-1], 0, out=offsets[1:])
+        gather = torch.repeat_interleave(starts - offsets, lens) + torch.arange(int(lens.sum()))
+        return dense, self.ids[gather], offsets, self.weights[gather]
+
+
+def _logits(module, inputs: _Inputs, batch_size: int = 8192) -> np.ndarray:
+    import torch
+
+    was_training = module.training
+    module.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, inputs.n, batch_size):
+            rows = torch.arange(start, min(start + batch_size, inputs.n))
+            out.append(module(*inputs.batch(rows)))
+    module.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+# --------------------------------------------------------------------------- #
+# metrics
+# --------------------------------------------------------------------------- #
+def best_f1_threshold(y_true: np.ndarray, proba: np.ndarray) -> tuple[float, float, float, float]:
+    """Threshold maximising F1 (fraud positive): ``(threshold, f1, precision, recall)``.
+
+    Predict fraud when ``proba >= threshold``. Ties are broken towards the
+    higher threshold (fewer false alarms). Returns F1 0 when there is no fraud.
+    """
+    y = np.asarray(y_true).astype(np.int64)
+    p = np.asarray(proba, dtype=np.float64)
+    n_pos = int(y.sum())
+    if n_pos == 0 or len(y) == 0:
+        return 1.0, 0.0, 0.0, 0.0
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted = p[order], y[order]
+    # only cut where the score changes, so equal scores fall on the same side
+    last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True]
+    tp = np.cumsum(y_sorted)[last_of_run]
+    predicted = (np.arange(len(p_sorted)) + 1)[last_of_run]
+    f1 = 2 * tp / (predicted + n_pos)
+    i = int(np.argmax(f1))  # first max = highest threshold
+    return float(p_sorted[last_of_run][i]), float(f1[i]), float(tp[i] / predicted[i]), float(tp[i] / n_pos)
+
+
+def _smoothed_bce(logits, y, pos_weight, eps: float):
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(logits, y * (1 - eps) + eps / 2, pos_weight=pos_weight)
+
+
+# --------------------------------------------------------------------------- #
+# trained model
+# --------------------------------------------------------------------------- #
+@dataclass
+class TrainedModel:
+    """A trained classifier plus everything needed to score a new frame."""
+
+    module: Any  # torch.nn.Module
+    config: TrainConfig
+    spec: FeatureSpec
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+    def predict_proba(self, frame: pl.DataFrame, batch_size: int = 8192) -> np.ndarray:
+        """Fraud probability per row (float64, same order as ``frame``).
+
+        ``frame`` needs ``text``, ``embedding`` and the time columns, except for
+        feature groups the model was trained without.
+        """
+        import torch
+
+        feats = _featurise(frame, self.spec)
+        logits = _logits(self.module, _Inputs(feats, self.module), batch_size)
+        return torch.sigmoid(torch.from_numpy(logits)).numpy().astype(np.float64)
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The history entry of the restored (best) epoch."""
+        return next(h for h in self.history if h["epoch"] == self.best_epoch)
+
+
+# --------------------------------------------------------------------------- #
+# training
+# --------------------------------------------------------------------------- #
+def _make_spec(train: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
+    embedding_dim = 0
+    if config.use_embedding:
+        dtype = train.schema.get("embedding")
+        if dtype is None:
+            raise ValueError("use_embedding=True but the dataset has no 'embedding' column")
+        embedding_dim = dtype.size if isinstance(dtype, pl.Array) else len(train["embedding"][0])
+    time_columns = (config.time_columns or default_time_columns()) if config.use_time else ()
+    return FeatureSpec(
+        embedding_dim=int(embedding_dim),
+        time_columns=tuple(time_columns),
+        text_stat_columns=TEXT_STAT_COLUMNS if config.use_text_stats else (),
+        ngram_min=config.ngram_min,
+        ngram_max=config.ngram_max,
+        ngram_buckets=config.ngram_buckets if config.use_ngrams else 0,
+        ngram_lowercase=config.ngram_lowercase,
+    )
+
+
+def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if not (config.use_embedding or config.use_time or config.use_ngrams or config.use_text_stats):
+        raise ValueError("TrainConfig switches off every feature group; keep at least one")
+    if not 1 <= config.ngram_min <= config.ngram_max:
+        raise ValueError("need 1 <= ngram_min <= ngram_max")
+    for col in ("label", "split"):
+        if col not in dataset.columns:
+            raise ValueError(f"dataset lacks the column {col!r}")
+    train = dataset.filter(pl.col("split") == "train")
+    val = dataset.filter(pl.col("split") == "validation")
+    if train.height == 0 or val.height == 0:
+        raise ValueError(f"need train and validation rows, got {train.height} train / {val.height} validation")
+    if train["label"].null_count() or val["label"].null_count():
+        raise ValueError("labels must not be null")
+    if train["label"].n_unique() < 2:
+        raise ValueError("the train split holds only one class")
+    return train, val
+
+
+def train_classifier(
+    dataset: pl.DataFrame,
+    config: TrainConfig = TrainConfig(),
+    *,
+    tensorboard_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainedModel:
+    """Fit on ``split == "train"``, early-stop on ``split == "validation"``.
+
+    Loss: BCE with logits, label smoothing (targets ``y(1-ε)+ε/2``) and
+    ``pos_weight = n_neg / n_pos`` from the train split. Optimisers: AdamW for
+    dense parameters (gradients clipped to ``grad_clip``), SparseAdam for the
+    n-gram tables; both follow linear warm-up then cosine decay.
+
+    Early stopping: after each epoch the validation F1 is measured at the
+    threshold that maximises it on validation — the same rule the evaluation
+    step uses to pick the operating threshold, so the checkpoint is chosen by
+    what will be deployed, and the choice does not depend on calibration
+    (pos_weight and smoothing shift probabilities). Ties (common on easy data
+    where F1 saturates) go to the lower validation loss. Training stops after
+    ``patience`` epochs without improvement and the best epoch's weights are
+    restored.
+
+    Deterministic: same data and seed give identical history and
+    probabilities. Torch's global RNG state and thread count are left as found.
+    """
+    import torch
+
+    log = log or (lambda _msg: None)
+    t_start = time.perf_counter()
+    train, val = _validate(dataset, config)
+    spec = _make_spec(train, config)
+
+    t0 = time.perf_counter()
+    f_train, f_val = _featurise(train, spec), _featurise(val, spec)
+    log(f"featurised {train.height} train + {val.height} validation rows in {time.perf_counter() - t0:.1f}s")
+
+    y_train = torch.from_numpy(train["label"].cast(pl.Float32).to_numpy().copy())
+    y_val_np = val["label"].cast(pl.Int64).to_numpy()
+    y_val = torch.from_numpy(y_val_np.astype(np.float32))
+    n_pos = float(y_train.sum())
+    pos_weight = torch.tensor((len(y_train) - n_pos) / n_pos)
+
+    writer = None
+    if tensorboard_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(tensorboard_dir))
+
+    history: list[dict[str, float]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        module = _build_module(config, spec)
+        with torch.no_grad():
+            if spec.dense_dim:
+                mean = f_train.dense.astype(np.float64).mean(axis=0)
+                std = f_train.dense.astype(np.float64).std(axis=0)
+                std[std < 1e-6] = 1.0  # constant columns (e.g. no timestamps) become 0
+                module.dense_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+                module.dense_std.copy_(torch.from_numpy(std.astype(np.float32)))
+            if spec.ngram_buckets:
+                module.idf.copy_(torch.from_numpy(compute_idf(f_train.indptr, f_train.ids, spec.ngram_buckets)))
+        x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
+
+        sparse_params = [p for n, p in module.named_parameters() if n.startswith(("bag.", "wide."))]
+        dense_params = [p for n, p in module.named_parameters() if not n.startswith(("bag.", "wide."))]
+        optimisers = [torch.optim.AdamW(dense_params, lr=config.lr, weight_decay=config.weight_decay)]
+        if sparse_params:
+            optimisers.append(torch.optim.SparseAdam(sparse_params, lr=config.sparse_lr))
+        steps_per_epoch = math.ceil(x_train.n / config.batch_size)
+        total_steps = steps_per_epoch * config.max_epochs
+        warmup = max(1, int(round(config.warmup_epochs * steps_per_epoch)))
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in optimisers]
+        shuffler = torch.Generator().manual_seed(config.seed)
+
+        best_key: tuple[float, float] | None = None
+        best_state: dict[str, Any] | None = None
+        best_epoch, stale, step = 0, 0, 0
+        for epoch in range(1, config.max_epochs + 1):
+            t_epoch = time.perf_counter()
+            module.train()
+            lr_now = optimisers[0].param_groups[0]["lr"]
+            loss_sum, correct = 0.0, 0
+            order = torch.randperm(x_train.n, generator=shuffler)
+            for start in range(0, x_train.n, config.batch_size):
+                rows = order[start : start + config.batch_size]
+                logits = module(*x_train.batch(rows))
+                yb = y_train[rows]
+                loss = _smoothed_bce(logits, yb, pos_weight, config.label_smoothing)
+                for o in optimisers:
+                    o.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip and dense_params:
+                    # sparse table gradients are excluded: clip_grad_norm_ is dense-only
+                    torch.nn.utils.clip_grad_norm_(dense_params, config.grad_clip)
+                for o in optimisers:
+                    o.step()
+                for s in schedulers:
+                    s.step()
+                batch_loss = float(loss.detach())
+                loss_sum += batch_loss * len(rows)
+                correct += int(((logits.detach() > 0).float() == yb).sum())
+                if writer is not None:
+                    writer.add_scalar("Train/BatchLoss", batch_loss, step)
+                step += 1
+
+            val_logits = torch.from_numpy(_logits(module, x_val))
+            with torch.no_grad():
+                val_loss = float(_smoothed_bce(val_logits, y_val, pos_weight, config.label_smoothing))
+            val_proba = torch.sigmoid(val_logits).numpy().astype(np.float64)
+            threshold, f1, precision, recall = best_f1_threshold(y_val_np, val_proba)
+            pred = (val_proba >= threshold).astype(np.int64)
+            pred05 = (val_proba >= 0.5).astype(np.int64)
+            tp05 = int(((pred05 == 1) & (y_val_np == 1)).sum())
+            f1_05 = 2 * tp05 / max(1, int(pred05.sum()) + int(y_val_np.sum()))
+            record = {
+                "epoch": epoch,
+                "train_loss": loss_sum / x_train.n,
+                "train_accuracy": correct / x_train.n,
+                "learning_rate": lr_now,
+                "val_loss": val_loss,
+                "val_accuracy": float((pred == y_val_np).mean()),
+                "val_f1": f1,
+                "val_precision": precision,
+                "val_recall": recall,
+                "val_threshold": threshold,
+                "val_f1_at_0_5": f1_05,
+                "seconds": time.perf_counter() - t_epoch,
+            }
+            history.append(record)
+            if writer is not None:
+                for tag, key in (
+                    ("Train/EpochAccuracy", "train_accuracy"),
+                    ("Train/EpochLoss", "train_loss"),
+                    ("Train/LearningRate", "learning_rate"),
+                    ("Val/EpochAccuracy", "val_accuracy"),
+                    ("Val/EpochLoss", "val_loss"),
+                    ("Val/F1Score", "val_f1"),
+                    ("Val/Precision", "val_precision"),
+                    ("Val/Recall", "val_recall"),
+                ):
+                    writer.add_scalar(tag, record[key], epoch)
+
+            key = (f1, -val_loss)
+            improved = best_key is None or key > best_key
+            if improved:
+                best_key, best_epoch, stale = key, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            else:
+                stale += 1
+            log(
+                f"epoch {epoch}/{config.max_epochs} loss {record['train_loss']:.4f} "
+                f"val_loss {val_loss:.4f} val_f1 {f1:.4f} (p {precision:.3f} r {recall:.3f} @ {threshold:.3f})"
+                f"{' *' if improved else ''} {record['seconds']:.1f}s"
+            )
+            if stale >= config.patience:
+                break
+
+        assert best_state is not None
+        module.load_state_dict(best_state)
+        module.eval()
+
+    if writer is not None:
+        writer.flush()
+        writer.close()
+    log(f"best epoch {best_epoch} of {len(history)}, total {time.perf_counter() - t_start:.1f}s")
+    return TrainedModel(module=module, config=config, spec=spec, history=history, best_epoch=best_epoch)
+
+
+def build_model(config: TrainConfig, spec: FeatureSpec, state_dict: dict[str, Any], history=None, best_epoch=0) -> TrainedModel:
+    """Rebuild a :class:`TrainedModel` from its parts (used by the registry)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # init draws are overwritten; keep the caller's RNG intact
+        module = _build_module(config, spec)
+    module.load_state_dict(state_dict, strict=True)
+    module.eval()
+    return TrainedModel(module=module, config=config, spec=spec, history=list(history or []), best_epoch=best_epoch)

@@ -1,0 +1,98 @@
+"""Score a file of messages with a saved model (the production model by default)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fraud_assets.readers import IngestConfig, read_messages
+from fraud_assets.settings import Settings
+from fraud_assets.storage import Storage
+from fraud_assets.text import normalize_text, text_hash
+
+OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+class ScoringError(Exception):
+    """A clear, user-facing reason why scoring cannot run."""
+
+
+def score_file(input_path: Path, output_path: Path, *, model_dir: Path, settings: Settings | None = None) -> dict[str, Any]:
+    """Score every message in ``input_path``; write probability and label to ``output_path``.
+
+    The embedding model, its settings and the decision threshold come from the
+    model card, and the embedder's fingerprint must match the one the model was
+    trained with, so scores are never computed on vectors from another model.
+    Vectors are shared with the training cache under the storage root.
+    """
+    from fraud_assets.embeddings import Embedder, EmbeddingCache, embed_texts
+    from fraud_assets.registry import ModelLoadError, load_model
+    from fraud_assets.time_features import time_features
+
+    settings = settings or Settings.from_env()
+    if output_path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ScoringError(f"output must end in one of {OUTPUT_SUFFIXES}, not {output_path.name!r}")
+    if not input_path.exists():
+        raise ScoringError(f"input file {input_path} does not exist")
+    try:
+        model, card = load_model(model_dir)
+    except ModelLoadError as exc:
+        raise ScoringError(f"{exc}. Train and promote a model first with `fraud-assets run` or `fraud-assets retrain`.") from exc
+    if "threshold" not in card:
+        raise ScoringError(f"model card in {model_dir} has no threshold: the model was never evaluated")
+
+    parsed = read_messages(input_path, IngestConfig.load(settings.ingest_config), timezone=settings.timezone, require_label=False)
+    if parsed.error:
+        raise ScoringError(f"cannot read {input_path}: {parsed.error}")
+    rows = parsed.rows.with_columns(pl.col("text").fill_null("").map_elements(normalize_text, return_dtype=pl.Utf8).alias("norm"))
+    skipped = rows.filter(pl.col("norm") == "").height + parsed.quarantine.height
+    rows = rows.filter(pl.col("norm") != "").with_columns(pl.col("norm").map_elements(text_hash, return_dtype=pl.Utf8).alias("text_hash"))
+
+    started = time.perf_counter()
+    embed_settings = card.get("embedding_settings", {})
+    embedder = Embedder(card["embedding_model"], device=settings.device, **embed_settings)
+    if embedder.fingerprint != card["embedding_fingerprint"]:
+        raise ScoringError(
+            f"embedding model {card['embedding_model']!r} here has fingerprint {embedder.fingerprint}, but the model was "
+            f"trained with {card['embedding_fingerprint']}: install the same embedding model or retrain"
+        )
+    cache = EmbeddingCache(Storage(settings.data_dir).embedding_cache_dir, embedder.fingerprint)
+    vectors, _ = embed_texts(rows.select("text_hash", pl.col("norm").alias("text")), embedder, cache)
+    frame = rows.with_columns(vectors["embedding"], pl.col("norm").alias("text_normalized"))
+    times = time_features(frame.select("message_id", "text_hash", "sent_at"), timezone=settings.timezone)
+    frame = pl.concat([frame, times.drop("message_id", "text_hash")], how="horizontal")
+    features = frame.drop("text").rename({"text_normalized": "text"})
+    probability = model.predict_proba(features) if frame.height else []
+    seconds = time.perf_counter() - started
+
+    threshold = float(card["threshold"])
+    out = frame.select("message_id", "source_row", "sent_at", "text").with_columns(
+        pl.Series("probability", probability, dtype=pl.Float64),
+    ).with_columns((pl.col("probability") >= threshold).cast(pl.Int8).alias("label"))
+    _write(out, output_path)
+    return {
+        "input": str(input_path),
+        "output": str(output_path),
+        "scored": out.height,
+        "skipped": skipped,
+        "flagged_fraud": int(out["label"].sum() or 0),
+        "threshold": threshold,
+        "model": card.get("run_name"),
+        "seconds": round(seconds, 3),
+        "messages_per_s": round(out.height / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
+    storage = Storage(path.parent)
+    with storage.atomic_path(path) as tmp:
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).write_csv(tmp)
+        elif suffix == ".jsonl":
+            frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).write_ndjson(tmp)
+        else:
+            frame.write_parquet(tmp)

@@ -1,0 +1,53 @@
+"""Project settings: every value has a default and an environment variable.
+
+The variable names are part of the public contract (scripts rely on them), see
+the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build with :meth:`from_env`."""
+
+    data_dir: Path
+    landing_dir: Path
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    device: str = "auto"
+    timezone: str = "Asia/Shanghai"
+    max_rejected_share: float = 0.20
+    ingest_config: Path | None = None
+    retrain_cron: str = "0 2 * * *"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        data_dir = Path(_env("FRAUD_DATA_DIR", str(PROJECT_ROOT / "data"))).expanduser().resolve()
+        landing = Path(_env("FRAUD_LANDING_DIR", str(data_dir / "incoming"))).expanduser().resolve()
+        device = _env("FRAUD_DEVICE", "auto").lower()
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"FRAUD_DEVICE must be auto, cpu or cuda, not {device!r}")
+        ingest_config = os.environ.get("FRAUD_INGEST_CONFIG")
+        return cls(
+            data_dir=data_dir,
+            landing_dir=landing,
+            embedding_model=_env("FRAUD_EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL),
+            device=device,
+            timezone=_env("FRAUD_TIMEZONE", "Asia/Shanghai"),
+            max_rejected_share=float(_env("FRAUD_MAX_REJECTED_SHARE", "0.2")),
+            ingest_config=Path(ingest_config).expanduser() if ingest_config else None,
+            retrain_cron=_env("FRAUD_RETRAIN_CRON", "0 2 * * *"),
+        )

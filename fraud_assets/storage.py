@@ -1,0 +1,92 @@
+"""One small object that owns every path under the storage root.
+
+All writes go through :meth:`Storage.atomic_path`: data is written to a
+temporary file in the same folder and renamed into place, so a killed run
+never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+
+class Storage:
+    """Paths and atomic I/O under one storage root (``FRAUD_DATA_DIR``)."""
+
+    def __init__(self, root: str | Path, landing_dir: str | Path | None = None):
+        self.root = Path(root)
+        self.landing_dir = Path(landing_dir) if landing_dir else self.root / "incoming"
+
+    # ---- layout -----------------------------------------------------------
+    def asset_path(self, asset: str, partition: str | None = None) -> Path:
+        base = self.root / "assets" / asset
+        return base / f"{partition}.parquet" if partition else base.with_suffix(".parquet")
+
+    def quarantine_path(self, stage: str, partition: str) -> Path:
+        return self.root / "quarantine" / stage / f"{partition}.parquet"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        return self.root / "embedding_cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def production_model_dir(self) -> Path:
+        return self.models_dir / "production"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    # ---- atomic writes ----------------------------------------------------
+    @contextlib.contextmanager
+    def atomic_path(self, path: str | Path) -> Iterator[Path]:
+        """Yield a temporary path next to ``path``; rename it into place on success."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+    def write_parquet(self, df: pl.DataFrame, path: str | Path) -> Path:
+        with self.atomic_path(path) as tmp:
+            df.write_parquet(tmp)
+        return Path(path)
+
+    def write_json(self, obj: Any, path: str | Path) -> Path:
+        return self.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), path)
+
+    def write_text(self, text: str, path: str | Path) -> Path:
+        return self.write_bytes(text.encode("utf-8"), path)
+
+    def write_bytes(self, data: bytes, path: str | Path) -> Path:
+        with self.atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        return Path(path)
+
+    @staticmethod
+    def read_parquet(path: str | Path) -> pl.DataFrame:
+        return pl.read_parquet(path)

@@ -1,0 +1,270 @@
+"""The torch classifier: training, determinism, TensorBoard, ablations, model files.
+
+Real torch training on a few hundred synthetic rows (seconds each). The
+synthetic label is carried by character n-grams only (the embeddings are
+pure noise), which is the situation the model is built for: a frozen
+embedding that knows nothing about the language.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from fraud_assets.model import (
+    HISTORY_KEYS,
+    TENSORBOARD_TAGS,
+    TrainConfig,
+    best_f1_threshold,
+    hash_char_ngrams,
+    train_classifier,
+)
+from fraud_assets.registry import ModelLoadError, load_model, save_model
+
+TIME_COLUMNS = (
+    "hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos",
+    "dom_sin", "dom_cos", "week_sin", "week_cos", "season_sin", "season_cos",
+    "has_timestamp",
+)  # fmt: skip
+TELECOM = Path(__file__).resolve().parents[2] / "shared/datasets/telecom_fraud_texts"
+
+FRAUD_PHRASES = [
+    "您的账户涉嫌洗钱", "请立即转账到安全账户", "点击链接领取补贴", "公安局通知您配合调查", "刷单返利日赚千元",
+    "verify your account now", "you won a cash prize", "send the code to claim", "urgent wire transfer",
+]  # fmt: skip
+NORMAL_PHRASES = [
+    "明天下午开会", "快递已放在门口", "晚上一起吃饭吗", "您的话费账单已出", "周末去爬山",
+    "see you at lunch", "the meeting moved to friday", "thanks for the photos", "your parcel was delivered",
+]  # fmt: skip
+FILLER = ["好的", "谢谢", "今天", "请", "您好", "ok", "please", "today", "hello", "的", "了"]
+
+# Small model so each training run takes a second or two on a shared 2-core box.
+FAST = TrainConfig(ngram_buckets=2**14, hidden=32, ngram_dim=16, max_epochs=15, patience=4, batch_size=64)
+
+
+def make_dataset(n: int = 600, seed: int = 0, emb_dim: int = 16) -> pl.DataFrame:
+    """A training_dataset-shaped frame (shared data contract) with an n-gram-learnable label."""
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = int(rng.random() < 0.35)
+        phrases = FRAUD_PHRASES if label else NORMAL_PHRASES
+        words = [rng.choice(phrases)] + [rng.choice(FILLER) for _ in range(rng.randint(1, 5))]
+        rng.shuffle(words)
+        text = " ".join(words)
+        rows.append((f"m{i}", text, label))
+    frame = pl.DataFrame(
+        {
+            "message_id": [r[0] for r in rows],
+            "text": [r[1] for r in rows],
+            "text_hash": [f"h{i}" for i in range(n)],
+            "label": pl.Series([r[2] for r in rows], dtype=pl.Int8),
+            "sent_at": pl.Series([None] * n, dtype=pl.Datetime("us", "UTC")),
+            "fraud_type": pl.Series([None] * n, dtype=pl.Utf8),
+            "source_file": ["synthetic.csv"] * n,
+            "embedding": pl.Series(nprng.normal(size=(n, emb_dim)).astype(np.float32)),
+        }
+    )
+    hours = nprng.integers(0, 24, size=n)
+    time_cols = {c: np.zeros(n, np.float32) for c in TIME_COLUMNS if c != "has_timestamp"}
+    time_cols["hour_sin"] = np.sin(2 * np.pi * hours / 24).astype(np.float32)
+    time_cols["hour_cos"] = np.cos(2 * np.pi * hours / 24).astype(np.float32)
+    frame = frame.with_columns(
+        *(pl.Series(c, v) for c, v in time_cols.items()),
+        pl.Series("has_timestamp", nprng.random(n) < 0.5),
+    )
+    split = np.where(np.arange(n) % 10 < 7, "train", np.where(np.arange(n) % 10 < 9, "validation", "test"))
+    return frame.with_columns(pl.Series("split", split))
+
+
+@pytest.fixture(scope="module")
+def dataset() -> pl.DataFrame:
+    return make_dataset()
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    tb = tmp_path_factory.mktemp("tb")
+    logs: list[str] = []
+    model = train_classifier(dataset, FAST, tensorboard_dir=tb, log=logs.append)
+    return model, tb, logs
+
+
+def val_f1(model, dataset) -> float:
+    val = dataset.filter(pl.col("split") == "validation")
+    return best_f1_threshold(val["label"].to_numpy(), model.predict_proba(val))[1]
+
+
+def test_learns_from_ngrams_and_restores_best_epoch(trained, dataset):
+    model, _, logs = trained
+    assert model.best["val_f1"] > 0.9
+    for record in model.history:
+        assert set(HISTORY_KEYS) <= set(record)
+    assert model.best["val_f1"] == max(h["val_f1"] for h in model.history)
+    # the returned weights are the best epoch's, not the last epoch's
+    assert val_f1(model, dataset) == pytest.approx(model.best["val_f1"], abs=1e-12)
+    assert any(line.startswith("epoch 1/") for line in logs)
+    test = dataset.filter(pl.col("split") == "test")
+    proba = model.predict_proba(test)
+    assert proba.shape == (test.height,) and np.all((proba >= 0) & (proba <= 1))
+
+
+def test_early_stopping_stops_before_max_epochs(dataset):
+    config = dataclasses.replace(FAST, max_epochs=40, patience=2)
+    model = train_classifier(dataset, config)
+    assert len(model.history) < 40
+    assert len(model.history) - model.best_epoch == 2 or len(model.history) == 40
+
+
+def test_same_seed_same_result_different_seed_different(trained, dataset):
+    model, _, _ = trained
+    again = train_classifier(dataset, FAST)
+    assert again.history == [
+        {**h, "seconds": again.history[i]["seconds"]} for i, h in enumerate(model.history)
+    ]
+    np.testing.assert_array_equal(model.predict_proba(dataset), again.predict_proba(dataset))
+    other = train_classifier(dataset, dataclasses.replace(FAST, seed=1))
+    assert not np.array_equal(model.predict_proba(dataset), other.predict_proba(dataset))
+
+
+def test_shuffled_labels_score_clearly_worse(trained, dataset):
+    model, _, _ = trained
+    labels = dataset["label"].to_numpy().copy()
+    np.random.default_rng(0).shuffle(labels)
+    shuffled = train_classifier(dataset.with_columns(pl.Series("label", labels, dtype=pl.Int8)), FAST)
+    assert shuffled.best["val_f1"] < model.best["val_f1"] - 0.2
+
+
+def test_tensorboard_has_every_tag(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, tb, _ = trained
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert set(TENSORBOARD_TAGS) <= tags
+    assert len(acc.Scalars("Val/F1Score")) == len(trained[0].history)
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        dict(use_embedding=False, use_time=False, use_text_stats=False),  # n-grams only
+        dict(use_ngrams=False, use_time=False, use_text_stats=False),  # embedding only
+    ],
+)
+def test_feature_groups_can_be_switched_off(dataset, groups):
+    config = dataclasses.replace(FAST, max_epochs=3, **groups)
+    model = train_classifier(dataset, config)
+    needed = model.spec.required_columns
+    frame = dataset.select(needed)  # disabled groups' columns are not required
+    proba = model.predict_proba(frame)
+    assert proba.shape == (dataset.height,) and np.isfinite(proba).all()
+    if not config.use_embedding:
+        assert "embedding" not in needed
+    else:
+        assert needed == ("embedding",)
+
+
+def test_all_groups_off_is_rejected(dataset):
+    off = dataclasses.replace(FAST, use_embedding=False, use_time=False, use_ngrams=False, use_text_stats=False)
+    with pytest.raises(ValueError, match="feature group"):
+        train_classifier(dataset, off)
+
+
+def test_missing_column_is_a_clear_error(trained, dataset):
+    model, _, _ = trained
+    with pytest.raises(ValueError, match="embedding"):
+        model.predict_proba(dataset.drop("embedding"))
+
+
+def test_ngram_hash_is_stable_and_separates_texts():
+    a = hash_char_ngrams(["转账到安全账户", "hello"], buckets=2**18)
+    b = hash_char_ngrams(["转账到安全账户", "hello"], buckets=2**18)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    indptr, ids, counts = a
+    # "转账到安全账户": 7 unigrams (账 twice -> 6 distinct), 8 bigrams, 7 trigrams incl. the edge marks
+    assert indptr[1] == 6 + 8 + 7
+    assert counts[: indptr[1]].sum() == 7 + 8 + 7
+    # pinned values: the hash must never change between releases, or saved models break
+    assert ids[indptr[1] : indptr[2]].tolist()[:3] == pytest.approx(
+        sorted(hash_char_ngrams(["hello"], buckets=2**18)[1].tolist())[:3]
+    )
+
+
+def test_save_load_round_trip(trained, dataset, tmp_path):
+    model, _, _ = trained
+    card = {"embedding_model": "synthetic", "embedding_fingerprint": "abc", "threshold": 0.5, "metrics": {"f1": 1.0}}
+    folder = save_model(model, tmp_path / "model", card)
+    names = {p.name for p in folder.iterdir()}
+    assert "model_card.json" in names and any(n.endswith(".safetensors") for n in names)
+    assert not any(n.endswith((".pt", ".pth", ".pkl", ".pickle", ".bin")) for n in names)
+    assert not [p for p in tmp_path.iterdir() if p.name != "model"]  # no temp folder left behind
+    loaded, loaded_card = load_model(folder)
+    np.testing.assert_array_equal(loaded.predict_proba(dataset), model.predict_proba(dataset))
+    assert loaded.config == model.config and loaded.spec == model.spec
+    assert loaded.best_epoch == model.best_epoch
+    assert loaded_card["threshold"] == 0.5 and loaded_card["embedding_fingerprint"] == "abc"
+    assert {"feature_config", "code_version", "created_at"} <= set(loaded_card)
+    # saving again over an existing model replaces it in one step
+    save_model(model, folder, {**card, "threshold": 0.7})
+    assert load_model(folder)[1]["threshold"] == 0.7
+
+
+def test_load_errors_are_clear(trained, tmp_path):
+    model, _, _ = trained
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    folder = save_model(model, tmp_path / "m", {"threshold": 0.5})
+    weights = next(folder.glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match=str(folder).replace("\\", "\\\\")) as err:
+        load_model(folder)
+    assert "weights" in str(err.value)
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match="missing"):
+        load_model(folder)
+
+
+def _read_telecom() -> pl.DataFrame:
+    import csv
+
+    frames = []
+    for path in sorted(TELECOM.glob("label0*.csv")):
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("gb18030")
+        rows = [r for r in csv.reader(io.StringIO(text))][1:]
+        frames.append(pl.DataFrame({"text": [r[0] for r in rows if r], "raw_label": [r[-1] for r in rows if r]}))
+    frame = pl.concat(frames).unique("text", keep="first", maintain_order=True)
+    return frame.with_columns((pl.col("raw_label") != "0").cast(pl.Int8).alias("label"))
+
+
+@pytest.mark.skipif(not TELECOM.is_dir(), reason="real Telecom data set not present")
+def test_real_telecom_ngrams_only_quick():
+    """Char n-grams alone separate the real Chinese set (no embeddings needed)."""
+    frame = _read_telecom()
+    rng = np.random.default_rng(0)
+    frame = frame.sample(fraction=1.0, shuffle=True, seed=0).head(3000)
+    u = rng.random(frame.height)
+    frame = frame.with_columns(pl.Series("split", np.where(u < 0.7, "train", np.where(u < 0.85, "validation", "test"))))
+    config = TrainConfig(use_embedding=False, use_time=False, max_epochs=6, patience=2)
+    model = train_classifier(frame, config)
+    test = frame.filter(pl.col("split") == "test")
+    threshold = model.best["val_threshold"]
+    pred = model.predict_proba(test) >= threshold
+    y = test["label"].to_numpy() == 1
+    f1 = 2 * (pred & y).sum() / (pred.sum() + y.sum())
+    assert f1 > 0.97
