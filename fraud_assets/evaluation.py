@@ -167,11 +167,12 @@ def _split(dataset: pl.DataFrame, name: str) -> pl.DataFrame:
 
 def _fit_predict(make_model, x_train, y_train: np.ndarray, x_eval: list) -> list[np.ndarray]:
     """Fit on train, return P(fraud) for each x in x_eval; constant prior if train has one class."""
+    x_eval_sizes = [_n_rows(x) for x in x_eval]
     if np.unique(y_train).size < 2:
         prior = float(y_train.mean()) if y_train.size else 0.0
-        return [np.full(_n_rows(x), prior) for x in x_eval]
+        return [np.full(n, prior) for n in x_eval_sizes]
     model = make_model().fit(x_train, y_train)
-    return [model.predict_proba(x)[:, 1] for x in x_eval]
+    return [model.predict_proba(x)[:, 1] if n else np.zeros(0) for x, n in zip(x_eval, x_eval_sizes)]
 
 
 def _n_rows(x) -> int:
@@ -262,7 +263,9 @@ def _plot_pr_curves(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
             continue
         precision, recall, _ = precision_recall_curve(y, proba)
         ap = average_precision_score(y, proba)
-        ax.step(recall, precision, where="post", label=f"{name} (AP={ap:.3f})", lw=2.0 if name == "model" else 1.2)
+        is_model = name == "model"
+        ax.step(recall, precision, where="post", label=f"{name} (AP={ap:.3f})",
+                lw=2.2 if is_model else 1.2, zorder=3 if is_model else 2)
     ax.set_xlabel("Recall (fraud)")
     ax.set_ylabel("Precision (fraud)")
     ax.set_xlim(0, 1.01)
@@ -310,13 +313,18 @@ def _reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dic
 
 
 def _plot_reliability(table: list[dict[str, Any]], brier: float | None) -> bytes:
-    fig = _figure(5.5, 5.0)
-    ax = fig.add_subplot()
+    fig = _figure(5.5, 6.0)
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
     if table:
         ax.plot([r["mean_predicted"] for r in table], [r["observed_fraud_rate"] for r in table],
                 marker="o", label="model")
-    ax.set_xlabel("Mean predicted P(fraud)")
+        # Rows per bin: a point resting on 2 rows says little, one on 1,000 a lot.
+        hist.bar([r["mean_predicted"] for r in table], [r["count"] for r in table], width=0.06, color="tab:blue")
+        hist.set_yscale("log")
+    hist.set_xlabel("Mean predicted P(fraud)")
+    hist.set_ylabel("Rows")
+    hist.grid(alpha=0.3)
     ax.set_ylabel("Observed fraud rate")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -329,6 +337,8 @@ def _plot_reliability(table: list[dict[str, Any]], brier: float | None) -> bytes
 
 
 def _plot_training_curves(history: list[dict[str, Any]]) -> bytes:
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(10.0, 4.0)
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
 
@@ -340,7 +350,7 @@ def _plot_training_curves(history: list[dict[str, Any]]) -> bytes:
 
     for position, keys, title in (
         (1, ("train_loss", "val_loss"), "Loss"),
-        (2, ("val_f1", "val_precision", "val_recall", "train_accuracy", "val_accuracy"), "Validation metrics"),
+        (2, ("val_f1", "val_precision", "val_recall", "train_accuracy", "val_accuracy"), "Metrics per epoch"),
     ):
         ax = fig.add_subplot(1, 2, position)
         for key in keys:
@@ -348,6 +358,7 @@ def _plot_training_curves(history: list[dict[str, Any]]) -> bytes:
             if values is not None:
                 ax.plot(epochs, values, marker=".", label=key)
         ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -481,7 +492,7 @@ def evaluate(
     }
     if history:
         plots["training_curves.png"] = _plot_training_curves(history)
-    return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, sorted(plots)), plots=plots)
+    return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, [f for f in PLOT_FILES if f in plots]), plots=plots)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

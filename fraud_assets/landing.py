@@ -128,21 +128,26 @@ def register_files(
     settle_seconds: float = 0.0,
     known: dict[str, list] | None = None,
 ) -> tuple[list[LandedFile], list[LandedFile], dict[str, list]]:
-    """Archive every landed file whose key is not registered yet.
+    """Archive every landed file whose content is not registered yet.
+
+    Keys are compared by their content-hash suffix, so the same bytes under
+    another file name map to the partition that already holds them.
 
     Returns (new files, all landed files, cursor). The cursor maps each path
     to [size, mtime_ns, key] so unchanged files are not hashed again; the
     sensor keeps it between ticks. Used by the sensor and by
     ``fraud-assets ingest`` alike, so both register files the same way.
     """
-    landed = scan_landing(storage.landing_dir, settle_seconds=settle_seconds, known=known)
-    new: list[LandedFile] = []
-    seen = set(existing_keys)
-    for item in landed:
-        if item.partition_key in seen:
+    by_hash = {key.rsplit("-", 1)[-1]: key for key in sorted(existing_keys)}
+    landed, new = [], []
+    for item in scan_landing(storage.landing_dir, settle_seconds=settle_seconds, known=known):
+        digest = item.partition_key.rsplit("-", 1)[-1]
+        if digest in by_hash:  # same content already registered, possibly under another name
+            landed.append(LandedFile(item.path, by_hash[digest], item.size))
             continue
         archive_file(storage, item)
-        seen.add(item.partition_key)
+        by_hash[digest] = item.partition_key
+        landed.append(item)
         new.append(item)
     cursor = {str(f.path): [f.size, f.path.stat().st_mtime_ns, f.partition_key] for f in landed if f.path.exists()}
     return new, landed, cursor

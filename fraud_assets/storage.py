@@ -16,6 +16,9 @@ from typing import Any, Iterator
 
 import polars as pl
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class Storage:
     """Paths and atomic I/O under one storage root (``FRAUD_DATA_DIR``)."""
@@ -65,6 +68,7 @@ class Storage:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are meant to be shared
         try:
             yield tmp_path
             os.replace(tmp_path, path)

@@ -46,7 +46,7 @@ NORMAL_PHRASES = [
 FILLER = ["好的", "谢谢", "今天", "请", "您好", "ok", "please", "today", "hello", "的", "了"]
 
 # Small model so each training run takes a second or two on a shared 2-core box.
-FAST = TrainConfig(ngram_buckets=2**14, hidden=32, ngram_dim=16, max_epochs=15, patience=4, batch_size=64)
+FAST = TrainConfig(ngram_buckets=2**14, hidden=32, ngram_dim=16, max_epochs=10, patience=3, batch_size=64)
 
 
 def make_dataset(n: int = 600, seed: int = 0, emb_dim: int = 16) -> pl.DataFrame:
@@ -83,6 +83,17 @@ def make_dataset(n: int = 600, seed: int = 0, emb_dim: int = 16) -> pl.DataFrame
     )
     split = np.where(np.arange(n) % 10 < 7, "train", np.where(np.arange(n) % 10 < 9, "validation", "test"))
     return frame.with_columns(pl.Series("split", split))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny batches on a shared 2-core box run faster (and without spin-waiting) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +206,8 @@ def test_ngram_hash_is_stable_and_separates_texts():
     # "转账到安全账户": 7 unigrams (账 twice -> 6 distinct), 8 bigrams, 7 trigrams incl. the edge marks
     assert indptr[1] == 6 + 8 + 7
     assert counts[: indptr[1]].sum() == 7 + 8 + 7
-    # pinned values: the hash must never change between releases, or saved models break
-    assert ids[indptr[1] : indptr[2]].tolist()[:3] == pytest.approx(
-        sorted(hash_char_ngrams(["hello"], buckets=2**18)[1].tolist())[:3]
-    )
+    # pinned: the hash must never change between releases, or saved models would silently break
+    assert hash_char_ngrams(["Ab"], buckets=2**18)[1].tolist() == [14022, 49069, 56834, 115220, 169742, 206543, 226175]
 
 
 def test_save_load_round_trip(trained, dataset, tmp_path):

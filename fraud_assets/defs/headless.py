@@ -27,8 +27,8 @@ DAGSTER_YAML = """\
 concurrency:
   pools:
     default_limit: 1
-run_queue:
-  max_concurrent_runs: 4
+  runs:
+    max_concurrent_runs: 4
 telemetry:
   enabled: false
 """
@@ -53,6 +53,11 @@ def get_instance() -> dg.DagsterInstance:
 
 def _resources() -> dict[str, Any]:
     return {"fraud": FraudSettings.from_settings(landing_settle_seconds=0.0), "embedder": EmbedderResource.from_settings()}
+
+
+BLOCKING_INGEST_CHECKS = ("file_readable", "rejected_share")
+# Step-level DEBUG events are for the UI; the terminal gets INFO (progress, warnings).
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _all_assets() -> list:
@@ -99,7 +104,7 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
             log(f"ingesting {item.path.name} as partition {key}")
             result = dg.materialize(
                 assets, selection=INGEST_ASSETS, partition_key=key, instance=instance,
-                resources=resources, raise_on_error=False, tags={"fraud/source_file": item.path.name},
+                resources=resources, raise_on_error=False, run_config=RUN_CONFIG, tags={"fraud/source_file": item.path.name},
             )
             status = _ingest_status(result, storage, key)
         statuses.setdefault(key, status)
@@ -111,18 +116,18 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
 
 
 def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str) -> str:
-    if not result.success:
-        return "failed"
     if storage.asset_path("message_embeddings", key).exists() and storage.asset_path("time_features", key).exists():
         return "ingested"
-    return "blocked"  # a blocking check (unreadable file, too many rejected rows) stopped the partition
+    if any(not e.passed for e in result.get_asset_check_evaluations() if e.check_name in BLOCKING_INGEST_CHECKS):
+        return "blocked"  # unreadable file, or too many rejected rows: nothing downstream was built
+    return "failed"
 
 
 def run_retrain(instance: dg.DagsterInstance) -> dict[str, Any]:
     """Materialise training_dataset -> production_model; returns a summary for the CLI."""
     resources = _resources()
     storage = resources["fraud"].storage
-    result = dg.materialize(_all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources, raise_on_error=False)
+    result = dg.materialize(_all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources, raise_on_error=False, run_config=RUN_CONFIG)
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
     if not result.success:
         failures = [e.message for e in result.all_events if e.is_failure]

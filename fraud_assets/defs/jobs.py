@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from fraud_assets.defs.partitions import message_files
 
 INGEST_ASSETS = ["raw_messages", "validated_messages", "message_embeddings", "time_features"]
 RETRAIN_ASSETS = ["training_dataset", "fraud_classifier", "evaluation_report", "production_model"]
@@ -10,7 +9,6 @@ RETRAIN_ASSETS = ["training_dataset", "fraud_classifier", "evaluation_report", "
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(*INGEST_ASSETS),
-    partitions_def=message_files,
     description="Parse, validate, embed and featurise one landed file (one partition).",
 )
 retrain_job = dg.define_asset_job(

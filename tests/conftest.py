@@ -1,0 +1,19 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TELECOM = SHARED / "datasets" / "telecom_fraud_texts"
+
+# Tests never read the user's environment or write into the project's data/.
+for name in ("FRAUD_DATA_DIR", "FRAUD_LANDING_DIR", "FRAUD_INGEST_CONFIG", "FRAUD_EMBEDDING_MODEL", "FRAUD_DEVICE"):
+    os.environ.pop(name, None)
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture
+def telecom_dir() -> Path:
+    if not TELECOM.is_dir():
+        pytest.skip(f"shared Telecom dataset not found at {TELECOM}")
+    return TELECOM

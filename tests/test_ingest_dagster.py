@@ -1,0 +1,111 @@
+"""Sensor, partitions and `fraud-assets ingest` against a real Dagster instance."""
+
+import json
+import shutil
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fraud_assets.cli import main
+from fraud_assets.defs.partitions import message_files
+from fraud_assets.defs.resources import FraudSettings
+from fraud_assets.defs.sensors import landing_sensor
+
+GOOD = "text,label,sent_at\n您的验证码是4821,0,2026-03-01 10:00:00\n【公安局】您涉嫌洗钱请转账至安全账户,1,2026-03-01 23:10:00\nYour parcel is waiting,0,2026-03-02 09:00:00\n"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "incoming").mkdir(parents=True)
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return data
+
+
+def evaluate_sensor(instance, fraud, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"fraud": fraud})
+    result = landing_sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def test_sensor_adds_one_partition_and_run_per_new_file(env):
+    instance = dg.DagsterInstance.ephemeral()
+    fraud = FraudSettings(data_dir=str(env), landing_dir=str(env / "incoming"), landing_settle_seconds=0)
+    (env / "incoming" / "day1.csv").write_text(GOOD)
+    (env / "incoming" / "day2.csv").write_text(GOOD.replace("4821", "9999"))
+    (env / "incoming" / ".day3.csv.tmp").write_text(GOOD)  # still being written
+
+    first = evaluate_sensor(instance, fraud)
+    keys = sorted(r.partition_key for r in first.run_requests)
+    assert len(keys) == 2 and all(k.startswith("day") for k in keys)
+    assert [r.run_key for r in first.run_requests] == [r.partition_key for r in first.run_requests]
+    assert sorted(instance.get_dynamic_partitions(message_files.name)) == keys
+    assert (env / "archive" / f"{keys[0]}.csv").read_text() in (GOOD, GOOD.replace("4821", "9999"))
+
+    second = evaluate_sensor(instance, fraud, first.cursor)
+    assert not second.run_requests
+
+    shutil.copy(env / "incoming" / "day1.csv", env / "incoming" / "day1_again.csv")  # identical re-drop
+    third = evaluate_sensor(instance, fraud, second.cursor)
+    assert not third.run_requests
+
+    (env / "incoming" / "day1.csv").write_text(GOOD + "new line of text,0,2026-03-03 10:00:00\n")  # changed file
+    fourth = evaluate_sensor(instance, fraud, third.cursor)
+    assert len(fourth.run_requests) == 1
+    assert fourth.run_requests[0].partition_key.startswith("day1-")
+    assert fourth.run_requests[0].partition_key not in keys
+    assert len(instance.get_dynamic_partitions(message_files.name)) == 3
+
+
+def test_sensor_waits_for_files_to_settle(env):
+    instance = dg.DagsterInstance.ephemeral()
+    fraud = FraudSettings(data_dir=str(env), landing_dir=str(env / "incoming"), landing_settle_seconds=60)
+    (env / "incoming" / "fresh.csv").write_text(GOOD)
+    assert not evaluate_sensor(instance, fraud).run_requests
+
+
+def test_ingest_cli_end_to_end(env, capsys):
+    incoming = env / "incoming"
+    (incoming / "good.csv").write_text(GOOD)
+    (incoming / "junk.csv").write_bytes(bytes(range(256)) * 50)
+    bad_rows = "text,label\n" + "".join(f"msg {i},{'x' if i % 2 else 0}\n" for i in range(10))
+    (incoming / "mostly_bad.csv").write_text(bad_rows)
+
+    assert main(["ingest", "--json"]) == 1  # junk.csv was quarantined whole
+    files = {f["file"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    for f in files.values():
+        assert f["rows_read"] == f["accepted"] + f["quarantined"]
+    assert files["good.csv"]["status"] == "ingested" and files["good.csv"]["accepted"] == 3
+    assert files["junk.csv"]["status"] == "quarantined"
+    assert files["mostly_bad.csv"]["status"] == "blocked"  # 50% rejected > 20% limit
+    assert files["mostly_bad.csv"]["quarantined"] == 5
+
+    key = files["good.csv"]["partition"]
+    embeddings = pl.read_parquet(env / "assets" / "message_embeddings" / f"{key}.parquet")
+    assert embeddings.height == 3 and embeddings["embedding"].dtype.size == 384
+    junk_q = pl.read_parquet(env / "quarantine" / "raw_messages" / f"{files['junk.csv']['partition']}.parquet")
+    assert junk_q["stage"].to_list() == ["file"] and "binary" in junk_q["reason"][0]
+
+    instance = dg.DagsterInstance.get()
+    materialized = instance.get_materialized_partitions(dg.AssetKey("message_embeddings"))
+    assert materialized == {key}
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("validated_messages"), "rejected_share")]
+    )
+    assert checks, "asset check results are recorded in the instance"
+    runs_before = len(instance.get_runs())
+
+    # identical re-drop and a second ingest: nothing new is materialised
+    shutil.copy(incoming / "good.csv", incoming / "good_copy.csv")
+    main(["ingest", "--json"])
+    again = {f["file"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert again["good.csv"]["status"] == "unchanged"
+    assert again["good_copy.csv"]["status"] == "duplicate"
+    assert again["good_copy.csv"]["partition"] == key
+    # the junk and blocked files are retried (2 runs), the good ones are not
+    assert len(instance.get_runs()) - runs_before == 2
+    assert len(instance.get_dynamic_partitions(message_files.name)) == 3

@@ -1,0 +1,190 @@
+"""The bad inputs real exports contain: every record is accepted or quarantined with a reason."""
+
+import datetime as dt
+import json
+
+import polars as pl
+import pytest
+
+from fraud_assets.readers import IngestConfig, parse_timestamp, read_messages
+from fraud_assets.validation import validate_messages
+
+NOW = dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc)
+CONFIG = IngestConfig.load()
+
+
+def ingest(path, config=CONFIG):
+    """Parse + validate one file; assert the accounting identity and return the parts."""
+    parsed = read_messages(path, config)
+    result = validate_messages(parsed.rows, config, now=NOW)
+    quarantine = pl.concat([parsed.quarantine, result.quarantine])
+    assert parsed.rows_read == result.accepted.height + quarantine.height
+    assert quarantine["reason"].null_count() == 0 and (quarantine["reason"].str.len_chars() > 0).all()
+    return parsed, result.accepted, quarantine
+
+
+def reasons(quarantine: pl.DataFrame) -> dict[int, str]:
+    return dict(zip(quarantine["source_row"].to_list(), quarantine["reason"].to_list()))
+
+
+def write(tmp_path, name, text, encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_row_level_problems_are_quarantined_with_their_reason(tmp_path):
+    path = write(
+        tmp_path,
+        "mixed.csv",
+        "text,label,sent_at\n"
+        "您的快递已到达驿站,0,2026-03-01 10:00:00\n"  # 0 valid
+        ",1,2026-03-01 10:00:00\n"  # 1 empty text
+        "hello there,,2026-03-01 10:00:00\n"  # 2 missing label
+        "hello again,maybe,2026-03-01 10:00:00\n"  # 3 unknown label
+        "bad time,0,yesterday\n"  # 4 unparseable timestamp
+        "from the future,0,2099-01-01 00:00:00\n"  # 5 future timestamp
+        "too,many,fields,here\n"  # 6 wrong field count
+        '"quoted, with ""quotes""\nand a newline",1,2026-03-02 21:00:00\n'  # 7 valid
+        "您的快递已到达驿站,0,2026-03-01 10:00:00\n"  # 8 duplicate of 0
+        "   \t  ,0,\n",  # 9 whitespace-only text
+    )
+    parsed, accepted, quarantine = ingest(path)
+    assert parsed.rows_read == 10
+    assert sorted(accepted["source_row"].to_list()) == [0, 7]
+    why = reasons(quarantine)
+    assert "text" in why[1] and "empty" in why[1]
+    assert why[2].startswith("label: missing")
+    assert "'maybe'" in why[3]
+    assert why[4].startswith("sent_at:") and "yesterday" in why[4]
+    assert "future" in why[5]
+    assert "expected 3 fields, found 4" in why[6]
+    assert "duplicate" in why[8] and "source_row 0" in why[8]
+    assert "empty" in why[9]
+    quoted = accepted.filter(pl.col("source_row") == 7)
+    assert quoted["text"][0] == 'quoted, with "quotes" and a newline'
+    assert quoted["label"][0] == 1
+
+
+def test_raw_column_keeps_the_original_record(tmp_path):
+    path = write(tmp_path, "raw.csv", "text,label\nok text,0\na,b,c\n")
+    _, _, quarantine = ingest(path)
+    assert quarantine["raw"].to_list() == ["a,b,c"]
+
+
+@pytest.mark.parametrize("encoding,bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("gb18030", b""), ("utf-16", b"")])
+def test_encodings_are_detected(tmp_path, encoding, bom):
+    text = "content,label\n冒充公检法：您的账户涉嫌洗钱，请转账到安全账户,诈骗\n您的验证码是123456,正常\n"
+    path = tmp_path / "enc.csv"
+    path.write_bytes(bom + text.encode(encoding))
+    parsed, accepted, quarantine = ingest(path)
+    assert parsed.error is None and quarantine.height == 0
+    assert accepted["text"].to_list()[0].startswith("冒充公检法")
+    assert accepted["label"].to_list() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    "name,data,reason",
+    [
+        ("empty.csv", b"", "empty file"),
+        ("junk.csv", bytes(range(256)) * 40, "binary"),
+        ("noheader.csv", b"\n\n", "empty file"),
+        ("notext.csv", b"foo,bar\n1,2\n", "no text column"),
+        ("nolabel.csv", b"text,foo\nhello,2\n", "no label column"),
+        ("broken.parquet", b"PAR1 not really parquet", "Parquet"),
+        ("data.xlsx", b"PK\x03\x04", "unsupported file type"),
+    ],
+)
+def test_unreadable_files_are_reported_not_raised(tmp_path, name, data, reason):
+    path = tmp_path / name
+    path.write_bytes(data)
+    parsed = read_messages(path, CONFIG)
+    assert parsed.error and reason in parsed.error
+    assert parsed.rows_read == 0
+
+
+def test_header_only_file_is_readable_and_empty(tmp_path):
+    parsed, accepted, quarantine = ingest(write(tmp_path, "header.csv", "text,label,sent_at\n"))
+    assert parsed.error is None and parsed.rows_read == 0 and accepted.height == 0
+
+
+def test_one_malformed_json_line_is_quarantined_alone(tmp_path):
+    lines = [
+        json.dumps({"message": "Your parcel is out for delivery", "label": "ham"}),
+        '{"message": "broken, "label": 1',
+        json.dumps({"message": "URGENT: police case, transfer funds now", "label": "spam", "timestamp": 1767225600}),
+        json.dumps(["not", "an", "object"]),
+    ]
+    parsed, accepted, quarantine = ingest(write(tmp_path, "m.jsonl", "\n".join(lines) + "\n"))
+    assert accepted["source_row"].to_list() == [0, 2]
+    assert accepted["label"].to_list() == [0, 1]
+    assert accepted["sent_at"][1] == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    why = reasons(quarantine)
+    assert "malformed JSON" in why[1] and "JSON object" in why[3]
+
+
+def test_extremely_long_text(tmp_path):
+    long_ok = "长" * 150_000
+    too_long = "x" * 250_000
+    path = write(tmp_path, "long.csv", f"text,label\n{long_ok},0\n{too_long},1\n")
+    _, accepted, quarantine = ingest(path)
+    assert accepted["text"].str.len_chars().to_list() == [150_000]
+    assert "250000 characters" in quarantine["reason"][0]
+
+
+def test_conflicting_labels_for_the_same_text_are_quarantined(tmp_path):
+    path = write(tmp_path, "c.csv", "text,label\nsame words,0\nsame  words,1\nother,0\n")
+    _, accepted, quarantine = ingest(path)
+    assert accepted["source_row"].to_list() == [2]
+    assert all("both labels" in r for r in quarantine["reason"])
+
+
+def test_label_vocabulary_and_fraud_categories(tmp_path):
+    path = write(tmp_path, "t.tsv", "sms\tclass\nhi\tham\n中奖了\t诈骗\nok\t正常\nwin\tspam\nloan\t贷款类\n")
+    _, accepted, quarantine = ingest(path)
+    assert accepted["label"].to_list() == [0, 1, 0, 1]
+    assert "'贷款类'" in quarantine["reason"][0]
+    lenient = IngestConfig.load(other_values_are_fraud_categories=True)
+    _, accepted, _ = ingest(path, lenient)
+    assert accepted["label"].to_list() == [0, 1, 0, 1, 1]
+    assert accepted["fraud_type"].to_list()[-1] == "贷款类"
+
+
+def test_parquet_input(tmp_path):
+    path = tmp_path / "p.parquet"
+    pl.DataFrame({"content": ["a message", "another"], "is_fraud": [0, 1], "id": ["x1", "x2"]}).write_parquet(path)
+    _, accepted, _ = ingest(path)
+    assert accepted["message_id"].to_list() == ["x1", "x2"]
+
+
+def test_timestamps():
+    shanghai = __import__("zoneinfo").ZoneInfo("Asia/Shanghai")
+    utc = dt.timezone.utc
+    assert parse_timestamp("2026-01-01 08:00:00", shanghai) == dt.datetime(2026, 1, 1, 0, 0, tzinfo=utc)
+    assert parse_timestamp("2026/01/01 08:00", shanghai) == dt.datetime(2026, 1, 1, 0, 0, tzinfo=utc)
+    assert parse_timestamp("2026-01-01T08:00:00+08:00", shanghai) == dt.datetime(2026, 1, 1, 0, 0, tzinfo=utc)
+    assert parse_timestamp("2026-01-01T00:00:00Z", shanghai) == dt.datetime(2026, 1, 1, tzinfo=utc)
+    assert parse_timestamp("1767225600", shanghai) == dt.datetime(2026, 1, 1, tzinfo=utc)
+    assert parse_timestamp("1767225600000", shanghai) == dt.datetime(2026, 1, 1, tzinfo=utc)
+    assert parse_timestamp("", shanghai) is None
+    with pytest.raises(ValueError):
+        parse_timestamp("31/31/2026", shanghai)
+
+
+def test_telecom_files_are_all_accounted_for(telecom_dir):
+    config = IngestConfig.load(other_values_are_fraud_categories=True)
+    total_read = total_accepted = 0
+    for path in sorted(telecom_dir.glob("*.csv")):
+        parsed, accepted, quarantine = ingest(path, config)
+        assert parsed.error is None
+        assert set(quarantine["reason"].str.extract(r"^(\w+)")) <= {"duplicate"}  # only de-duplication
+        total_read += parsed.rows_read
+        total_accepted += accepted.height
+        if path.name.startswith("label04"):
+            assert parsed.encoding == "gb18030"
+            assert accepted["text"].str.contains("祝桥光明学校").any()
+            assert accepted["fraud_type"].unique().to_list() == ["冒充领导、熟人类"]
+        if path.name.startswith("label00"):
+            assert accepted["label"].unique().to_list() == [0]
+    assert total_read == 11_773
+    assert 11_500 < total_accepted < total_read
