@@ -16,8 +16,14 @@ the network has three parts whose outputs are added or concatenated:
   regression on char-n-gram TF-IDF, the strong classical baseline, so the model
   contains that baseline as a special case.
 
-The n-gram tables are large (2**18 rows) and touched sparsely, so they get
-sparse gradients and ``torch.optim.SparseAdam``; everything else uses AdamW.
+Deep and wide n-gram weights live in one table of ``ngram_buckets`` rows x
+``ngram_dim + 1`` columns (the last column is the wide weight). A batch
+touches a few thousand rows of it, so training gathers just those rows, runs
+autograd on that small dense slice and updates them with a row-wise ("lazy")
+Adam; everything else uses AdamW. This is the sparse-update idea of
+``nn.EmbeddingBag(sparse=True)`` + ``torch.optim.SparseAdam`` without torch's
+sparse-tensor arithmetic, which measured 6-8x slower (about 180 ms a step for a
+batch of Chinese SMS on one core, versus about 25 ms here).
 IDF and standardisation statistics are registered buffers of the module, so
 they travel with the weights (safetensors) and a loaded model is self-contained.
 
@@ -103,11 +109,12 @@ class TrainConfig:
     # optimisation
     lr: float = 2e-3  # AdamW, dense parameters
     weight_decay: float = 1e-4
-    sparse_lr: float = 1e-2  # SparseAdam, n-gram tables (fastText-like higher rate)
+    sparse_lr: float = 1e-2  # row-wise Adam on the n-gram table (fastText-like higher rate)
     batch_size: int = 256
     max_epochs: int = 40
     patience: int = 5
     warmup_epochs: float = 1.0
+    min_loss_delta: float = 1e-3  # a tie on val F1 counts as better only if val loss drops this much
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
@@ -347,6 +354,7 @@ def _featurise(frame: pl.DataFrame, spec: FeatureSpec) -> _Features:
 def _build_module(config: TrainConfig, spec: FeatureSpec):
     """Construct the (untrained) network; buffers hold placeholder statistics."""
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     class FraudNet(nn.Module):
@@ -367,28 +375,64 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
                 fused += config.hidden
             if self.use_ngrams:
                 self.register_buffer("idf", torch.zeros(spec.ngram_buckets))
-                self.bag = nn.EmbeddingBag(spec.ngram_buckets, config.ngram_dim, mode="sum", sparse=True)
-                nn.init.normal_(self.bag.weight, std=0.05)
+                # columns [:ngram_dim]: deep bag vectors; last column: wide (linear) weights
+                table = torch.empty(spec.ngram_buckets, config.ngram_dim + 1)
+                nn.init.normal_(table[:, :-1], std=0.05)
+                nn.init.zeros_(table[:, -1])
+                # updated by _RowAdam, not by autograd on the full table
+                self.ngram_table = nn.Parameter(table, requires_grad=False)
                 fused += config.ngram_dim
-            if self.use_wide:
-                self.wide = nn.EmbeddingBag(spec.ngram_buckets, 1, mode="sum", sparse=True)
-                nn.init.zeros_(self.wide.weight)
             self.head = nn.Sequential(
                 nn.Linear(fused, config.hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.hidden, 1)
             )
 
-        def forward(self, dense, ngram_ids, ngram_offsets, ngram_weights):
+        def forward(self, dense, ngram_ids, ngram_offsets, ngram_weights, table=None):
+            """Logits. ``table`` replaces ``ngram_table`` (training passes the batch's rows)."""
             parts = []
             if self.dense_dim:
                 parts.append(self.dense((dense - self.dense_mean) / self.dense_std))
+            wide = None
             if self.use_ngrams:
-                parts.append(self.bag(ngram_ids, ngram_offsets, per_sample_weights=ngram_weights))
+                table = self.ngram_table if table is None else table
+                bag = F.embedding_bag(ngram_ids, table, ngram_offsets, mode="sum", per_sample_weights=ngram_weights)
+                parts.append(bag[:, :-1])
+                wide = bag[:, -1]
             logit = self.head(torch.cat(parts, dim=1)).squeeze(1)
             if self.use_wide:
-                logit = logit + self.wide(ngram_ids, ngram_offsets, per_sample_weights=ngram_weights).squeeze(1)
+                logit = logit + wide
             return logit
 
     return FraudNet()
+
+
+class _RowAdam:
+    """Adam on the rows of a big table that a step touches ("lazy Adam").
+
+    Moments of untouched rows are left alone (as in SparseAdam / TF LazyAdam);
+    bias correction uses the global step.
+    """
+
+    def __init__(self, table, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        import torch
+
+        self.table = table
+        self.m = torch.zeros_like(table)
+        self.v = torch.zeros_like(table)
+        self.betas, self.eps, self.t = betas, eps, 0
+
+    def step(self, rows, grad, lr: float) -> None:
+        import torch
+
+        b1, b2 = self.betas
+        self.t += 1
+        with torch.no_grad():
+            m = self.m[rows].mul_(b1).add_(grad, alpha=1 - b1)
+            v = self.v[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            self.m[rows] = m
+            self.v[rows] = v
+            denom = (v / (1 - b2**self.t)).sqrt_().add_(self.eps)
+            update = m.div_(denom).mul_(-lr / (1 - b1**self.t))
+            self.table.index_add_(0, rows, update)  # rows are unique
 
 
 class _Inputs:
@@ -549,15 +593,17 @@ def train_classifier(
 
     Loss: BCE with logits, label smoothing (targets ``y(1-ε)+ε/2``) and
     ``pos_weight = n_neg / n_pos`` from the train split. Optimisers: AdamW for
-    dense parameters (gradients clipped to ``grad_clip``), SparseAdam for the
-    n-gram tables; both follow linear warm-up then cosine decay.
+    dense parameters (gradients clipped to ``grad_clip``), row-wise Adam for
+    the n-gram table; both follow linear warm-up (``warmup_epochs``) then
+    cosine decay over ``max_epochs``.
 
     Early stopping: after each epoch the validation F1 is measured at the
     threshold that maximises it on validation — the same rule the evaluation
     step uses to pick the operating threshold, so the checkpoint is chosen by
     what will be deployed, and the choice does not depend on calibration
     (pos_weight and smoothing shift probabilities). Ties (common on easy data
-    where F1 saturates) go to the lower validation loss. Training stops after
+    where F1 saturates) go to the later epoch only when validation loss
+    dropped by more than ``min_loss_delta``. Training stops after
     ``patience`` epochs without improvement and the best epoch's weights are
     restored.
 
@@ -602,48 +648,53 @@ def train_classifier(
                 module.idf.copy_(torch.from_numpy(compute_idf(f_train.indptr, f_train.ids, spec.ngram_buckets)))
         x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
 
-        sparse_params = [p for n, p in module.named_parameters() if n.startswith(("bag.", "wide."))]
-        dense_params = [p for n, p in module.named_parameters() if not n.startswith(("bag.", "wide."))]
-        optimisers = [torch.optim.AdamW(dense_params, lr=config.lr, weight_decay=config.weight_decay)]
-        if sparse_params:
-            optimisers.append(torch.optim.SparseAdam(sparse_params, lr=config.sparse_lr))
+        dense_params = [p for p in module.parameters() if p.requires_grad]
+        adamw = torch.optim.AdamW(dense_params, lr=config.lr, weight_decay=config.weight_decay)
+        row_adam = _RowAdam(module.ngram_table.data) if spec.ngram_buckets else None
         steps_per_epoch = math.ceil(x_train.n / config.batch_size)
         total_steps = steps_per_epoch * config.max_epochs
         warmup = max(1, int(round(config.warmup_epochs * steps_per_epoch)))
 
         def lr_factor(step: int) -> float:
+            """Linear warm-up, then cosine decay to 2% over max_epochs."""
             if step < warmup:
                 return (step + 1) / warmup
             progress = (step - warmup) / max(1, total_steps - warmup)
             return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in optimisers]
         shuffler = torch.Generator().manual_seed(config.seed)
 
-        best_key: tuple[float, float] | None = None
+        best_key: tuple[float, float] | None = None  # (val F1, val loss) of the best epoch
         best_state: dict[str, Any] | None = None
         best_epoch, stale, step = 0, 0, 0
         for epoch in range(1, config.max_epochs + 1):
             t_epoch = time.perf_counter()
             module.train()
-            lr_now = optimisers[0].param_groups[0]["lr"]
+            lr_now = config.lr * lr_factor(step)
             loss_sum, correct = 0.0, 0
             order = torch.randperm(x_train.n, generator=shuffler)
             for start in range(0, x_train.n, config.batch_size):
                 rows = order[start : start + config.batch_size]
-                logits = module(*x_train.batch(rows))
+                factor = lr_factor(step)
+                for group in adamw.param_groups:
+                    group["lr"] = config.lr * factor
+                dense, ids, offsets, weights = x_train.batch(rows)
+                table_rows = table = None
+                if row_adam is not None:
+                    # autograd over the touched rows only; ids re-indexed into that slice
+                    table_rows, ids = torch.unique(ids, return_inverse=True)
+                    table = module.ngram_table.detach()[table_rows].requires_grad_()
+                logits = module(dense, ids, offsets, weights, table=table)
                 yb = y_train[rows]
                 loss = _smoothed_bce(logits, yb, pos_weight, config.label_smoothing)
-                for o in optimisers:
-                    o.zero_grad(set_to_none=True)
+                adamw.zero_grad(set_to_none=True)
                 loss.backward()
-                if config.grad_clip and dense_params:
-                    # sparse table gradients are excluded: clip_grad_norm_ is dense-only
+                if config.grad_clip:
+                    # the n-gram rows are left out: Adam's per-row normalisation already bounds their steps
                     torch.nn.utils.clip_grad_norm_(dense_params, config.grad_clip)
-                for o in optimisers:
-                    o.step()
-                for s in schedulers:
-                    s.step()
+                adamw.step()
+                if row_adam is not None:
+                    row_adam.step(table_rows, table.grad, config.sparse_lr * factor)
                 batch_loss = float(loss.detach())
                 loss_sum += batch_loss * len(rows)
                 correct += int(((logits.detach() > 0).float() == yb).sum())
@@ -688,10 +739,13 @@ def train_classifier(
                 ):
                     writer.add_scalar(tag, record[key], epoch)
 
-            key = (f1, -val_loss)
-            improved = best_key is None or key > best_key
+            improved = (
+                best_key is None
+                or f1 > best_key[0]
+                or (f1 == best_key[0] and val_loss < best_key[1] - config.min_loss_delta)
+            )
             if improved:
-                best_key, best_epoch, stale = key, epoch, 0
+                best_key, best_epoch, stale = (f1, val_loss), epoch, 0
                 best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
             else:
                 stale += 1

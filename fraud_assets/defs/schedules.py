@@ -22,9 +22,9 @@ def nightly_retrain(context: dg.ScheduleEvaluationContext, fraud: FraudSettings)
     keys = ingested_partitions(fraud.storage, context.instance.get_dynamic_partitions("message_files"))
     if not keys:
         return dg.SkipReason("no ingested partitions yet: drop files into the landing folder first")
-    last = context.instance.get_latest_materialization_event(dg.AssetKey("training_dataset"))
+    last = context.instance.get_latest_materialization_event(dg.AssetKey("fraud_classifier"))
     if last is not None:
         previous = last.asset_materialization.metadata.get("partitions_fingerprint")
         if previous is not None and previous.value == partitions_fingerprint(keys):
             return dg.SkipReason(f"no new partition since the last training ({len(keys)} partitions unchanged)")
-    return dg.RunRequest(run_key=f"retrain-{partitions_fingerprint(keys)}-{context.scheduled_execution_time:%Y%m%d}")
+    return dg.RunRequest(tags={"fraud/partitions": str(len(keys)), "fraud/partitions_fingerprint": partitions_fingerprint(keys)})

@@ -72,7 +72,7 @@ def fraud_classifier(
     storage = fraud.storage
     dataset = pl.read_parquet(storage.asset_path("training_dataset"))
     lineage = json.loads(storage.asset_path("training_dataset").with_suffix(".json").read_text())
-    run_name = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{context.run_id[:8]}"
+    run_name = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
     train_config = TrainConfig(**config.model_dump())
     model = train_classifier(dataset, train_config, tensorboard_dir=storage.tensorboard_dir / run_name, log=context.log.info)
     embedding = embedder.get_embedder()
@@ -92,6 +92,7 @@ def fraud_classifier(
     return dg.MaterializeResult(
         metadata={
             "run_name": run_name,
+            "partitions_fingerprint": partitions_fingerprint(lineage["partitions"]),
             "epochs": len(model.history),
             "best_epoch": model.best_epoch,
             "val_f1": float(best.get("val_f1", float("nan"))),

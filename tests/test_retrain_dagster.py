@@ -1,0 +1,104 @@
+"""Retrain, evaluate, promote and the nightly schedule, as real Dagster runs on the demo data."""
+
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fraud_assets.defs.assets import training
+from fraud_assets.defs.headless import RUN_CONFIG, _resources, get_instance, run_ingest, run_retrain
+from fraud_assets.defs.schedules import nightly_retrain
+from fraud_assets.sample import write_sample
+
+TAGS = {
+    "Train/BatchLoss", "Train/EpochAccuracy", "Train/EpochLoss", "Train/LearningRate",
+    "Val/EpochAccuracy", "Val/EpochLoss", "Val/F1Score", "Val/Precision", "Val/Recall",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Ingest three demo files and retrain once; shared by the tests below (read-only)."""
+    root = tmp_path_factory.mktemp("retrain")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FRAUD_DATA_DIR", str(root / "data"))
+    mp.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+    write_sample(root / "data" / "incoming", n_files=3, messages_per_file=160)
+    instance = get_instance()
+    files = run_ingest(instance, log=lambda m: None)
+    assert [f["status"] for f in files] == ["ingested"] * 3
+    schedule_before = _evaluate_schedule(instance)
+    summary = run_retrain(instance)
+    yield {"root": root / "data", "instance": instance, "summary": summary, "schedule_before": schedule_before}
+    mp.undo()
+
+
+def _evaluate_schedule(instance):
+    with dg.build_schedule_context(instance=instance, resources={"fraud": _resources()["fraud"]}) as context:
+        return nightly_retrain(context)
+
+
+def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
+    summary, root = trained["summary"], trained["root"]
+    assert summary["success"] and summary["promoted"]
+    assert "first model" in summary["promotion_reason"]
+    metrics = json.loads((root / "reports" / "latest" / "metrics.json").read_text())
+    for key in ("f1", "precision", "recall", "pr_auc", "roc_auc", "threshold"):
+        assert 0.0 <= metrics["model"][key] <= 1.0
+    for name in ("tfidf_logreg", "embedding_logreg"):
+        assert 0.0 <= metrics["baselines"][name]["f1"] <= 1.0 and 0.0 <= metrics["baselines"][name]["pr_auc"] <= 1.0
+    counts = metrics["counts"]
+    assert counts["train"] > counts["validation"] > 0 and counts["test"] > 0
+    dataset = pl.read_parquet(root / "assets" / "training_dataset.parquet")
+    assert counts["train"] + counts["validation"] + counts["test"] == dataset.height
+    assert metrics["model"]["f1"] > 0.8  # the demo data is learnable
+    report = (root / "reports" / "latest" / "report.md").read_text()
+    assert "tfidf" in report.lower() and (root / "reports" / "latest" / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+    production = root / "models" / "production"
+    card = json.loads((production / "model_card.json").read_text())
+    assert card["threshold"] == metrics["model"]["threshold"]
+    assert card["embedding_model"] == "all-MiniLM-L6-v2" and card["embedding_fingerprint"]
+    assert len(card["partitions"]) == 3
+    assert list(production.glob("*.safetensors")) and not list(production.glob("*.pt")) and not list(production.glob("*.pkl"))
+
+    runs = list((root / "tensorboard").iterdir())
+    assert len(runs) == 1
+    accumulator = EventAccumulator(str(runs[0]))
+    accumulator.Reload()
+    assert TAGS <= set(accumulator.Tags()["scalars"])
+
+
+def test_worse_challenger_is_refused_and_the_champion_stays(trained):
+    root, instance = trained["root"], trained["instance"]
+    production = root / "models" / "production"
+    champion_files = {p.name: p.read_bytes() for p in production.iterdir()}
+
+    # A challenger trained on shuffled labels (test labels untouched, so both are scored on the truth).
+    path = root / "assets" / "training_dataset.parquet"
+    dataset = pl.read_parquet(path)
+    is_test = dataset["split"] == "test"
+    shuffled = dataset["label"].shuffle(seed=3)
+    dataset.with_columns(pl.when(is_test).then(pl.col("label")).otherwise(shuffled).alias("label")).write_parquet(path)
+    result = dg.materialize(
+        dg.load_assets_from_modules([training]),
+        selection=["fraud_classifier", "evaluation_report", "production_model"],
+        instance=instance, resources=_resources(), raise_on_error=False, run_config=RUN_CONFIG,
+    )
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "not_worse_than_champion"]
+    assert len(gate) == 1 and not gate[0].passed
+    assert "worse than champion" in gate[0].description
+    assert {p.name: p.read_bytes() for p in production.iterdir()} == champion_files
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("production_model")]
+
+
+def test_nightly_schedule_runs_only_when_new_data_arrived(trained):
+    assert isinstance(trained["schedule_before"], dg.RunRequest)
+    after = _evaluate_schedule(trained["instance"])
+    assert isinstance(after, dg.SkipReason) and "no new partition" in after.skip_message
+    incoming = trained["root"] / "incoming"
+    (incoming / "late.csv").write_text("text,label\nA late message about your parcel,0\nTransfer now to the safe account,1\n")
+    run_ingest(trained["instance"], log=lambda m: None)
+    assert isinstance(_evaluate_schedule(trained["instance"]), dg.RunRequest)
