@@ -35,7 +35,7 @@ def synthetic_dataset(rows: int, dim: int = 384, seed: int = 0) -> pl.DataFrame:
         words = [prng.choice(vocab)] + [prng.choice(FILLER) for _ in range(prng.randint(2, 12))]
         prng.shuffle(words)
         texts.append(" ".join(words))
-    centre = rng.normal(size=dim).astype(np.float32) * 0.3
+    centre = rng.normal(size=dim).astype(np.float32) * 0.04  # weak, like a poor embedding
     emb = rng.normal(size=(rows, dim)).astype(np.float32) + np.where(labels[:, None] == 1, centre, -centre)
     u = rng.random(rows)
     split = np.where(u < 0.7, "train", np.where(u < 0.85, "validation", "test"))

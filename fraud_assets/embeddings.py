@@ -346,16 +346,21 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self._model()
+        half = self.precision == "fp16"
         with _LOCK:  # the shared model's max_seq_length is per-Embedder state
             model.max_seq_length = self.max_seq_length
             vectors = model.encode(
                 texts,
                 batch_size=self.batch_size,
-                normalize_embeddings=self.normalize,
+                # in fp16 a normalised vector is only unit length to ~1e-3; normalise in fp32 below
+                normalize_embeddings=self.normalize and not half,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
         vectors = np.asarray(vectors, dtype=np.float32)
+        if self.normalize and half:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
         if self._dimension is None:
             self._dimension = int(vectors.shape[1])
         return vectors
@@ -435,7 +440,7 @@ class EmbeddingCache:
         return (
             pl.scan_parquet([str(p) for p in shards])
             .filter(pl.col("text_hash").is_in(wanted.implode()))
-            .unique(subset="text_hash", keep="first")
+            .unique(subset="text_hash", keep="first", maintain_order=True)  # oldest shard wins
             .collect()
         )
 
@@ -448,7 +453,8 @@ class EmbeddingCache:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         return self._storage.write_parquet(frame.select("text_hash", "embedding"), self.directory / name)
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """Number of distinct texts cached under this fingerprint."""
         shards = self.shards()
         if not shards:
             return 0
