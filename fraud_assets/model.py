@@ -10,7 +10,7 @@ the network has three parts whose outputs are added or concatenated:
   train-split statistics, through a one-layer MLP;
 - *deep n-grams*: char 1-3-grams hashed into ``ngram_buckets`` buckets,
   TF-IDF weighted (sublinear tf, IDF from the train split, L2-normalised per
-  text) and summed by an ``nn.EmbeddingBag`` (fastText-style), trained jointly;
+  text) and summed by an embedding bag (fastText-style), trained jointly;
 - *wide n-grams*: a linear term over the same weighted n-grams, added to the
   output logit. With everything else switched off this is exactly logistic
   regression on char-n-gram TF-IDF, the strong classical baseline, so the model
@@ -22,8 +22,14 @@ touches a few thousand rows of it, so training gathers just those rows, runs
 autograd on that small dense slice and updates them with a row-wise ("lazy")
 Adam; everything else uses AdamW. This is the sparse-update idea of
 ``nn.EmbeddingBag(sparse=True)`` + ``torch.optim.SparseAdam`` without torch's
-sparse-tensor arithmetic, which measured 6-8x slower (about 180 ms a step for a
-batch of Chinese SMS on one core, versus about 25 ms here).
+sparse-tensor arithmetic, which measured several times slower (SparseAdam alone
+took about 180 ms a step for a batch of 256 Chinese-SMS-length texts on one core;
+the whole step here takes a few tens of ms).
+
+Validation metrics (F1, precision, recall, accuracy) are computed at the
+threshold that maximises validation F1, which is how the evaluation step picks
+the operating threshold; ``val_f1_at_0_5`` is recorded too.
+
 IDF and standardisation statistics are registered buffers of the module, so
 they travel with the weights (safetensors) and a loaded model is self-contained.
 

@@ -173,7 +173,7 @@ def test_killed_run_resumes_to_identical_vectors(embedder, tmp_path):
     subjects = ["refund", "parcel", "meeting", "invoice", "prize", "loan", "password", "dinner", "ticket", "account"]
     texts = [
         f"Message {i}: about the {subjects[i % 10]}" + " please reply soon" * (i % 4) + f" ref {i * 7919 % 1000}"
-        for i in range(600)
+        for i in range(300)
     ]
     inp = tmp_path / "input.parquet"
     frame = _frame(texts)
@@ -181,7 +181,7 @@ def test_killed_run_resumes_to_identical_vectors(embedder, tmp_path):
     cache_root = tmp_path / "cache"
     cache = EmbeddingCache(cache_root, embedder.fingerprint)
 
-    proc = _run_worker(inp, cache_root, tmp_path / "killed.parquet", "--chunk-size", "100", "--sleep-per-chunk", "1.0")
+    proc = _run_worker(inp, cache_root, tmp_path / "killed.parquet", "--chunk-size", "50", "--sleep-per-chunk", "1.0")
     deadline = time.monotonic() + 120
     while len(cache.shards()) < 2:
         assert proc.poll() is None, proc.stdout.read()
@@ -194,17 +194,17 @@ def test_killed_run_resumes_to_identical_vectors(embedder, tmp_path):
     # A write torn by a kill leaves only a temporary file, which is never a shard.
     (cache.directory / ".00000000000000000000-dead.parquet.abc.tmp").write_bytes(b"torn write")
 
-    resumed = _run_worker(inp, cache_root, tmp_path / "resumed.parquet", "--chunk-size", "100")
+    resumed = _run_worker(inp, cache_root, tmp_path / "resumed.parquet", "--chunk-size", "50")
     log, _ = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, log
     stats = json.loads((tmp_path / "resumed.parquet.json").read_text())
-    assert stats["newly_embedded"] == 600 - 100 * committed
-    assert stats["reused"] == 100 * committed
+    assert stats["newly_embedded"] == 300 - 50 * committed
+    assert stats["reused"] == 50 * committed
     assert log.count("chunk ") == 6 - committed
 
     # Reference: one uninterrupted run into a fresh cache.
-    reference, ref_stats = embed_texts(frame, embedder, EmbeddingCache(tmp_path / "fresh", embedder.fingerprint), chunk_size=100)
-    assert ref_stats["newly_embedded"] == 600
+    reference, ref_stats = embed_texts(frame, embedder, EmbeddingCache(tmp_path / "fresh", embedder.fingerprint), chunk_size=50)
+    assert ref_stats["newly_embedded"] == 300
     resumed_vectors = pl.read_parquet(tmp_path / "resumed.parquet")
     assert resumed_vectors["text_hash"].to_list() == frame["text_hash"].to_list()
     assert np.array_equal(resumed_vectors["embedding"].to_numpy(), reference["embedding"].to_numpy())

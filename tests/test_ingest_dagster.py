@@ -109,3 +109,42 @@ def test_ingest_cli_end_to_end(env, capsys):
     # the junk and blocked files are retried (2 runs), the good ones are not
     assert len(instance.get_runs()) - runs_before == 2
     assert len(instance.get_dynamic_partitions(message_files.name)) == 3
+
+
+def _latest_embedding_metadata(instance):
+    event = instance.get_latest_materialization_event(dg.AssetKey("message_embeddings"))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, capsys):
+    from fraud_assets.defs.assets import features
+    from fraud_assets.defs.headless import RUN_CONFIG, _resources
+    from fraud_assets.defs.resources import EmbedderResource
+
+    incoming = env / "incoming"
+    (incoming / "first.csv").write_text(GOOD)
+    main(["ingest", "--json"])
+    instance = dg.DagsterInstance.get()
+    first = _latest_embedding_metadata(instance)
+    assert first["newly_embedded"] == 3 and first["reused"] == 0
+
+    # another file with the same texts (other ids and times): nothing new to embed
+    (incoming / "second.csv").write_text(GOOD.replace("2026-03-0", "2026-04-0"))
+    main(["ingest", "--json"])
+    files = {f["file"]: f for f in json.loads(capsys.readouterr().out.splitlines()[-1])["files"]}
+    assert files["second.csv"]["status"] == "ingested"
+    second = _latest_embedding_metadata(instance)
+    assert second["newly_embedded"] == 0 and second["reused"] == 3
+
+    # a different model setting re-embeds everything and replaces the partition's vectors whole
+    key = files["first.csv"]["partition"]
+    path = env / "assets" / "message_embeddings" / f"{key}.parquet"
+    before = pl.read_parquet(path)
+    resources = {**_resources(), "embedder": EmbedderResource(max_seq_length=8)}
+    result = dg.materialize([features.message_embeddings], partition_key=key, instance=instance, resources=resources, run_config=RUN_CONFIG)
+    metadata = result.asset_materializations_for_node("message_embeddings")[0].metadata
+    assert metadata["newly_embedded"].value == 3
+    assert metadata["fingerprint"].value != first["fingerprint"]
+    after = pl.read_parquet(path)
+    assert after.height == before.height
+    assert all(a != b for a, b in zip(after["embedding"].to_list(), before["embedding"].to_list()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import random
 from pathlib import Path
 
@@ -229,6 +228,21 @@ def test_save_load_round_trip(trained, dataset, tmp_path):
     # saving again over an existing model replaces it in one step
     save_model(model, folder, {**card, "threshold": 0.7})
     assert load_model(folder)[1]["threshold"] == 0.7
+
+
+def test_failed_save_leaves_previous_model_intact(trained, dataset, tmp_path):
+    model, _, _ = trained
+    folder = save_model(model, tmp_path / "model", {"threshold": 0.5})
+
+    class Unserialisable:
+        def __str__(self) -> str:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_model(model, folder, {"threshold": 0.9, "bad": Unserialisable()})
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no half-written sibling left
+    loaded, card = load_model(folder)
+    assert card["threshold"] == 0.5
 
 
 def test_load_errors_are_clear(trained, tmp_path):

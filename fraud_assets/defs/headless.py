@@ -7,6 +7,7 @@ the instance (and in the UI pointed at the same DAGSTER_HOME).
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ concurrency:
     default_limit: 1
   runs:
     max_concurrent_runs: 4
+# The daemon marks runs whose worker died as failed and frees their pool slots.
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 60
 telemetry:
   enabled: false
 """
@@ -49,6 +54,40 @@ def dagster_home(settings: Settings | None = None) -> Path:
 def get_instance() -> dg.DagsterInstance:
     dagster_home()
     return dg.DagsterInstance.get()
+
+
+def _headless_tags(**extra: str) -> dict[str, str]:
+    return {"fraud/headless_pid": str(os.getpid()), "fraud/headless_host": socket.gethostname(), **extra}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark headless runs whose process died (SIGKILL, OOM) as failed and free their pool slots.
+
+    An in-process run that is killed never reports its end, so it would hold
+    its `gpu` pool slot forever and every later embedding or training step
+    would wait for it. Only runs started by this CLI on this host are touched.
+    """
+    reaped = []
+    host = socket.gethostname()
+    filters = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    for run in instance.get_runs(filters=filters):
+        pid = run.tags.get("fraud/headless_pid")
+        if pid is None or run.tags.get("fraud/headless_host") != host or _pid_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, message=f"the fraud-assets process (pid {pid}) running it is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped
 
 
 def _resources() -> dict[str, Any]:
@@ -86,6 +125,7 @@ def file_summary(storage, key: str) -> dict[str, int]:
 
 def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any]]:
     """Register new landed files and materialise the per-file assets of every incomplete one."""
+    reap_dead_runs(instance)
     resources = _resources()
     storage = resources["fraud"].storage
     existing = set(instance.get_dynamic_partitions(message_files.name))
@@ -104,7 +144,7 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
             log(f"ingesting {item.path.name} as partition {key}")
             result = dg.materialize(
                 assets, selection=INGEST_ASSETS, partition_key=key, instance=instance,
-                resources=resources, raise_on_error=False, run_config=RUN_CONFIG, tags={"fraud/source_file": item.path.name},
+                resources=resources, raise_on_error=False, run_config=RUN_CONFIG, tags=_headless_tags(**{"fraud/source_file": item.path.name}),
             )
             status = _ingest_status(result, storage, key)
         statuses.setdefault(key, status)
@@ -125,9 +165,13 @@ def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str) -> str:
 
 def run_retrain(instance: dg.DagsterInstance) -> dict[str, Any]:
     """Materialise training_dataset -> production_model; returns a summary for the CLI."""
+    reap_dead_runs(instance)
     resources = _resources()
     storage = resources["fraud"].storage
-    result = dg.materialize(_all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources, raise_on_error=False, run_config=RUN_CONFIG)
+    result = dg.materialize(
+        _all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources,
+        raise_on_error=False, run_config=RUN_CONFIG, tags=_headless_tags(),
+    )
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
     if not result.success:
         failures = [e.message for e in result.all_events if e.is_failure]

@@ -1,0 +1,136 @@
+"""Faults with real processes: SIGKILL during retrain and ingest, broken production models."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from fraud_assets.cli import main
+from fraud_assets.defs.headless import get_instance, run_ingest, run_retrain
+from fraud_assets.landing import partition_key_for
+from fraud_assets.sample import write_sample
+from fraud_assets.storage import Storage
+from fraud_assets.training_data import ingested_partitions
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    env = {"FRAUD_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home"), "TQDM_DISABLE": "1"}
+    mp = pytest.MonkeyPatch()
+    for name, value in env.items():
+        mp.setenv(name, value)
+    write_sample(root / "data" / "incoming", n_files=2, messages_per_file=200)
+    instance = get_instance()
+    run_ingest(instance, log=lambda m: None)
+    assert run_retrain(instance)["promoted"]
+    yield {"root": root, "data": root / "data", "env": {**os.environ, **env}}
+    mp.undo()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraud_assets.cli", *args], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"process ended (rc={proc.returncode}) before the kill point:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"kill point not reached in {timeout}s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def all_parquet_readable(root: Path) -> int:
+    files = [p for p in root.rglob("*.parquet")]
+    for path in files:
+        pl.read_parquet(path)  # raises on a truncated file
+    return len(files)
+
+
+def test_killed_retrain_keeps_the_champion_intact(project, tmp_path):
+    data, production = project["data"], project["data"] / "models" / "production"
+    champion = snapshot(production)
+    runs_before = set((data / "tensorboard").iterdir())
+    log = tmp_path / "retrain.log"
+    proc = spawn(["retrain"], project["env"], log)
+
+    def mid_epoch() -> bool:
+        new = [p for p in (data / "tensorboard").iterdir() if p not in runs_before]
+        return bool(new) and any(f.stat().st_size > 2000 for f in new[0].glob("events.*"))
+
+    wait_for(mid_epoch, proc, log)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    assert snapshot(production) == champion
+    assert all_parquet_readable(data) > 0
+    assert main(["score", str(next((data / "incoming").iterdir())), "-o", str(tmp_path / "scored.csv")]) == 0
+
+    rerun = subprocess.run([sys.executable, "-m", "fraud_assets.cli", "retrain", "--json"], env=project["env"], capture_output=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    summary = json.loads(rerun.stdout.decode().strip().splitlines()[-1])
+    assert summary["success"]
+    # the killed run no longer looks alive and released its `gpu` pool slot
+    killed = [r for r in get_instance().get_runs() if r.tags.get("fraud/headless_pid") == str(proc.pid)]
+    assert killed and all(r.status.value == "FAILURE" for r in killed)
+    assert json.loads((production / "model_card.json").read_text())["threshold"] > 0
+
+
+def test_killed_ingest_leaves_no_partial_output_and_resumes(project, tmp_path):
+    data = project["data"]
+    staging = tmp_path / "staging"
+    [big] = write_sample(staging, seed=11, n_files=1, messages_per_file=1500)
+    shutil.copy(big, data / "incoming" / "big.csv")
+    key = partition_key_for(data / "incoming" / "big.csv")
+    storage = Storage(data)
+    log = tmp_path / "ingest.log"
+    proc = spawn(["ingest"], project["env"], log)
+
+    wait_for(lambda: storage.asset_path("validated_messages", key).exists(), proc, log)
+    time.sleep(1.0)  # into the embedding step
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    assert all_parquet_readable(data) > 0
+    assert key not in ingested_partitions(storage, [key])
+
+    rerun = subprocess.run([sys.executable, "-m", "fraud_assets.cli", "ingest", "--json"], env=project["env"], capture_output=True, timeout=600)
+    files = {f["file"]: f for f in json.loads(rerun.stdout.decode().strip().splitlines()[-1])["files"]}
+    assert files["big.csv"]["status"] == "ingested", rerun.stderr.decode()[-3000:]
+    assert files["big.csv"]["rows_read"] == 1500 == files["big.csv"]["accepted"] + files["big.csv"]["quarantined"]
+    assert pl.read_parquet(storage.asset_path("message_embeddings", key)).height == files["big.csv"]["accepted"]
+
+
+def test_missing_or_corrupt_model_gives_a_clear_error(project, tmp_path, capsys):
+    sample_file = str(next((project["data"] / "incoming").iterdir()))
+    out = str(tmp_path / "out.csv")
+    assert main(["score", sample_file, "-o", out, "--model", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(project["data"] / "models" / "production", broken)
+    weights = next(broken.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert main(["score", sample_file, "-o", out, "--model", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert str(broken) in err and "fraud-assets score:" in err
+    assert not Path(out).exists()
+
+    (broken / "model_card.json").write_text("{not json")
+    assert main(["score", sample_file, "-o", out, "--model", str(broken)]) == 2
