@@ -28,8 +28,8 @@ from fraud_assets.sample import write_sample
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOCATION = "fraud_assets"  # location_name in workspace.yaml
-STARTUP_TIMEOUT = 150  # webserver answering and the code location loaded
-INGEST_TIMEOUT = 200  # sensor tick (every 15 s) + queue + run
+STARTUP_TIMEOUT = 120  # webserver answering and the code location loaded
+INGEST_TIMEOUT = 180  # sensor tick (every 15 s) + queue + run
 RETRAIN_TIMEOUT = 300
 POLL = 2.0
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -94,8 +94,6 @@ class DagsterDev:
         self.repository = "__repository__"
         self.proc: subprocess.Popen | None = None
         self._log = None
-        self.leftovers: list[str] = []
-        self.stop_seconds = 0.0
 
     # -- process ------------------------------------------------------------
     def start(self) -> None:
@@ -131,7 +129,6 @@ class DagsterDev:
         while time.monotonic() - started < 20 and _group_members(pgid):
             self.proc.poll()  # reap the leader so it does not linger as a zombie
             time.sleep(0.5)
-        self.leftovers = _group_members(pgid)  # still alive 20 s after SIGTERM
         try:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
@@ -140,9 +137,8 @@ class DagsterDev:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        while time.monotonic() - started < 35 and _group_members(pgid):
+        while time.monotonic() - started < 35 and _group_members(pgid):  # killed children are reaped by init
             time.sleep(0.2)
-        self.stop_seconds = time.monotonic() - started
         if self._log:
             self._log.close()
 
@@ -259,8 +255,6 @@ class DagsterDev:
             if run and run["status"] in FINISHED:
                 return run
             time.sleep(POLL)
-            if run:
-                run = next((r for r in self.runs("ingest_job") if r["runId"] == run["runId"]), run)
         if run is None:
             others = [(r["status"], {t["key"]: t["value"] for t in r["tags"]}.get("dagster/partition")) for r in self.runs("ingest_job")]
             self.fail(

@@ -52,7 +52,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     model: str = "all-MiniLM-L6-v2"
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: 256 on CUDA, 64 on CPU
     max_seq_length: int = 256
     normalize: bool = True
     chunk_size: int = 2048
