@@ -1,0 +1,57 @@
+"""Text normalisation, PII masking and content-addressed partition keys."""
+
+import os
+
+from fraud_assets.landing import archive_file, archived_file, candidate_files, partition_key_for, register_files
+from fraud_assets.storage import Storage
+from fraud_assets.text import mask_pii, normalize_text, text_hash
+
+
+def test_normalisation_makes_visually_equal_texts_hash_equal():
+    assert normalize_text("  Ｈｅｌｌｏ，\u3000世界\n\t！ ") == "Hello, 世界 !"
+    assert text_hash(normalize_text("ＡＢＣ  1")) == text_hash(normalize_text("ABC 1"))
+    assert text_hash("a") != text_hash("b")
+
+
+def test_previews_mask_phones_cards_and_urls():
+    masked = mask_pii("请拨打13812345678或致电010-12345678，卡号6222 0212 3456 7890 123，访问https://evil.cn/x?a=1 www.bad.com")
+    assert "13812345678" not in masked and "010-12345678" not in masked
+    assert "6222" not in masked and "evil.cn" not in masked and "bad.com" not in masked
+    assert masked.count("<PHONE>") == 2 and "<CARD>" in masked and masked.count("<URL>") == 2
+    assert mask_pii("验证码 4821，5分钟内有效") == "验证码 4821，5分钟内有效"  # short codes are not PII
+
+
+def test_partition_keys_are_content_addressed_and_safe(tmp_path):
+    a = tmp_path / "客户 消息 2026-01-05.csv"
+    a.write_text("text,label\nhi,0\n")
+    key = partition_key_for(a)
+    assert key.startswith("2026-01-05-") and len(key.rsplit("-", 1)[1]) == 12
+    assert all(c.isalnum() or c in "_-" for c in key)
+    b = tmp_path / "copy.csv"
+    b.write_bytes(a.read_bytes())
+    assert partition_key_for(b).rsplit("-", 1)[1] == key.rsplit("-", 1)[1]
+    a.write_text("text,label\nhi,1\n")
+    assert partition_key_for(a) != key
+
+
+def test_registration_archives_files_and_skips_unsettled_and_temporary_ones(tmp_path):
+    storage = Storage(tmp_path / "root")
+    storage.landing_dir.mkdir(parents=True)
+    (storage.landing_dir / "day1.csv").write_text("text,label\nhi,0\n")
+    (storage.landing_dir / ".day2.csv.x.tmp").write_text("partial")
+    (storage.landing_dir / "day3.csv.part").write_text("partial")
+    old = storage.landing_dir / "old.csv"
+    old.write_text("text,label\nold,0\n")
+    os.utime(old, (0, 0))
+    assert [p.name for p in candidate_files(storage.landing_dir, settle_seconds=3600)] == ["old.csv"]
+
+    new, landed, cursor = register_files(storage, set())
+    assert sorted(f.path.name for f in new) == ["day1.csv", "old.csv"]
+    path, original = archived_file(storage, new[0].partition_key)
+    assert path.read_bytes() == new[0].path.read_bytes() and original == new[0].path.name
+    assert archive_file(storage, new[0]) == path  # idempotent
+
+    (storage.landing_dir / "day1.csv").unlink()  # the archive keeps the partition reproducible
+    assert archived_file(storage, new[0].partition_key)[0].exists()
+    again, _, _ = register_files(storage, {f.partition_key for f in new}, known=cursor)
+    assert again == []
