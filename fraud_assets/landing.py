@@ -143,7 +143,9 @@ def register_files(
     for item in scan_landing(storage.landing_dir, settle_seconds=settle_seconds, known=known):
         digest = item.partition_key.rsplit("-", 1)[-1]
         if digest in by_hash:  # same content already registered, possibly under another name
-            landed.append(LandedFile(item.path, by_hash[digest], item.size))
+            known_item = LandedFile(item.path, by_hash[digest], item.size)
+            archive_file(storage, known_item)  # no-op when archived; covers partitions added by hand
+            landed.append(known_item)
             continue
         archive_file(storage, item)
         by_hash[digest] = item.partition_key

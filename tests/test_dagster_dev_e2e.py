@@ -63,6 +63,18 @@ query ($runId: ID!) { logsForRun(runId: $runId, limit: 2000) { __typename
         ... on EngineEvent { message error { ...Error } } } } } }
 fragment Error on PythonError { message cause { message cause { message } } }
 """
+SCHEDULE_QUERY = """
+query ($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) { __typename
+    ... on Schedule { scheduleState { status } }
+    ... on PythonError { message } } }
+"""
+SCHEDULE_DRY_RUN = """
+mutation ($selector: ScheduleSelector!, $timestamp: Float) { scheduleDryRun(selectorData: $selector, timestamp: $timestamp) {
+    __typename
+    ... on DryRunInstigationTick { evaluationResult { skipReason runRequests { runKey } error { ...Error } } }
+    ... on PythonError { message } } }
+fragment Error on PythonError { message cause { message cause { message } } }
+"""
 PARTITION_KEYS_QUERY = """
 query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) { __typename ... on AssetNode { partitionKeys } } }
 """
@@ -181,6 +193,17 @@ class DagsterDev:
                 lines.append([1, line])
         ticks = "\n".join(f"  {line}" + (f"  (x{count})" if count > 1 else "") for count, line in lines)
         return f"{name} is {state['status']}, last ticks (newest first):\n" + (ticks or "  (no ticks)")
+
+    def schedule(self, name: str) -> tuple[str, dict]:
+        """(status, evaluation now): the schedule evaluated by the code server, as "Test schedule" in the UI."""
+        selector = {"repositoryLocationName": LOCATION, "repositoryName": self.repository, "scheduleName": name}
+        schedule = self.query(SCHEDULE_QUERY, selector=selector)["scheduleOrError"]
+        assert schedule["__typename"] == "Schedule", schedule
+        tick = self.query(SCHEDULE_DRY_RUN, selector=selector, timestamp=time.time())["scheduleDryRun"]
+        assert tick["__typename"] == "DryRunInstigationTick", tick
+        result = tick["evaluationResult"]
+        assert not result["error"], f"{name} raised: {_root_cause(result['error'])}"
+        return schedule["scheduleState"]["status"], result
 
     def registered_partitions(self) -> list[str] | str:
         try:
@@ -335,6 +358,8 @@ def test_dagster_dev_sensor_ingests_a_landed_file_and_retrain_job_promotes_a_mod
         dev.fail(f"ingest_job run {run['runId']} for {partition!r} ended {run['status']}:\n{dev.run_errors(run['runId'])}")
     assert tags.get("dagster/sensor_name") == "landing_sensor", tags
     assert tags.get("fraud/source_file") == path.name, tags
+    status, evaluation = dev.schedule("nightly_retrain")  # RUNNING by default; a new partition means: retrain
+    assert status == "RUNNING" and len(evaluation["runRequests"] or []) == 1, (status, evaluation)
 
     # 2. retrain_job launched through the GraphQL API, as the Launchpad does.
     retrain_id = dev.client.submit_job_execution("retrain_job", repository_location_name=LOCATION, repository_name=dev.repository)
@@ -353,6 +378,8 @@ def test_dagster_dev_sensor_ingests_a_landed_file_and_retrain_job_promotes_a_mod
         if not event or event["runId"] != retrain_id:
             missing.append(f"{asset}: {event}")
     assert not missing, "materialisations missing or from another run:\n" + "\n".join(missing)
+    _, evaluation = dev.schedule("nightly_retrain")  # nothing new since this training: the schedule skips
+    assert not evaluation["runRequests"] and evaluation["skipReason"], evaluation
 
     metrics = json.loads((dev.data / "reports" / "latest" / "metrics.json").read_text())
     assert 0.0 <= metrics["model"]["f1"] <= 1.0

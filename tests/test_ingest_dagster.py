@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from fraud_assets.cli import main
+from fraud_assets.defs.headless import get_instance
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.defs.sensors import landing_sensor
@@ -46,19 +47,41 @@ def test_sensor_adds_one_partition_and_run_per_new_file(env):
     assert sorted(instance.get_dynamic_partitions(message_files.name)) == keys
     assert (env / "archive" / f"{keys[0]}.csv").read_text() in (GOOD, GOOD.replace("4821", "9999"))
 
+    # Not ingested yet (no runs in this test), so the same run keys are asked again: Dagster
+    # launches one run per run_key, so nothing new is launched.
     second = evaluate_sensor(instance, fraud, first.cursor)
-    assert not second.run_requests
+    assert not second.dynamic_partitions_requests
+    assert {r.run_key for r in second.run_requests} == set(keys)
 
     shutil.copy(env / "incoming" / "day1.csv", env / "incoming" / "day1_again.csv")  # identical re-drop
     third = evaluate_sensor(instance, fraud, second.cursor)
-    assert not third.run_requests
+    assert not third.dynamic_partitions_requests
+    assert {r.run_key for r in third.run_requests} == set(keys)
 
     (env / "incoming" / "day1.csv").write_text(GOOD + "new line of text,0,2026-03-03 10:00:00\n")  # changed file
     fourth = evaluate_sensor(instance, fraud, third.cursor)
-    assert len(fourth.run_requests) == 1
-    assert fourth.run_requests[0].partition_key.startswith("day1-")
-    assert fourth.run_requests[0].partition_key not in keys
+    [added] = fourth.dynamic_partitions_requests[0].partition_keys
+    assert added.startswith("day1-") and added not in keys
+    assert {r.run_key for r in fourth.run_requests} == {*keys, added}
     assert len(instance.get_dynamic_partitions(message_files.name)) == 3
+
+
+def test_sensor_retries_a_registered_partition_until_it_is_ingested(env, capsys):
+    from fraud_assets.landing import partition_key_for
+
+    landed = env / "incoming" / "day1.csv"
+    landed.write_text(GOOD)
+    fraud = FraudSettings(data_dir=str(env), landing_dir=str(env / "incoming"), landing_settle_seconds=0)
+    instance = get_instance()
+    # registered, but its run request was lost (the daemon died mid-tick, or it was added by hand)
+    key = partition_key_for(landed)
+    instance.add_dynamic_partitions(message_files.name, [key])
+    result = evaluate_sensor(instance, fraud)
+    assert [r.run_key for r in result.run_requests] == [key]
+
+    assert main(["ingest"]) == 0
+    done = evaluate_sensor(instance, fraud, result.cursor)
+    assert not done.run_requests and "no new files" in done.skip_reason.skip_message
 
 
 def test_sensor_waits_for_files_to_settle(env):

@@ -15,7 +15,7 @@ import dagster as dg
 import polars as pl
 
 from fraud_assets.defs.assets import features, ingest, training
-from fraud_assets.defs.jobs import INGEST_ASSETS, RETRAIN_ASSETS
+from fraud_assets.defs.jobs import INGEST_ASSETS, RETRAIN_ASSETS, RUN_CONFIG
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 from fraud_assets.landing import register_files
@@ -95,8 +95,6 @@ def _resources() -> dict[str, Any]:
 
 
 BLOCKING_INGEST_CHECKS = ("file_readable", "rejected_share")
-# Step-level DEBUG events are for the UI; the terminal gets INFO (progress, warnings).
-RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _all_assets() -> list:
