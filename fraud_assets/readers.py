@@ -154,20 +154,28 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             raise UnreadableFile(f"invalid UTF-16: {exc}") from exc
     if b"\x00" in data[:65536]:
         raise UnreadableFile("binary content (NUL bytes), not a text file")
-    best: tuple[int, str, str] | None = None
-    for encoding in ("utf-8", "gb18030"):
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            text = data.decode(encoding, errors="surrogateescape")
-            bad = sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
-            if best is None or bad < best[0]:
-                best = (bad, text, encoding)
-    assert best is not None
-    bad, text, encoding = best
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # GB18030 accepts most byte sequences, so a UTF-8 export with a few bad bytes would
+    # decode "cleanly" into mojibake: a file that is overwhelmingly valid UTF-8 stays UTF-8.
+    utf8 = data.decode("utf-8", errors="surrogateescape")
+    bad_utf8 = _count_undecodable(utf8)
+    if bad_utf8 <= 0.02 * sum(1 for b in data if b >= 0x80):
+        return utf8, "utf-8"
+    try:
+        return data.decode("gb18030"), "gb18030"
+    except UnicodeDecodeError:
+        gb = data.decode("gb18030", errors="surrogateescape")
+    bad, text, encoding = min((bad_utf8, utf8, "utf-8"), (_count_undecodable(gb), gb, "gb18030"), key=lambda t: t[0])
     if bad > max(16, len(data) // 20):
         raise UnreadableFile(f"not text in UTF-8 or GB18030 ({bad} undecodable bytes)")
     return text, encoding
+
+
+def _count_undecodable(text: str) -> int:
+    return sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
 
 
 def _has_undecodable(value: str) -> bool:

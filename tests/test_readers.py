@@ -83,6 +83,18 @@ def test_encodings_are_detected(tmp_path, encoding, bom):
     assert accepted["label"].to_list() == [1, 0]
 
 
+def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
+    rows = "".join(f"您的快递{i}号已到达驿站，请凭取件码取件,0\n" for i in range(30))
+    data = ("text,label\n" + rows).encode() + b"bad \xff\xfe byte,1\n" + "最后一条消息,0\n".encode()
+    path = tmp_path / "mostly_utf8.csv"
+    path.write_bytes(data)
+    parsed, accepted, quarantine = ingest(path)
+    assert parsed.encoding == "utf-8"
+    assert accepted.height == 31 and accepted["text"][0].startswith("您的快递0号")
+    assert quarantine["source_row"].to_list() == [30] and "undecodable" in quarantine["reason"][0]
+    assert "\\xff" in quarantine["raw"][0]
+
+
 @pytest.mark.parametrize(
     "name,data,reason",
     [
