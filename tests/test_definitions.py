@@ -1,0 +1,50 @@
+"""The code location: what it holds, that it loads without the heavy stack, and `dg check defs`."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_import_defers_heavy_modules():
+    code = (
+        "import sys, time; t = time.perf_counter(); import definitions; "
+        "print(round(time.perf_counter() - t, 3)); "
+        "print(','.join(m for m in ('torch', 'sentence_transformers', 'great_expectations', 'sklearn', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+    print(f"import definitions: {out[0]} s")
+    assert out[1] == ""
+
+
+def test_code_location_contents():
+    from definitions import defs
+
+    repo = defs.get_repository_def()
+    assets = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+    assert assets == {
+        "raw_messages", "validated_messages", "message_embeddings", "time_features",
+        "training_dataset", "fraud_classifier", "evaluation_report", "production_model",
+    }
+    checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
+    assert {("raw_messages", "file_readable"), ("validated_messages", "rejected_share"),
+            ("validated_messages", "expectation_suite"), ("message_embeddings", "vocabulary_coverage"),
+            ("production_model", "not_worse_than_champion")} <= checks
+    assert {"ingest_job", "retrain_job"} <= {job.name for job in repo.get_all_jobs()}
+    sensor = repo.get_sensor_def("landing_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    schedule = repo.get_schedule_def("nightly_retrain")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "Asia/Shanghai"
+
+
+@pytest.mark.skipif(shutil.which("dg", path=str(Path(sys.executable).parent)) is None, reason="dagster-dg-cli not installed")
+def test_dg_check_defs():
+    dg_cli = shutil.which("dg", path=str(Path(sys.executable).parent))
+    result = subprocess.run([dg_cli, "check", "defs"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
