@@ -96,9 +96,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     home = dagster_home()
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
-    command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "--port", str(args.port), *args.extra]
+    # the interpreter running this command, so it works without an activated virtualenv
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "--port", str(args.port), *args.extra]
     os.chdir(PROJECT_ROOT)
-    os.execvp(command[0], command)
+    os.execv(command[0], command)
     return 0  # not reached
 
 
