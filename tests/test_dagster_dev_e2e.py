@@ -119,9 +119,8 @@ class DagsterDev:
             TQDM_DISABLE="1",
             PYTHONUNBUFFERED="1",
         )
-        dagster = Path(sys.executable).with_name("dagster")
-        command = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]
-        command += ["dev", "-w", str(PROJECT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.port)]
+        # exactly what the README's quickstart runs: `fraud-assets dev` execs `dagster dev -w workspace.yaml`
+        command = [sys.executable, "-m", "fraud_assets.cli", "dev", "--port", str(self.port)]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             command, cwd=PROJECT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
