@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import random
 import sys
 import tempfile
 import time

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | PARQUET_SUFFIXES
 _RAW_PREVIEW_CHARS = 2000
+# Undecodable bytes survive decoding as lone surrogates (errors="surrogateescape").
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 class UnreadableFile(Exception):
@@ -140,10 +144,12 @@ def _label_key(value: Any) -> str:
 def decode_bytes(data: bytes) -> tuple[str, str]:
     """Decode file bytes, returning (text, encoding name).
 
-    UTF-8 is tried first, then GB18030 (a superset of GBK/GB2312). When neither
-    decodes cleanly the encoding with fewer undecodable bytes wins and those
-    bytes are kept as surrogate escapes, so the affected records can be
-    quarantined one by one instead of losing the whole file.
+    UTF-8 is tried first, then GB18030 (a superset of GBK/GB2312). A file that
+    is valid UTF-8 but for a few bytes (at most 2% of its non-ASCII bytes)
+    stays UTF-8. Otherwise, when neither decodes cleanly, the encoding with
+    fewer undecodable bytes wins. Undecodable bytes are kept as surrogate
+    escapes, so the affected records can be quarantined one by one instead of
+    losing the whole file.
     """
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8", errors="surrogateescape"), "utf-8-sig"
@@ -175,11 +181,11 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
 
 
 def _count_undecodable(text: str) -> int:
-    return sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
+    return len(_UNDECODABLE.findall(text))
 
 
 def _has_undecodable(value: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
+    return _UNDECODABLE.search(value) is not None
 
 
 def _printable(value: str) -> str:
@@ -191,7 +197,7 @@ def _control_share(text: str) -> float:
     sample = text[:65536]
     if not sample:
         return 0.0
-    bad = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\r\n\t") or "\udc80" <= ch <= "\udcff")
+    bad = len(_CONTROL.findall(sample)) + _count_undecodable(sample)
     return bad / len(sample)
 
 
