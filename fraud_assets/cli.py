@@ -44,10 +44,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if any(f["status"] in ("quarantined", "failed") for f in files) else 0
 
 
+def _run_config(path: str | None) -> dict[str, Any] | None:
+    """Dagster run config from a YAML or JSON file, as the Launchpad takes it."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"fraud-assets: --config {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"fraud-assets: --config {path}: expected a mapping of run config (ops: ...), got {type(config).__name__}")
+    return config
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from fraud_assets.defs.headless import get_instance, run_retrain
 
-    summary = run_retrain(get_instance())
+    summary = run_retrain(get_instance(), _run_config(args.config))
     print(json.dumps(summary, ensure_ascii=False, default=str)) if args.json else _print_retrain(summary)
     return 0 if summary["success"] else 1
 
@@ -56,8 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fraud_assets.defs.headless import get_instance, run_ingest, run_retrain
 
     instance = get_instance()
+    run_config = _run_config(args.config)
     files = run_ingest(instance, log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
-    summary = run_retrain(instance)
+    summary = run_retrain(instance, run_config)
     if args.json:
         print(json.dumps({"files": files, "retrain": summary}, ensure_ascii=False, default=str))
     else:
@@ -111,12 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_ingest)
 
+    config_help = "YAML/JSON Dagster run config for the retrain, as in the Launchpad (ops: {fraud_classifier: {config: ...}})"
     p = sub.add_parser("retrain", help="train, evaluate and promote on every ingested file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("run", help="ingest, then retrain")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("score", help="score a CSV/TSV/JSONL/Parquet file with the production model")

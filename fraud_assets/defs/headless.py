@@ -161,14 +161,19 @@ def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str) -> str:
     return "failed"
 
 
-def run_retrain(instance: dg.DagsterInstance) -> dict[str, Any]:
-    """Materialise training_dataset -> production_model; returns a summary for the CLI."""
+def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Materialise training_dataset -> production_model; returns a summary for the CLI.
+
+    ``run_config`` is Dagster run config as in the Launchpad (for example
+    ``{"ops": {"fraud_classifier": {"config": {"max_epochs": 10}}}}``). A refused
+    promotion is a successful run with ``promoted: False`` and the reason.
+    """
     reap_dead_runs(instance)
     resources = _resources()
     storage = resources["fraud"].storage
     result = dg.materialize(
         _all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources,
-        raise_on_error=False, run_config=RUN_CONFIG, tags=_headless_tags(),
+        raise_on_error=False, run_config={**RUN_CONFIG, **(run_config or {})}, tags=_headless_tags(),
     )
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
     if not result.success:

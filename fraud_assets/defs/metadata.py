@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import polars as pl
 
 from fraud_assets.text import mask_pii
@@ -27,3 +28,10 @@ def preview_markdown(frame: pl.DataFrame, columns: list[str], *, rows: int = 10,
             cells.append(value.replace("|", "\\|").replace("\n", " "))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def table_metadata(frame: pl.DataFrame, uri: object, *, partitioned: bool = False) -> dict[str, object]:
+    """The standard entries the Dagster catalog shows natively: row count, column schema, URI."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+    rows_key = "dagster/partition_row_count" if partitioned else "dagster/row_count"
+    return {rows_key: frame.height, "dagster/column_schema": schema, "dagster/uri": str(uri)}

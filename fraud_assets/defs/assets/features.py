@@ -4,7 +4,8 @@
 import dagster as dg
 import polars as pl
 
-from fraud_assets.defs.partitions import message_files
+from fraud_assets.defs.metadata import table_metadata
+from fraud_assets.defs.partitions import file_check, message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 
 # Above this share of [UNK] tokens the embedding model does not know the language.
@@ -18,7 +19,7 @@ UNK_SAMPLE = 500
     deps=["validated_messages"],
     kinds={"pytorch", "parquet"},
     pool="gpu",
-    check_specs=[dg.AssetCheckSpec("vocabulary_coverage", asset="message_embeddings")],
+    check_specs=[file_check("vocabulary_coverage", "message_embeddings")],
 )
 def message_embeddings(
     context: dg.AssetExecutionContext, fraud: FraudSettings, embedder: EmbedderResource
@@ -33,13 +34,15 @@ def message_embeddings(
     vectors, stats = embed_texts(
         validated.select("text_hash", "text"), model, cache, chunk_size=embedder.chunk_size, log=context.log.info
     )
-    storage.write_parquet(
-        validated.select("message_id", "text_hash").with_columns(vectors["embedding"]),
-        storage.asset_path("message_embeddings", key),
-    )
+    embeddings = validated.select("message_id", "text_hash").with_columns(vectors["embedding"])
+    storage.write_parquet(embeddings, storage.asset_path("message_embeddings", key))
     unk = model.unk_share(validated["text"].head(UNK_SAMPLE).to_list()) if validated.height else 0.0
     return dg.MaterializeResult(
-        metadata={**stats, "unk_share": round(unk, 4)},
+        metadata={
+            **table_metadata(embeddings, storage.asset_path("message_embeddings", key), partitioned=True),
+            **stats,
+            "unk_share": round(unk, 4),
+        },
         check_results=[
             dg.AssetCheckResult(
                 check_name="vocabulary_coverage",
@@ -71,6 +74,7 @@ def time_features(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg
     with_time = int(features["has_timestamp"].sum() or 0)
     return dg.MaterializeResult(
         metadata={
+            **table_metadata(features, storage.asset_path("time_features", key), partitioned=True),
             "rows": features.height,
             "with_timestamp": with_time,
             "timestamp_share": round(with_time / features.height, 4) if features.height else 0.0,

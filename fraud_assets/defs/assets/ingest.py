@@ -4,8 +4,8 @@
 import dagster as dg
 import polars as pl
 
-from fraud_assets.defs.metadata import label_balance, preview_markdown
-from fraud_assets.defs.partitions import message_files
+from fraud_assets.defs.metadata import label_balance, preview_markdown, table_metadata
+from fraud_assets.defs.partitions import file_check, message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.landing import archived_file
 from fraud_assets.readers import file_quarantine, read_messages
@@ -16,7 +16,7 @@ from fraud_assets.validation import validate_messages
     partitions_def=message_files,
     group_name="ingest",
     kinds={"polars", "parquet"},
-    check_specs=[dg.AssetCheckSpec("file_readable", asset="raw_messages", blocking=True)],
+    check_specs=[file_check("file_readable", "raw_messages", blocking=True)],
 )
 def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """The landed file parsed into the canonical schema; unparseable records quarantined with a reason."""
@@ -30,6 +30,7 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
         context.log.error(f"{original_name}: quarantined whole file: {parsed.error}")
     return dg.MaterializeResult(
         metadata={
+            **table_metadata(parsed.rows, storage.asset_path("raw_messages", key), partitioned=True),
             "source_file": original_name,
             "format": parsed.file_format or "unknown",
             "encoding": parsed.encoding or "n/a",
@@ -56,8 +57,8 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
     deps=[raw_messages],
     kinds={"great_expectations", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec("expectation_suite", asset="validated_messages"),
-        dg.AssetCheckSpec("rejected_share", asset="validated_messages", blocking=True),
+        file_check("expectation_suite", "validated_messages"),
+        file_check("rejected_share", "validated_messages", blocking=True),
     ],
 )
 def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
@@ -75,6 +76,7 @@ def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) 
     failed = {f"{e['expectation']}({e['column']})": e["unexpected_count"] for e in result.expectations if not e["success"]}
     return dg.MaterializeResult(
         metadata={
+            **table_metadata(result.accepted, storage.asset_path("validated_messages", key), partitioned=True),
             "rows_read": rows_read,
             "accepted": result.accepted.height,
             "quarantined": quarantined,
