@@ -1,5 +1,5 @@
-"""Code location entry point for `dagster dev` and `dagster dev -w workspace.yaml`."""
+"""Code location entry point for `dagster dev -f definitions.py` and `dagster dev -w workspace.yaml`."""
 
-from fraud_assets.defs.definitions import defs
+from fraud_assets.definitions import defs
 
 __all__ = ["defs"]

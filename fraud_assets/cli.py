@@ -37,7 +37,7 @@ def _print_retrain(summary: dict[str, Any]) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from fraud_assets.defs.headless import get_instance, run_ingest
+    from fraud_assets.runs import get_instance, run_ingest
 
     files = run_ingest(get_instance(), log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
     print(json.dumps({"files": files}, ensure_ascii=False)) if args.json else _print_files(files)
@@ -60,7 +60,7 @@ def _run_config(path: str | None) -> dict[str, Any] | None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from fraud_assets.defs.headless import get_instance, run_retrain
+    from fraud_assets.runs import get_instance, run_retrain
 
     summary = run_retrain(get_instance(), _run_config(args.config))
     print(json.dumps(summary, ensure_ascii=False, default=str)) if args.json else _print_retrain(summary)
@@ -68,7 +68,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fraud_assets.defs.headless import get_instance, run_ingest, run_retrain
+    from fraud_assets.runs import get_instance, run_ingest, run_retrain
 
     instance = get_instance()
     run_config = _run_config(args.config)
@@ -108,12 +108,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from fraud_assets.defs.headless import dagster_home
+    import shutil
 
+    from fraud_assets.runs import dagster_home
+
+    # the `dg` of the interpreter running this command, so it works without an activated virtualenv
+    dg_cli = shutil.which("dg", path=str(Path(sys.executable).parent)) or shutil.which("dg")
+    if dg_cli is None:
+        print("fraud-assets dev: `dg` not found; install dagster-dg-cli (a dependency of fraud_assets)", file=sys.stderr)
+        return 2
     home = dagster_home()
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
-    # the interpreter running this command, so it works without an activated virtualenv
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "--port", str(args.port), *args.extra]
+    # --use-active-venv: serve the code location from this interpreter, not a project .venv of dg's choosing
+    command = [dg_cli, "dev", "--use-active-venv", "--port", str(args.port), *args.extra]
     os.chdir(PROJECT_ROOT)
     os.execv(command[0], command)
     return 0  # not reached
@@ -151,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=400, help="messages per file")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("dev", help="start `dagster dev` with a persistent DAGSTER_HOME")
+    p = sub.add_parser("dev", help="start the Dagster UI (`dg dev`) with a persistent DAGSTER_HOME")
     p.add_argument("--port", type=int, default=3000)
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="more arguments for dagster dev")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="more arguments for dg dev")
     p.set_defaults(func=cmd_dev)
     return parser
 

@@ -17,3 +17,13 @@ def telecom_dir() -> Path:
     if not TELECOM.is_dir():
         pytest.skip(f"shared Telecom dataset not found at {TELECOM}")
     return TELECOM
+
+
+def job_assets(job_name: str) -> list[str]:
+    """The asset names a job of the code location materialises, in topological order."""
+    from fraud_assets.definitions import defs
+
+    job = defs().resolve_job_def(job_name)
+    graph = job.asset_layer.asset_graph
+    selected = job.asset_layer.executable_asset_keys
+    return [key.to_user_string() for level in graph.toposorted_asset_keys_by_level for key in sorted(level) if key in selected]

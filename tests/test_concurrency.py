@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from fraud_assets.defs.headless import get_instance, run_ingest, run_retrain
-from fraud_assets.defs.jobs import INGEST_ASSETS
+from fraud_assets.runs import get_instance, run_ingest, run_retrain
+from conftest import job_assets
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.landing import register_files
 from fraud_assets.sample import write_sample
@@ -70,8 +70,8 @@ def test_parallel_ingest_runs_during_a_retrain(tmp_path, monkeypatch):
     logs.mkdir()
     procs = [
         subprocess.Popen(
-            [DAGSTER, "asset", "materialize", "-m", "fraud_assets.defs.definitions",
-             "--select", ",".join(INGEST_ASSETS), "--partition", item.partition_key],
+            [DAGSTER, "asset", "materialize", "-m", "fraud_assets.definitions",
+             "--select", ",".join(job_assets("ingest_job")), "--partition", item.partition_key],
             env=env, stdout=(logs / f"{item.partition_key}.log").open("wb"), stderr=subprocess.STDOUT,
         )
         for item in new

@@ -21,10 +21,12 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
-from fraud_assets.defs.headless import DAGSTER_YAML
-from fraud_assets.defs.jobs import INGEST_ASSETS, RETRAIN_ASSETS
+from fraud_assets.runs import DAGSTER_YAML
+from conftest import job_assets
 from fraud_assets.landing import partition_key_for
 from fraud_assets.sample import write_sample
+
+INGEST_ASSETS, RETRAIN_ASSETS = job_assets("ingest_job"), job_assets("retrain_job")
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOCATION = "fraud_assets"  # location_name in workspace.yaml
@@ -92,7 +94,7 @@ def _free_port() -> int:
 
 
 class DagsterDev:
-    """A `dagster dev` subprocess in its own session, its log file and a GraphQL view of it."""
+    """A `fraud-assets dev` (dg dev) subprocess in its own session, its log file and a GraphQL view of it."""
 
     def __init__(self, tmp: Path):
         self.data = tmp / "data"
@@ -119,7 +121,7 @@ class DagsterDev:
             TQDM_DISABLE="1",
             PYTHONUNBUFFERED="1",
         )
-        # exactly what the README's quickstart runs: `fraud-assets dev` execs `dagster dev -w workspace.yaml`
+        # exactly what the README's quickstart runs: `fraud-assets dev` execs `dg dev`
         command = [sys.executable, "-m", "fraud_assets.cli", "dev", "--port", str(self.port)]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -347,6 +349,8 @@ def dagster_dev(tmp_path):
 def test_dagster_dev_sensor_ingests_a_landed_file_and_retrain_job_promotes_a_model(dagster_dev):
     dev = dagster_dev
     dev.wait_until_loaded(STARTUP_TIMEOUT)
+    notices = [line for line in dev.log_tail(200).splitlines() if "deprecat" in line.lower() or "supersede" in line.lower()]
+    assert not notices, "`fraud-assets dev` (dg dev) printed deprecation notices:\n" + "\n".join(notices)
 
     # 1. A labelled file lands (Chinese and English, normal/defraud, with sent_at): the daemon's sensor ingests it.
     (path,) = write_sample(dev.data / "incoming", n_files=1, messages_per_file=120)

@@ -25,7 +25,7 @@ def test_definitions_import_defers_heavy_modules():
 def test_code_location_contents():
     from definitions import defs
 
-    repo = defs.get_repository_def()
+    repo = defs().get_repository_def()
     assets = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
     assert assets == {
         "raw_messages", "validated_messages", "message_embeddings", "time_features",
@@ -48,3 +48,15 @@ def test_dg_check_defs():
     dg_cli = shutil.which("dg", path=str(Path(sys.executable).parent))
     result = subprocess.run([dg_cli, "check", "defs"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("target", [["-w", "workspace.yaml"], []], ids=["workspace", "pyproject"])
+def test_plain_dagster_loads_the_one_code_location(target):
+    """`dagster dev -w workspace.yaml` and plain `dagster dev` (via [tool.dagster]) load the same
+    location as `dg dev`; `definitions validate` loads it the way they do."""
+    dagster_cli = shutil.which("dagster", path=str(Path(sys.executable).parent))
+    result = subprocess.run([dagster_cli, "definitions", "validate", *target], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert "Validation successful for code location fraud_assets" in output
+    assert "WARNING" not in output, output[-2000:]

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from fraud_assets.cli import main
-from fraud_assets.defs.headless import get_instance
+from fraud_assets.runs import get_instance
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.defs.sensors import landing_sensor
@@ -141,7 +141,8 @@ def _latest_embedding_metadata(instance):
 
 def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, capsys):
     from fraud_assets.defs.assets import features
-    from fraud_assets.defs.headless import RUN_CONFIG, _resources
+    from fraud_assets.defs.jobs import RUN_CONFIG
+    from fraud_assets.defs.resources import default_resources
     from fraud_assets.defs.resources import EmbedderResource
 
     incoming = env / "incoming"
@@ -163,7 +164,7 @@ def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, ca
     key = files["first.csv"]["partition"]
     path = env / "assets" / "message_embeddings" / f"{key}.parquet"
     before = pl.read_parquet(path)
-    resources = {**_resources(), "embedder": EmbedderResource(max_seq_length=8)}
+    resources = {**default_resources(), "embedder": EmbedderResource(max_seq_length=8)}
     result = dg.materialize([features.message_embeddings], partition_key=key, instance=instance, resources=resources, run_config=RUN_CONFIG)
     metadata = result.asset_materializations_for_node("message_embeddings")[0].metadata
     assert metadata["newly_embedded"].value == 3

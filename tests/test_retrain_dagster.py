@@ -8,7 +8,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fraud_assets.cli import main
-from fraud_assets.defs.headless import _resources, get_instance, run_ingest, run_retrain
+from fraud_assets.defs.resources import default_resources
+from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.defs.schedules import nightly_retrain
 from fraud_assets.sample import write_sample
 
@@ -36,7 +37,7 @@ def trained(tmp_path_factory):
 
 
 def _evaluate_schedule(instance):
-    with dg.build_schedule_context(instance=instance, resources={"fraud": _resources()["fraud"]}) as context:
+    with dg.build_schedule_context(instance=instance, resources={"fraud": default_resources()["fraud"]}) as context:
         return nightly_retrain(context)
 
 

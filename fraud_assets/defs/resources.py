@@ -83,3 +83,14 @@ class EmbedderResource(dg.ConfigurableResource):
         if self._embedder is not None:
             self._embedder.release()
             self._embedder = None
+
+
+def default_resources() -> dict[str, Any]:
+    """The resources every run uses, read from the environment (FRAUD_* variables)."""
+    return {"fraud": FraudSettings.from_settings(), "embedder": EmbedderResource.from_settings()}
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Resources attached to the code location, in one place."""
+    return dg.Definitions(resources=default_resources())

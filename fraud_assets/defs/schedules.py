@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from fraud_assets.defs.jobs import retrain_job
+from fraud_assets.defs import jobs
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.settings import Settings
 from fraud_assets.training_data import ingested_partitions, partitions_fingerprint
@@ -14,7 +14,7 @@ _settings = Settings.from_env()
 @dg.schedule(
     cron_schedule=_settings.retrain_cron,
     execution_timezone=_settings.timezone,
-    job=retrain_job,
+    job=jobs.retrain_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def nightly_retrain(context: dg.ScheduleEvaluationContext, fraud: FraudSettings):

@@ -5,14 +5,14 @@ import json
 
 import dagster as dg
 
-from fraud_assets.defs.jobs import ingest_job
+from fraud_assets.defs import jobs
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.landing import register_files
 from fraud_assets.training_data import ingested_partitions
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=jobs.ingest_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, fraud: FraudSettings) -> dg.SensorResult:
     """Register new files in the landing folder and request one ingest run per file.
 

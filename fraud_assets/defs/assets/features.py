@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from fraud_assets.defs.metadata import table_metadata
+from fraud_assets.metadata import table_metadata
 from fraud_assets.defs.partitions import file_check, message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 

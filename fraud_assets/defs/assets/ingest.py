@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from fraud_assets.defs.metadata import label_balance, preview_markdown, table_metadata
+from fraud_assets.metadata import label_balance, preview_markdown, table_metadata
 from fraud_assets.defs.partitions import file_check, message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.landing import archived_file

@@ -8,7 +8,7 @@ import json
 import dagster as dg
 import polars as pl
 
-from fraud_assets.defs.metadata import table_metadata
+from fraud_assets.metadata import table_metadata
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 from fraud_assets.promotion import compare_with_champion, promote

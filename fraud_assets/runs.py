@@ -1,8 +1,8 @@
 """Headless runs against a Dagster instance: what `fraud-assets ingest/retrain/run` execute.
 
-The same assets, checks and file registration as `dagster dev`, materialised
-in-process with `dagster.materialize`, so runs, partitions and checks appear in
-the instance (and in the UI pointed at the same DAGSTER_HOME).
+The jobs, checks, resources and file registration of the one code location
+(``fraud_assets.definitions``), executed in-process, so runs, partitions and
+checks appear in the instance (and in the UI pointed at the same DAGSTER_HOME).
 """
 
 import json
@@ -14,10 +14,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from fraud_assets.defs.assets import features, ingest, training
-from fraud_assets.defs.jobs import INGEST_ASSETS, RETRAIN_ASSETS, RUN_CONFIG
+from fraud_assets.definitions import defs as load_definitions
+from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
-from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 from fraud_assets.landing import register_files
 from fraud_assets.settings import Settings
 from fraud_assets.training_data import ingested_partitions
@@ -90,15 +89,10 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return reaped
 
 
-def _resources() -> dict[str, Any]:
-    return {"fraud": FraudSettings.from_settings(landing_settle_seconds=0.0), "embedder": EmbedderResource.from_settings()}
-
-
-BLOCKING_INGEST_CHECKS = ("file_readable", "rejected_share")
-
-
-def _all_assets() -> list:
-    return dg.load_assets_from_modules([ingest, features, training])
+def blocking_checks(job: dg.JobDefinition) -> set[str]:
+    """Names of the blocking checks in a job: a failure of one stops that partition's downstream."""
+    graph = job.asset_layer.asset_graph
+    return {spec.name for assets_def in graph.assets_defs for spec in assets_def.check_specs if spec.blocking}
 
 
 def file_summary(storage, key: str) -> dict[str, int]:
@@ -124,14 +118,15 @@ def file_summary(storage, key: str) -> dict[str, int]:
 def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any]]:
     """Register new landed files and materialise the per-file assets of every incomplete one."""
     reap_dead_runs(instance)
-    resources = _resources()
-    storage = resources["fraud"].storage
+    definitions = load_definitions()
+    job = definitions.resolve_job_def(ingest_job.name)
+    storage = definitions.resources["fraud"].storage
     existing = set(instance.get_dynamic_partitions(message_files.name))
     new, landed, _ = register_files(storage, existing)
     if new:
         instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in new])
     complete = set(ingested_partitions(storage, {f.partition_key for f in landed}))
-    assets, results, statuses = _all_assets(), [], {}
+    results, statuses = [], {}
     for item in landed:
         key = item.partition_key
         if key in statuses:
@@ -140,11 +135,11 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
             status = "unchanged"
         else:
             log(f"ingesting {item.path.name} as partition {key}")
-            result = dg.materialize(
-                assets, selection=INGEST_ASSETS, partition_key=key, instance=instance,
-                resources=resources, raise_on_error=False, run_config=RUN_CONFIG, tags=_headless_tags(**{"fraud/source_file": item.path.name}),
+            result = job.execute_in_process(
+                partition_key=key, instance=instance, raise_on_error=False,
+                run_config=RUN_CONFIG, tags=_headless_tags(**{"fraud/source_file": item.path.name}),
             )
-            status = _ingest_status(result, storage, key)
+            status = _ingest_status(result, storage, key, blocking_checks(job))
         statuses.setdefault(key, status)
         counts = file_summary(storage, key)
         if counts.pop("whole_file_quarantined"):
@@ -153,10 +148,10 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
     return results
 
 
-def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str) -> str:
+def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str, blocking: set[str]) -> str:
     if storage.asset_path("message_embeddings", key).exists() and storage.asset_path("time_features", key).exists():
         return "ingested"
-    if any(not e.passed for e in result.get_asset_check_evaluations() if e.check_name in BLOCKING_INGEST_CHECKS):
+    if any(not e.passed for e in result.get_asset_check_evaluations() if e.check_name in blocking):
         return "blocked"  # unreadable file, or too many rejected rows: nothing downstream was built
     return "failed"
 
@@ -169,11 +164,10 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
     promotion is a successful run with ``promoted: False`` and the reason.
     """
     reap_dead_runs(instance)
-    resources = _resources()
-    storage = resources["fraud"].storage
-    result = dg.materialize(
-        _all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources,
-        raise_on_error=False, run_config={**RUN_CONFIG, **(run_config or {})}, tags=_headless_tags(),
+    definitions = load_definitions()
+    storage = definitions.resources["fraud"].storage
+    result = definitions.resolve_job_def(retrain_job.name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config={**RUN_CONFIG, **(run_config or {})}, tags=_headless_tags(),
     )
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
     if not result.success:
