@@ -1,0 +1,1 @@
+"""Real servers for tests, started on free loopback ports and stopped afterwards."""
