@@ -60,3 +60,24 @@ def test_plain_dagster_loads_the_one_code_location(target):
     output = result.stdout + result.stderr
     assert "Validation successful for code location fraud_assets" in output
     assert "WARNING" not in output, output[-2000:]
+
+
+def test_embedding_and_training_steps_carry_gpu_placement_tags():
+    """What a cluster executor reads: dagster-k8s asks for a GPU, dagster-celery routes to the gpu queue."""
+    import json
+
+    from fraud_assets.definitions import defs
+
+    definitions = defs()
+    placed = {}
+    for job_name in ("ingest_job", "retrain_job"):
+        for node in definitions.resolve_job_def(job_name).nodes:
+            placed[node.name] = node.definition.tags
+    for step in ("message_embeddings", "fraud_classifier"):
+        tags = placed[step]
+        k8s = tags["dagster-k8s/config"]
+        k8s = json.loads(k8s) if isinstance(k8s, str) else k8s
+        assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert tags["dagster-celery/queue"] == "gpu"
+    for step in ("raw_messages", "validated_messages", "time_features", "training_dataset", "evaluation_report", "production_model"):
+        assert "dagster-k8s/config" not in placed[step] and "dagster-celery/queue" not in placed[step]

@@ -6,6 +6,7 @@ import polars as pl
 
 from fraud_assets.metadata import table_metadata
 from fraud_assets.defs.partitions import file_check, message_files
+from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 
 # Above this share of [UNK] tokens the embedding model does not know the language.
@@ -19,6 +20,7 @@ UNK_SAMPLE = 500
     deps=["validated_messages"],
     kinds={"pytorch", "parquet"},
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     check_specs=[file_check("vocabulary_coverage", "message_embeddings")],
 )
 def message_embeddings(

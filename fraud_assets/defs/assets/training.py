@@ -11,6 +11,7 @@ import polars as pl
 from fraud_assets.metadata import table_metadata
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
+from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.promotion import compare_with_champion, promote
 from fraud_assets.training_data import ingested_partitions, load_partitions, partitions_fingerprint
 
@@ -63,7 +64,7 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) ->
     )
 
 
-@dg.asset(group_name="training", deps=[training_dataset], kinds={"pytorch"}, pool="gpu")
+@dg.asset(group_name="training", deps=[training_dataset], kinds={"pytorch"}, pool="gpu", op_tags=GPU_OP_TAGS)
 def fraud_classifier(
     context: dg.AssetExecutionContext, config: ClassifierConfig, fraud: FraudSettings, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
