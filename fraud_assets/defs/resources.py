@@ -55,6 +55,7 @@ class EmbedderResource(dg.ConfigurableResource):
     batch_size: int | None = None  # None: 256 on CUDA, 64 on CPU
     max_seq_length: int = 256
     normalize: bool = True
+    backend: str = "torch"  # torch | onnx | onnx-int8 (CPU only; the `onnx` extra)
     chunk_size: int = 2048
 
     _embedder: Any = PrivateAttr(default=None)
@@ -62,7 +63,7 @@ class EmbedderResource(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "EmbedderResource":
         settings = settings or Settings.from_env()
-        values: dict[str, Any] = dict(model=settings.embedding_model, device=settings.device)
+        values: dict[str, Any] = dict(model=settings.embedding_model, device=settings.device, backend=settings.embedding_backend)
         values.update(overrides)
         return cls(**values)
 
@@ -76,6 +77,7 @@ class EmbedderResource(dg.ConfigurableResource):
                 batch_size=self.batch_size,
                 max_seq_length=self.max_seq_length,
                 normalize=self.normalize,
+                backend=self.backend,
             )
         return self._embedder
 

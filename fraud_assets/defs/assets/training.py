@@ -83,7 +83,7 @@ def fraud_classifier(
         "run_name": run_name,
         "embedding_model": embedding.model_name,
         "embedding_fingerprint": embedding.fingerprint,
-        "embedding_settings": {"max_seq_length": embedder.max_seq_length, "normalize": embedder.normalize},
+        "embedding_settings": {"max_seq_length": embedder.max_seq_length, "normalize": embedder.normalize, "backend": embedder.backend},
         "partitions": lineage["partitions"],
         "dataset_summary": lineage["summary"],
         "history": model.history,

@@ -1,0 +1,85 @@
+"""CPU inference backends for the embedding model: torch, ONNX Runtime fp32, ONNX Runtime int8.
+
+The ONNX backends use sentence-transformers' own ONNX support (``backend="onnx"``,
+its export and dynamic-quantisation helpers), which needs ``optimum`` and
+``onnxruntime``: ``pip install -e ".[onnx]"``. The export runs once per model:
+the exported folder is kept under ``FRAUD_MODEL_CACHE`` (default
+``~/.cache/fraud_assets``), named by the digest of the source model's files, and
+published whole (written to a temporary sibling folder, then renamed), so a
+killed export is never loaded and two processes never load half of one.
+
+The cache is a local folder on purpose: ONNX Runtime memory-maps its model from
+a local file, whatever the storage root is.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import uuid
+from pathlib import Path
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# file names inside the exported folder; file_suffix of the quantisation helper gives the int8 one
+ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx"}
+
+
+def check_backend(backend: str) -> str:
+    """The backend name, normalised; a clear error for anything else."""
+    name = backend.strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"embedding backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    return name
+
+
+def model_cache_dir() -> Path:
+    """Where exported models live: ``FRAUD_MODEL_CACHE``, else ``~/.cache/fraud_assets``."""
+    configured = os.environ.get("FRAUD_MODEL_CACHE", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "fraud_assets"
+
+
+def onnx_model(source_folder: str | Path, model_digest: str, backend: str) -> tuple[Path, str]:
+    """``(folder, file_name)`` of the ONNX export of a local sentence-transformers model.
+
+    Exports (fp32 and int8 together) on first use; later calls, in any process,
+    reuse the folder. ``model_digest`` identifies the source files, so a changed
+    model gets a new export.
+    """
+    folder = model_cache_dir() / "onnx" / model_digest[:16]
+    if not (folder / ONNX_FILES["onnx-int8"]).is_file():
+        _export(Path(source_folder), folder)
+    return folder, ONNX_FILES[backend]
+
+
+def _quantization_config() -> str:
+    # sentence-transformers' presets: arm64 for ARM CPUs, avx2 (u8 activations, s8 weights) for
+    # any x86-64 CPU of the last decade; avx512_vnni models run slowly on CPUs without VNNI.
+    return "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "avx2"
+
+
+def _export(source: Path, folder: Path) -> None:
+    try:
+        from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+        import onnxruntime  # noqa: F401  (the helpers import it lazily; fail here with the hint)
+        import optimum.onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            f"the ONNX embedding backends need optimum and onnxruntime ({exc}); "
+            'install them with pip install -e ".[onnx]" or set FRAUD_EMBEDDING_BACKEND=torch'
+        ) from exc
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        model = SentenceTransformer(str(source), backend="onnx", device="cpu", local_files_only=True)
+        model.save_pretrained(str(staging))
+        export_dynamic_quantized_onnx_model(
+            model, quantization_config=_quantization_config(), model_name_or_path=str(staging), file_suffix="int8"
+        )
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            if not (folder / ONNX_FILES["onnx-int8"]).is_file():
+                raise  # not another process's finished export: a real error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
