@@ -12,6 +12,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+# zone for naive timestamps, time features and the schedule (FRAUD_TIMEZONE)
+DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
 def _env(name: str, default: str) -> str:
@@ -28,7 +30,7 @@ class Settings:
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     device: str = "auto"
     embedding_backend: str = "torch"
-    timezone: str = "Asia/Shanghai"
+    timezone: str = DEFAULT_TIMEZONE
     max_rejected_share: float = 0.20
     ingest_config: Path | None = None
     retrain_cron: str = "0 2 * * *"
@@ -48,7 +50,7 @@ class Settings:
             embedding_model=_env("FRAUD_EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL),
             device=device,
             embedding_backend=_env("FRAUD_EMBEDDING_BACKEND", "torch").lower(),
-            timezone=_env("FRAUD_TIMEZONE", "Asia/Shanghai"),
+            timezone=_env("FRAUD_TIMEZONE", DEFAULT_TIMEZONE),
             max_rejected_share=float(_env("FRAUD_MAX_REJECTED_SHARE", "0.2")),
             ingest_config=Path(ingest_config).expanduser() if ingest_config else None,
             retrain_cron=_env("FRAUD_RETRAIN_CRON", "0 2 * * *"),

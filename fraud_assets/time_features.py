@@ -13,6 +13,8 @@ import math
 
 import polars as pl
 
+from fraud_assets.settings import DEFAULT_TIMEZONE
+
 RAW_TIME_COLUMNS: list[str] = [
     "hour_of_day",  # 0-23
     "day_of_week",  # 0 = Monday .. 6 = Sunday
@@ -52,7 +54,7 @@ def _cyclic(prefix: str, position: pl.Expr, period: pl.Expr | float) -> list[pl.
     ]
 
 
-def time_features(frame: pl.DataFrame, *, timezone: str = "Asia/Shanghai") -> pl.DataFrame:
+def time_features(frame: pl.DataFrame, *, timezone: str = DEFAULT_TIMEZONE) -> pl.DataFrame:
     """The ``time_features`` table for ``frame`` (message_id, text_hash, sent_at).
 
     ``sent_at`` is a UTC datetime (naive values are read as UTC) and may be

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from fraud_assets.readers import IngestConfig
-from fraud_assets.settings import Settings
+from fraud_assets.settings import DEFAULT_TIMEZONE, Settings
 from fraud_assets.storage import Storage
 
 
@@ -20,7 +20,7 @@ class FraudSettings(dg.ConfigurableResource):
 
     data_dir: str
     landing_dir: str
-    timezone: str = "Asia/Shanghai"
+    timezone: str = DEFAULT_TIMEZONE
     ingest_config: str | None = None
     max_rejected_share: float = 0.2
     landing_settle_seconds: float = 2.0

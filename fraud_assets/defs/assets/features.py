@@ -12,6 +12,7 @@ from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 # Above this share of [UNK] tokens the embedding model does not know the language.
 UNK_WARN_SHARE = 0.10
 UNK_SAMPLE = 500
+VOCABULARY_COVERAGE = file_check("vocabulary_coverage", "message_embeddings")
 
 
 @dg.asset(
@@ -21,7 +22,7 @@ UNK_SAMPLE = 500
     kinds={"pytorch", "parquet"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
-    check_specs=[file_check("vocabulary_coverage", "message_embeddings")],
+    check_specs=[VOCABULARY_COVERAGE],
 )
 def message_embeddings(
     context: dg.AssetExecutionContext, fraud: FraudSettings, embedder: EmbedderResource
@@ -47,7 +48,7 @@ def message_embeddings(
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="vocabulary_coverage",
+                check_name=VOCABULARY_COVERAGE.name,
                 passed=unk <= UNK_WARN_SHARE,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"unk_share": round(unk, 4), "limit": UNK_WARN_SHARE, "model": model.model_name},

@@ -12,11 +12,16 @@ from fraud_assets.readers import file_quarantine, read_messages
 from fraud_assets.validation import validate_messages
 
 
+FILE_READABLE = file_check("file_readable", "raw_messages", blocking=True)
+EXPECTATION_SUITE = file_check("expectation_suite", "validated_messages")
+REJECTED_SHARE = file_check("rejected_share", "validated_messages", blocking=True)
+
+
 @dg.asset(
     partitions_def=message_files,
     group_name="ingest",
     kinds={"polars", "parquet"},
-    check_specs=[file_check("file_readable", "raw_messages", blocking=True)],
+    check_specs=[FILE_READABLE],
 )
 def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """The landed file parsed into the canonical schema; unparseable records quarantined with a reason."""
@@ -43,7 +48,7 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="file_readable",
+                check_name=FILE_READABLE.name,
                 passed=parsed.error is None,
                 metadata={"reason": parsed.error or "readable", "notes": "; ".join(parsed.notes) or "none"},
             )
@@ -56,10 +61,7 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
     group_name="ingest",
     deps=[raw_messages],
     kinds={"great_expectations", "parquet"},
-    check_specs=[
-        file_check("expectation_suite", "validated_messages"),
-        file_check("rejected_share", "validated_messages", blocking=True),
-    ],
+    check_specs=[EXPECTATION_SUITE, REJECTED_SHARE],
 )
 def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """Rows that pass the Great Expectations suite, text normalised and hashed, duplicates resolved."""
@@ -88,13 +90,13 @@ def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) 
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="expectation_suite",
+                check_name=EXPECTATION_SUITE.name,
                 passed=result.suite_success,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"expectations": len(result.expectations), "failed": dg.MetadataValue.json(failed)},
             ),
             dg.AssetCheckResult(
-                check_name="rejected_share",
+                check_name=REJECTED_SHARE.name,
                 passed=share <= fraud.max_rejected_share,
                 metadata={"rejected_share": round(share, 4), "limit": fraud.max_rejected_share, "quarantined": quarantined, "rows_read": rows_read},
                 description=f"{share:.1%} of rows rejected (limit {fraud.max_rejected_share:.0%})",

@@ -16,6 +16,9 @@ from fraud_assets.promotion import compare_with_champion, promote
 from fraud_assets.training_data import ingested_partitions, load_partitions, partitions_fingerprint
 
 
+NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset="production_model")
+
+
 class ClassifierConfig(dg.Config):
     """Feature groups and the main training knobs (see fraud_assets.model.TrainConfig)."""
 
@@ -149,7 +152,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     group_name="training",
     deps=[evaluation_report],
     output_required=False,
-    check_specs=[dg.AssetCheckSpec("not_worse_than_champion", asset="production_model")],
+    check_specs=[NOT_WORSE_THAN_CHAMPION],
 )
 def production_model(context: dg.AssetExecutionContext, config: PromotionConfig, fraud: FraudSettings):
     """The promoted model. Promotion is refused when the challenger is worse than the champion
@@ -163,7 +166,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     candidate_dir = json.loads((storage.models_dir / "latest_candidate.json").read_text())["path"]
     decision = compare_with_champion(candidate_dir, storage.production_model_dir, dataset, tolerance=config.tolerance)
     yield dg.AssetCheckResult(
-        check_name="not_worse_than_champion",
+        check_name=NOT_WORSE_THAN_CHAMPION.name,
         passed=decision.promote,
         severity=dg.AssetCheckSeverity.WARN,
         description=decision.reason,
