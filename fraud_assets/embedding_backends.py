@@ -52,10 +52,24 @@ def onnx_model(source_folder: str | Path, model_digest: str, backend: str) -> tu
     return folder, ONNX_FILES[backend]
 
 
-def _quantization_config() -> str:
-    # sentence-transformers' presets: arm64 for ARM CPUs, avx2 (u8 activations, s8 weights) for
-    # any x86-64 CPU of the last decade; avx512_vnni models run slowly on CPUs without VNNI.
-    return "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "avx2"
+def _quantization_config(onnx_file: Path):
+    """Dynamic int8 for the weight matrices only.
+
+    sentence-transformers' presets also quantise the embedding lookup and the two
+    activation-by-activation products of attention (scores and weighted values);
+    on all-MiniLM-L6-v2 that gave a mean cosine of 0.986 to the fp32 vectors.
+    Quantising only MatMuls with a constant weight input keeps nearly all of
+    the speed-up (the weight products are most of the work) and measured 0.991.
+    """
+    import onnx
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    weights = {tensor.name for tensor in graph.initializer}
+    activation_products = [n.name for n in graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
+    # arm64 for ARM CPUs; avx2 (u8 activations, s8 weights) runs on any x86-64 CPU of the last decade
+    preset = AutoQuantizationConfig.arm64 if platform.machine().lower() in ("arm64", "aarch64") else AutoQuantizationConfig.avx2
+    return preset(is_static=False, operators_to_quantize=["MatMul"], nodes_to_exclude=activation_products)
 
 
 def _export(source: Path, folder: Path) -> None:
@@ -74,7 +88,10 @@ def _export(source: Path, folder: Path) -> None:
         model = SentenceTransformer(str(source), backend="onnx", device="cpu", local_files_only=True)
         model.save_pretrained(str(staging))
         export_dynamic_quantized_onnx_model(
-            model, quantization_config=_quantization_config(), model_name_or_path=str(staging), file_suffix="int8"
+            model,
+            quantization_config=_quantization_config(staging / ONNX_FILES["onnx"]),
+            model_name_or_path=str(staging),
+            file_suffix="int8",
         )
         try:
             os.rename(staging, folder)

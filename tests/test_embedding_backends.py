@@ -50,7 +50,7 @@ def test_onnx_backends_agree_with_torch_and_export_once(tmp_path, monkeypatch):
 
     cosine = {name: (v * reference).sum(axis=1) for name, v in vectors.items()}
     assert cosine["onnx"].min() > 0.9999  # the same network, another runtime
-    assert cosine["onnx-int8"].mean() > 0.95  # int8 weights: close, not equal (benchmarks measure it)
+    assert cosine["onnx-int8"].mean() > 0.98  # int8 weights: close, not equal (benchmarks measure it)
 
     again = Embedder(max_seq_length=128, backend="onnx-int8").encode(TEXTS)  # reloads from the export
     assert np.array_equal(again, vectors["onnx-int8"])
