@@ -452,19 +452,17 @@ class EmbeddingCache:
 
     SHARD_GLOB = "*.parquet"
 
-    def __init__(self, root: Path, fingerprint: str):
+    def __init__(self, root: str | os.PathLike, fingerprint: str):
         if not fingerprint or "/" in fingerprint or fingerprint.startswith("."):
             raise ValueError(f"invalid fingerprint {fingerprint!r}")
-        self.root = Path(root)
+        self._storage = Storage(root)
+        self.root = self._storage.root
         self.fingerprint = fingerprint
         self.directory = self.root / fingerprint
-        self._storage = Storage(self.root)
 
-    def shards(self) -> list[Path]:
-        """Committed shard files, oldest first."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(self.directory.glob(self.SHARD_GLOB))
+    def shards(self) -> list[Any]:
+        """Committed shard files, oldest first (temporary files of an unfinished write never count)."""
+        return self._storage.glob(self.directory, self.SHARD_GLOB)
 
     def lookup(self, hashes: Sequence[str] | pl.Series) -> pl.DataFrame:
         """Cached rows (text_hash, embedding) for the given hashes, one row per hash found."""
@@ -475,13 +473,13 @@ class EmbeddingCache:
         # One lazy scan over every shard: the filter is pushed into the Parquet
         # reader, so only matching rows' vectors are materialised.
         return (
-            pl.scan_parquet([str(p) for p in shards])
+            self._storage.scan_parquet(shards)
             .filter(pl.col("text_hash").is_in(wanted.implode()))
             .unique(subset="text_hash", keep="first", maintain_order=True)  # oldest shard wins
             .collect()
         )
 
-    def add(self, frame: pl.DataFrame) -> Path | None:
+    def add(self, frame: pl.DataFrame) -> Any:
         """Commit ``frame`` (text_hash, embedding) as one new shard; returns its path."""
         if frame.is_empty():
             return None
@@ -495,9 +493,9 @@ class EmbeddingCache:
         shards = self.shards()
         if not shards:
             return 0
-        return pl.scan_parquet([str(p) for p in shards]).select(pl.col("text_hash").n_unique()).collect().item()
+        return self._storage.scan_parquet(shards).select(pl.col("text_hash").n_unique()).collect().item()
 
-    def compact(self) -> Path | None:
+    def compact(self) -> Any:
         """Merge all shards into one (atomically written, then the old ones removed).
 
         Safe against readers in the same process; do not run it while another
@@ -506,10 +504,10 @@ class EmbeddingCache:
         shards = self.shards()
         if len(shards) < 2:
             return shards[0] if shards else None
-        merged = pl.scan_parquet([str(p) for p in shards]).unique(subset="text_hash", keep="first", maintain_order=True)
+        merged = self._storage.scan_parquet(shards).unique(subset="text_hash", keep="first", maintain_order=True)
         target = self.add(merged.collect())
         for shard in shards:
-            shard.unlink(missing_ok=True)
+            self._storage.remove(shard)
         return target
 
 

@@ -1,68 +1,205 @@
-"""One small object that owns every path under the storage root.
+"""The storage seam: every path, read, write, listing, copy and publish under the storage root.
 
-All writes go through :meth:`Storage.atomic_path`: data is written to a
-temporary file in the same folder and renamed into place, so a killed run
-never leaves a file that looks complete.
+The root (``FRAUD_DATA_DIR``) is a local folder or an fsspec URI
+(``s3://bucket/prefix``, ``gs://...``, ``memory://...``) through
+universal-pathlib; credentials come from each filesystem's usual environment
+(``AWS_*`` for S3, ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS, ...). Local
+roots use :class:`pathlib.Path`, so nothing changes for a single machine.
+
+Publishing is atomic on every backend:
+
+- local disk: write a temporary file in the same folder, fsync it, rename it
+  into place, fsync the folder, so neither a killed run nor a power cut leaves
+  a file that looks complete (a rename that reached the disk before the data
+  would publish a zero-length file);
+- object stores: one object is written in one PUT and becomes visible whole or
+  not at all; a set of files is published by writing a small manifest or
+  pointer object last (see ``fraud_assets.registry``), never by renaming.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Union
 
 import polars as pl
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# A local Path or a universal-pathlib UPath; both offer the pathlib API used here.
+StoragePath = Union[Path, Any]
+
+
+def as_path(location: str | os.PathLike | StoragePath) -> StoragePath:
+    """``Path`` for a local location (``file://`` included), ``UPath`` for any other URI."""
+    if not is_local(location):
+        return location  # already a UPath of a remote filesystem
+    text = os.fspath(location)
+    if "://" in text and not text.startswith("file://"):
+        from upath import UPath
+
+        return UPath(text)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return Path(text).expanduser()
+
+
+def is_local(path: StoragePath) -> bool:
+    """True for a path on this machine's file system (``pathlib.Path`` has no protocol)."""
+    return getattr(path, "protocol", "") in ("", "file", "local")
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk (folders: where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):
+        return  # Windows cannot open folders; nothing more can be done there
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not Path(path).is_dir():
+            raise  # some file systems refuse fsync on folders; data must still be flushed
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file and folder below ``folder`` (before the rename that publishes it)."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(dirpath)
+
 
 class Storage:
     """Paths and atomic I/O under one storage root (``FRAUD_DATA_DIR``)."""
 
-    def __init__(self, root: str | Path, landing_dir: str | Path | None = None):
-        self.root = Path(root)
-        self.landing_dir = Path(landing_dir) if landing_dir else self.root / "incoming"
+    def __init__(self, root: str | os.PathLike, landing_dir: str | os.PathLike | None = None):
+        self.root = as_path(root)
+        self.landing_dir = as_path(landing_dir) if landing_dir else self.root / "incoming"
+
+    @property
+    def is_local(self) -> bool:
+        return is_local(self.root)
 
     # ---- layout -----------------------------------------------------------
-    def asset_path(self, asset: str, partition: str | None = None) -> Path:
+    def asset_path(self, asset: str, partition: str | None = None) -> StoragePath:
         base = self.root / "assets" / asset
         return base / f"{partition}.parquet" if partition else base.with_suffix(".parquet")
 
-    def quarantine_path(self, stage: str, partition: str) -> Path:
+    def quarantine_path(self, stage: str, partition: str) -> StoragePath:
         return self.root / "quarantine" / stage / f"{partition}.parquet"
 
     @property
-    def quarantine_dir(self) -> Path:
+    def quarantine_dir(self) -> StoragePath:
         return self.root / "quarantine"
 
     @property
-    def embedding_cache_dir(self) -> Path:
+    def embedding_cache_dir(self) -> StoragePath:
         return self.root / "embedding_cache"
 
     @property
-    def models_dir(self) -> Path:
+    def models_dir(self) -> StoragePath:
         return self.root / "models"
 
     @property
-    def production_model_dir(self) -> Path:
+    def production_model_dir(self) -> StoragePath:
         return self.models_dir / "production"
 
     @property
-    def tensorboard_dir(self) -> Path:
+    def tensorboard_dir(self) -> StoragePath:
         return self.root / "tensorboard"
 
     @property
-    def reports_dir(self) -> Path:
+    def reports_dir(self) -> StoragePath:
         return self.root / "reports"
+
+    # ---- reads ------------------------------------------------------------
+    @staticmethod
+    def exists(path: StoragePath) -> bool:
+        return path.exists()
+
+    @staticmethod
+    def read_bytes(path: StoragePath) -> bytes:
+        return path.read_bytes()
+
+    def read_text(self, path: StoragePath) -> str:
+        return self.read_bytes(path).decode("utf-8")
+
+    def read_json(self, path: StoragePath) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    @staticmethod
+    def read_parquet(path: StoragePath, columns: list[str] | None = None) -> pl.DataFrame:
+        if is_local(path):
+            return pl.read_parquet(path, columns=columns)
+        with path.open("rb") as handle:
+            return pl.read_parquet(handle, columns=columns)
+
+    def scan_parquet(self, paths: Iterable[StoragePath]) -> pl.LazyFrame:
+        """One lazy frame over several Parquet files (local: pushed-down scan; remote: read, then lazy)."""
+        paths = list(paths)
+        if all(is_local(p) for p in paths):
+            return pl.scan_parquet([str(p) for p in paths])
+        return pl.concat([self.read_parquet(p) for p in paths]).lazy()
+
+    def height(self, path: StoragePath) -> int:
+        """Row count of a Parquet file from its footer, 0 when it does not exist."""
+        if not self.exists(path):
+            return 0
+        if is_local(path):
+            return pl.scan_parquet(path).select(pl.len()).collect().item()
+        import pyarrow.parquet as pq
+
+        with path.open("rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+
+    @staticmethod
+    def glob(folder: StoragePath, pattern: str = "*") -> list[StoragePath]:
+        """Files directly in ``folder`` matching ``pattern``, sorted by name; [] when it does not exist.
+
+        Temporary files of an unfinished write (dot-prefixed) are never listed.
+        """
+        if not folder.exists():
+            return []
+        return sorted((p for p in folder.glob(pattern) if not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+
+    @contextlib.contextmanager
+    def local_copy(self, path: StoragePath) -> Iterator[Path]:
+        """A local file with the content of ``path``, for libraries that need one (itself when local)."""
+        if is_local(path):
+            yield Path(path)
+            return
+        with tempfile.TemporaryDirectory(prefix="fraud-assets-") as tmp:
+            local = Path(tmp) / path.name
+            local.write_bytes(path.read_bytes())
+            yield local
 
     # ---- atomic writes ----------------------------------------------------
     @contextlib.contextmanager
-    def atomic_path(self, path: str | Path) -> Iterator[Path]:
-        """Yield a temporary path next to ``path``; rename it into place on success."""
+    def atomic_path(self, path: StoragePath) -> Iterator[Path]:
+        """Yield a local temporary path; on success its content is published at ``path`` atomically.
+
+        Local: temporary file next to ``path``, fsync, rename, fsync the folder.
+        Object store: the file is uploaded as one object after the block ends.
+        """
+        if not is_local(path):
+            with tempfile.TemporaryDirectory(prefix="fraud-assets-") as tmp:
+                staged = Path(tmp) / path.name
+                yield staged
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with staged.open("rb") as source, path.open("wb") as target:
+                    shutil.copyfileobj(source, target, 1 << 22)
+            return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -71,26 +208,58 @@ class Storage:
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are meant to be shared
         try:
             yield tmp_path
+            fsync_path(tmp_path)
             os.replace(tmp_path, path)
+            fsync_path(path.parent)
         finally:
             tmp_path.unlink(missing_ok=True)
 
-    def write_parquet(self, df: pl.DataFrame, path: str | Path) -> Path:
+    def write_parquet(self, df: pl.DataFrame, path: StoragePath) -> StoragePath:
         with self.atomic_path(path) as tmp:
             df.write_parquet(tmp)
-        return Path(path)
+        return path
 
-    def write_json(self, obj: Any, path: str | Path) -> Path:
+    def write_json(self, obj: Any, path: StoragePath) -> StoragePath:
         return self.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), path)
 
-    def write_text(self, text: str, path: str | Path) -> Path:
+    def write_text(self, text: str, path: StoragePath) -> StoragePath:
         return self.write_bytes(text.encode("utf-8"), path)
 
-    def write_bytes(self, data: bytes, path: str | Path) -> Path:
+    def write_bytes(self, data: bytes, path: StoragePath) -> StoragePath:
         with self.atomic_path(path) as tmp:
             tmp.write_bytes(data)
-        return Path(path)
+        return path
+
+    def copy_in(self, source: Path | io.BufferedIOBase, path: StoragePath) -> StoragePath:
+        """Publish a local file (or an open binary handle) at ``path``, atomically."""
+        with self.atomic_path(path) as tmp:
+            with tmp.open("wb") as target:
+                if isinstance(source, Path):
+                    with source.open("rb") as handle:
+                        shutil.copyfileobj(handle, target, 1 << 22)
+                else:
+                    shutil.copyfileobj(source, target, 1 << 22)
+        return path
+
+    def upload_tree(self, folder: Path, destination: StoragePath) -> StoragePath:
+        """Copy every file under a local ``folder`` to ``destination`` (each file published atomically)."""
+        for local in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self.copy_in(local, destination / local.relative_to(folder).as_posix())
+        return destination
+
+    # ---- removal ----------------------------------------------------------
+    @staticmethod
+    def remove(path: StoragePath) -> None:
+        """Delete one file; a missing file is not an error."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
     @staticmethod
-    def read_parquet(path: str | Path) -> pl.DataFrame:
-        return pl.read_parquet(path)
+    def remove_tree(folder: StoragePath) -> None:
+        """Delete a folder and everything in it; a missing folder is not an error."""
+        if is_local(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        elif folder.exists():
+            folder.fs.rm(folder.path, recursive=True)

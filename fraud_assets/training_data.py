@@ -14,7 +14,7 @@ PER_FILE_OUTPUTS = ("validated_messages", "message_embeddings", "time_features")
 
 def ingested_partitions(storage: Storage, registered: Iterable[str]) -> list[str]:
     """Registered partitions whose per-file outputs all exist (fully ingested), sorted."""
-    return sorted(k for k in registered if all(storage.asset_path(a, k).exists() for a in PER_FILE_OUTPUTS))
+    return sorted(k for k in registered if all(storage.exists(storage.asset_path(a, k)) for a in PER_FILE_OUTPUTS))
 
 
 def partitions_fingerprint(keys: Iterable[str]) -> str:
@@ -25,5 +25,5 @@ def partitions_fingerprint(keys: Iterable[str]) -> str:
 def load_partitions(storage: Storage, keys: list[str]) -> tuple[list[pl.DataFrame], list[pl.DataFrame], list[pl.DataFrame]]:
     """Per-partition (validated, embeddings, time features) frames, in key order."""
     return tuple(  # type: ignore[return-value]
-        [pl.read_parquet(storage.asset_path(asset, key)) for key in keys] for asset in PER_FILE_OUTPUTS
+        [storage.read_parquet(storage.asset_path(asset, key)) for key in keys] for asset in PER_FILE_OUTPUTS
     )
