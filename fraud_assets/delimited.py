@@ -1,0 +1,171 @@
+"""Split CSV/TSV text into records without ever merging two records into one.
+
+A quote that opens a field may legitimately hold delimiters and newlines, but
+in real exports it is as often a stray character (``"urgent`` typed by a
+user, an unescaped quote from a naive export). A stray opening quote makes a
+standard CSV parser swallow every following line up to the next quote, so a
+block of valid records becomes one record carrying the label of its last line.
+
+The rule here: a multi-line quoted record is accepted only when none of the
+lines it would swallow (its first line and every line before the closing one),
+read with quotes as literal characters, is itself a plausible record (the
+header's field count and a known label; see ``plausible``). Otherwise the
+quote is taken as a literal character for that line, or only that line is
+quarantined, and reading resumes on the next line.
+
+TSV files use quotes as literal text unless the file consistently quotes its
+fields (every field that contains a quote is a well-formed quoted field).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from collections.abc import Callable
+
+Record = tuple[int, list[str] | None, str, str | None]  # (index, fields, raw text, error)
+_WELL_QUOTED = re.compile(r'^\s*"(?:[^"]|"")*"\s*$')
+
+
+def sniff_delimiter(first_line: str, suffix: str) -> str:
+    if suffix == ".tsv":
+        return "\t"
+    counts = {d: first_line.count(d) for d in (",", "\t", ";", "|")}
+    return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+
+
+def quotes_fields(lines: list[str], delimiter: str, sample: int = 2000) -> bool:
+    """True when every piece holding a quote in the first ``sample`` lines is a well-formed quoted field."""
+    seen = False
+    for line in lines[:sample]:
+        for piece in line.rstrip("\r\n").split(delimiter):
+            if '"' in piece:
+                if not _WELL_QUOTED.match(piece):
+                    return False
+                seen = True
+    return seen
+
+
+def _parse(chunk: str, delimiter: str, quoting: int, strict: bool = True) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(chunk, newline=""), delimiter=delimiter, quoting=quoting, strict=strict))
+
+
+def _literal(line: str, delimiter: str) -> list[str]:
+    """The line's fields with every quote taken as a literal character."""
+    rows = _parse(line.rstrip("\r\n"), delimiter, csv.QUOTE_NONE, strict=False)
+    return rows[0] if rows else [""]
+
+
+def split_records(
+    text: str,
+    suffix: str,
+    plausible_for: Callable[[list[str]], Callable[[list[str]], bool]],
+) -> tuple[list[str], list[Record]]:
+    """Split delimited text into (header, records); see the module docstring for the quote rule.
+
+    ``plausible_for(header)`` returns a predicate telling whether a list of
+    fields looks like a complete, valid record of this file.
+    """
+    csv.field_size_limit(sys.maxsize)
+    lines = io.StringIO(text, newline="").readlines()
+    first = next((line for line in lines if line.strip()), "")
+    delimiter = sniff_delimiter(first, suffix)
+    quoting = csv.QUOTE_MINIMAL
+    if delimiter == "\t" and not quotes_fields(lines, delimiter):
+        quoting = csv.QUOTE_NONE  # TSV: quotes are text unless the file quotes its fields
+    header: list[str] | None = None
+    records: list[Record] = []
+    feed = _Feed(lines, delimiter)
+    reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
+    while feed.pos < len(lines):
+        fields, error = _next_fields(reader, feed)
+        if error is not None:
+            reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)  # a fresh state after an error
+        start, end = feed.start, max(feed.pos, feed.start + 1)
+        if header is None:
+            if fields is None:
+                from fraud_assets.readers import UnreadableFile
+
+                raise UnreadableFile(f"cannot parse header: {error}")
+            if len(fields) > 1 or any(f.strip() for f in fields):
+                header = fields
+                feed.plausible = plausible_for(fields)
+            continue
+        fields, end, error = _settle(lines, start, end, fields, error, delimiter, quoting, len(header))
+        feed.pos = end
+        if fields is not None and len(fields) <= 1 and not any(f.strip() for f in fields):
+            continue  # blank line: not a record
+        records.append((len(records), fields, "".join(lines[start:end]), error))
+    if header is None:
+        from fraud_assets.readers import UnreadableFile
+
+        raise UnreadableFile("no header row (file has no records)")
+    return header, records
+
+
+class _Swallows(Exception):
+    """Raised while reading a multi-line record as soon as it would swallow a plausible record."""
+
+
+class _Feed:
+    """Lines for one csv.reader, one at a time, remembering where the current record started.
+
+    Before the reader gets line k of a record that started earlier, line k-1
+    is known not to close it; if that line reads as a plausible record on its
+    own, the record is abandoned at once (which also bounds the work per stray
+    quote to the distance to the next plausible line).
+    """
+
+    def __init__(self, lines: list[str], delimiter: str):
+        self.lines, self.delimiter, self.pos, self.start = lines, delimiter, 0, 0
+        self.plausible: Callable[[list[str]], bool] = lambda fields: False
+
+    def __iter__(self) -> "_Feed":
+        return self
+
+    def __next__(self) -> str:
+        if self.pos >= len(self.lines):
+            raise StopIteration
+        if self.pos > self.start and self.plausible(_literal(self.lines[self.pos - 1], self.delimiter)):
+            raise _Swallows
+        self.pos += 1
+        return self.lines[self.pos - 1]
+
+
+def _next_fields(reader, feed: _Feed) -> tuple[list[str] | None, str | None]:
+    feed.start = feed.pos
+    try:
+        return next(reader), None
+    except StopIteration:
+        return [], None
+    except _Swallows:
+        return None, "swallows"
+    except csv.Error as exc:
+        return None, f"malformed record: {exc}"
+
+
+def _settle(
+    lines: list[str], start: int, end: int, fields: list[str] | None, error: str | None, delimiter: str, quoting: int, width: int
+) -> tuple[list[str] | None, int, str | None]:
+    """The record read from ``start``: kept, or re-read as its first line alone; (fields, end, error)."""
+    if error is None and (len(fields) == width or (len(fields) <= 1 and not any(f.strip() for f in fields))):
+        return fields, end, None  # a record, or a blank line (skipped by the caller)
+    if error is None and end - start == 1:
+        return None, end, f"expected {width} fields, found {len(fields)}"
+    # A quote that does not close on a plausible record boundary: read this one line alone.
+    line = lines[start]
+    if end - start == 1 and error != "swallows":  # e.g. `"abc"x,1`: a lenient read of that line
+        lenient = _parse(line, delimiter, quoting, strict=False)
+        if len(lenient) == 1 and len(lenient[0]) == width:
+            return lenient[0], start + 1, None
+    literal = _literal(line, delimiter)
+    if len(literal) == width:
+        return literal, start + 1, None
+    if error == "swallows":
+        return None, start + 1, "unbalanced quote: the quote opened on this line would swallow the following records"
+    reason = error or f"expected {width} fields, found {len(fields)}"
+    if end - start > 1:
+        reason = f"unbalanced quote: {reason} (the quote opened on this line does not close on a record boundary)"
+    return None, start + 1, reason
