@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from fraud_assets.delimited import split_records
+from fraud_assets.settings import ConfigError, check_timezone
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("ingest_config.toml")
 
@@ -57,10 +58,6 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 class UnreadableFile(Exception):
     """The whole file cannot be read; the message is the quarantine reason."""
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the setting and the value."""
 
 
 COLUMN_NAMES = ("message_id", "text", "label", "sent_at", "fraud_type", "date", "time")
@@ -507,7 +504,7 @@ def read_messages(
     path = Path(path)
     source = source_file or path.name
     try:
-        return _read(path, config, ZoneInfo(timezone), source, require_label)
+        return _read(path, config, ZoneInfo(check_timezone(timezone, "timezone")), source, require_label)
     except UnreadableFile as exc:
         return ParsedFile(source, empty_raw(), empty_quarantine(), error=str(exc))
     except OSError as exc:

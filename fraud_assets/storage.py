@@ -1,8 +1,10 @@
 """One small object that owns every path under the storage root.
 
 All writes go through :meth:`Storage.atomic_path`: data is written to a
-temporary file in the same folder and renamed into place, so a killed run
-never leaves a file that looks complete.
+temporary file in the same folder, fsynced, and renamed into place, then the
+folder is fsynced, so neither a killed run nor a power cut leaves a file that
+looks complete (a rename that reaches the disk before the data would publish
+a zero-length file).
 """
 
 from __future__ import annotations
@@ -18,6 +20,29 @@ import polars as pl
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk (folders: where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):
+        return  # Windows cannot open folders; nothing more can be done there
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not Path(path).is_dir():
+            raise  # some file systems refuse fsync on folders; data must still be flushed
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file and folder below ``folder`` (before the rename that publishes it)."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(dirpath)
 
 
 class Storage:
@@ -71,7 +96,9 @@ class Storage:
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are meant to be shared
         try:
             yield tmp_path
+            fsync_path(tmp_path)
             os.replace(tmp_path, path)
+            fsync_path(path.parent)
         finally:
             tmp_path.unlink(missing_ok=True)
 
