@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import sys
 from collections.abc import Callable
 
 Record = tuple[int, list[str] | None, str, str | None]  # (index, fields, raw text, error)
-_WELL_QUOTED = re.compile(r'^\s*"(?:[^"]|"")*"\s*$')
 
 
 def sniff_delimiter(first_line: str, suffix: str) -> str:
@@ -37,15 +35,23 @@ def sniff_delimiter(first_line: str, suffix: str) -> str:
 
 
 def quotes_fields(lines: list[str], delimiter: str, sample: int = 2000) -> bool:
-    """True when every piece holding a quote in the first ``sample`` lines is a well-formed quoted field."""
+    """True when the first ``sample`` lines use quotes only as well-formed quoted fields, at least once."""
     seen = False
     for line in lines[:sample]:
-        for piece in line.rstrip("\r\n").split(delimiter):
-            if '"' in piece:
-                if not _WELL_QUOTED.match(piece):
-                    return False
-                seen = True
+        if '"' not in line:
+            continue
+        if not _opens_quote(line, delimiter):
+            return False  # a quote inside unquoted text: quotes are literal in this file
+        try:
+            _parse(line, delimiter, csv.QUOTE_MINIMAL)
+        except csv.Error:
+            return False
+        seen = True
     return seen
+
+
+def _opens_quote(line: str, delimiter: str) -> bool:
+    return line.lstrip().startswith('"') or f'{delimiter}"' in line
 
 
 def _parse(chunk: str, delimiter: str, quoting: int, strict: bool = True) -> list[list[str]]:

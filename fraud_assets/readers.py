@@ -426,8 +426,8 @@ def _compact(text: str) -> dt.datetime | None:
     parts = [int(p) for p in match.groups(default="0")]
     try:
         return dt.datetime(*parts)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise ValueError(f"cannot parse {text!r} as compact yyyyMMdd[HHmm[ss]]: {exc}") from None
 
 
 def _from_epoch(number: float, text: str) -> dt.datetime:
