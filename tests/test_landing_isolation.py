@@ -191,3 +191,27 @@ def test_ingest_waits_for_files_to_settle(env):
     assert time.monotonic() - started >= 1.0 and messages and "settle" in messages[0]
     assert time.time() - path.stat().st_mtime >= 1.5
     assert [p.name for p in landing.candidate_files(data / "incoming", settle_seconds=1.5)] == ["fresh.csv"]
+
+
+def test_files_are_fsynced_before_the_rename_that_publishes_them(env, monkeypatch):
+    data, _ = env
+    (data / "incoming" / "day.csv").write_text(content(12))
+    events = []
+    real_fsync, real_replace, real_open = os.fsync, os.replace, os.open
+    names: dict[int, str] = {}
+
+    def opening(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        names[fd] = os.fspath(path)
+        return fd
+
+    monkeypatch.setattr(os, "open", opening)
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", names.get(fd, "?"))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.fspath(a), os.fspath(b))), real_replace(a, b))[1])
+    [item] = register_files(Storage(data), set()).new
+    archived = str(data / "archive" / f"{item.partition_key}.csv")
+    [publish] = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == archived]
+    tmp = events[publish][1]
+    assert ("fsync", tmp) in events[:publish], "data must reach the disk before the rename publishes it"
+    assert ("fsync", str(data / "archive")) in events[publish + 1 :], "the folder entry must reach the disk too"
+    assert os.path.getsize(archived) == len(content(12).encode())
