@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from collections.abc import Callable
 
 Record = tuple[int, list[str] | None, str, str | None]  # (index, fields, raw text, error)
+_EXCEL_SEP = re.compile(r"^\ufeff?sep=(.)\s*$")
 
 
 def sniff_delimiter(first_line: str, suffix: str) -> str:
@@ -67,23 +69,31 @@ def _literal(line: str, delimiter: str) -> list[str]:
 def split_records(
     text: str,
     suffix: str,
-    plausible_for: Callable[[list[str]], Callable[[list[str]], bool]],
+    shape_for: Callable[[list[str]], tuple[Callable[[list[str]], bool], int | None]],
 ) -> tuple[list[str], list[Record]]:
     """Split delimited text into (header, records); see the module docstring for the quote rule.
 
-    ``plausible_for(header)`` returns a predicate telling whether a list of
-    fields looks like a complete, valid record of this file.
+    ``shape_for(header)`` returns a predicate telling whether a list of fields
+    looks like a complete, valid record of this file, and the index of the
+    free-text column when unquoted delimiters may be joined back into it (see
+    :func:`_fitter`), else None.
     """
     csv.field_size_limit(sys.maxsize)
     lines = io.StringIO(text, newline="").readlines()
-    first = next((line for line in lines if line.strip()), "")
-    delimiter = sniff_delimiter(first, suffix)
+    first_index = next((i for i, line in enumerate(lines) if line.strip()), 0)
+    first = lines[first_index] if lines else ""
+    excel = _EXCEL_SEP.match(first)
+    if excel:  # Excel's "sep=;" line names the delimiter and is not the header
+        lines[first_index] = ""
+        first = next((line for line in lines if line.strip()), "")
+    delimiter = excel.group(1) if excel else sniff_delimiter(first, suffix)
     quoting = csv.QUOTE_MINIMAL
     if delimiter == "\t" and not quotes_fields(lines, delimiter):
         quoting = csv.QUOTE_NONE  # TSV: quotes are text unless the file quotes its fields
     header: list[str] | None = None
     records: list[Record] = []
     feed = _Feed(lines, delimiter)
+    fit: Callable[[list[str]], list[str] | None] = lambda fields: fields
     reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
     while feed.pos < len(lines):
         fields, error = _next_fields(reader, feed)
@@ -97,9 +107,11 @@ def split_records(
                 raise UnreadableFile(f"cannot parse header: {error}")
             if len(fields) > 1 or any(f.strip() for f in fields):
                 header = fields
-                feed.plausible = plausible_for(fields)
+                plausible, text_index = shape_for(fields)
+                fit = _fitter(header, delimiter, plausible, text_index)
+                feed.plausible = lambda f: (fitted := fit(f)) is not None and plausible(fitted)
             continue
-        fields, end, error = _settle(lines, start, end, fields, error, delimiter, quoting, len(header))
+        fields, end, error = _settle(lines, start, end, fields, error, delimiter, quoting, fit, len(header))
         feed.pos = end
         if fields is not None and len(fields) <= 1 and not any(f.strip() for f in fields):
             continue  # blank line: not a record
@@ -152,22 +164,55 @@ def _next_fields(reader, feed: _Feed) -> tuple[list[str] | None, str | None]:
         return None, f"malformed record: {exc}"
 
 
+def _fitter(header: list[str], delimiter: str, plausible: Callable[[list[str]], bool], text_index: int | None):
+    """fields -> fields of the header's width, or None when they cannot be one record of this file.
+
+    Real exports add or drop empty trailing fields (``a,0,`` under ``text,label``;
+    ``a,0`` under ``text,label,``): blank surplus fields are dropped and
+    missing fields under blank header names are added. A text holding unquoted
+    delimiters (``你好,世界,0`` under ``text,label``) is joined back into the
+    text column, but only when that is the one free-text column and the
+    result is a plausible record.
+    """
+    width = len(header)
+
+    def fit(fields: list[str]) -> list[str] | None:
+        if len(fields) == width:
+            return fields
+        if len(fields) > width and not any(f.strip() for f in fields[width:]):
+            return fields[:width]
+        if len(fields) < width and not any(h.strip() for h in header[len(fields) :]):
+            return fields + [""] * (width - len(fields))
+        if len(fields) > width and text_index is not None:
+            end = text_index + len(fields) - width + 1
+            joined = fields[:text_index] + [delimiter.join(fields[text_index:end])] + fields[end:]
+            if plausible(joined):
+                return joined
+        return None
+
+    return fit
+
+
 def _settle(
-    lines: list[str], start: int, end: int, fields: list[str] | None, error: str | None, delimiter: str, quoting: int, width: int
+    lines: list[str], start: int, end: int, fields: list[str] | None, error: str | None, delimiter: str, quoting: int,
+    fit: Callable[[list[str]], list[str] | None], width: int,
 ) -> tuple[list[str] | None, int, str | None]:
     """The record read from ``start``: kept, or re-read as its first line alone; (fields, end, error)."""
-    if error is None and (len(fields) == width or (len(fields) <= 1 and not any(f.strip() for f in fields))):
-        return fields, end, None  # a record, or a blank line (skipped by the caller)
+    if error is None and len(fields) <= 1 and not any(f.strip() for f in fields):
+        return fields, end, None  # a blank line (skipped by the caller)
+    fitted = fit(fields) if error is None else None
+    if fitted is not None:
+        return fitted, end, None
     if error is None and end - start == 1:
         return None, end, f"expected {width} fields, found {len(fields)}"
     # A quote that does not close on a plausible record boundary: read this one line alone.
     line = lines[start]
     if end - start == 1 and error != "swallows":  # e.g. `"abc"x,1`: a lenient read of that line
         lenient = _parse(line, delimiter, quoting, strict=False)
-        if len(lenient) == 1 and len(lenient[0]) == width:
-            return lenient[0], start + 1, None
-    literal = _literal(line, delimiter)
-    if len(literal) == width:
+        if len(lenient) == 1 and (fitted := fit(lenient[0])) is not None:
+            return fitted, start + 1, None
+    literal = fit(_literal(line, delimiter))
+    if literal is not None:
         return literal, start + 1, None
     if error == "swallows":
         return None, start + 1, "unbalanced quote: the quote opened on this line would swallow the following records"

@@ -219,8 +219,6 @@ def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
     meta = json.loads(manifest.read_text(encoding="utf-8"))
     matches = [p for p in folder.glob(f"{partition_key}*") if p.suffix != ".json" and p.stem == partition_key]
     if not matches:
-        matches = [p for p in folder.glob(f"{partition_key}") if p.is_file()]  # archived without a suffix
-    if not matches:
         raise FileNotFoundError(f"archived file for partition {partition_key!r} is missing from {folder}")
     return matches[0], meta["original_name"]
 

@@ -216,7 +216,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError as exc:
             raise UnreadableFile(f"invalid UTF-16: {exc}") from exc
-    if b"\x00" in data[:65536]:
+    head = data[:65536]
+    if head.count(b"\x00") > max(4, len(head) // 100):  # a stray NUL must not lose a whole export
         raise UnreadableFile("binary content (NUL bytes), not a text file")
     try:
         return data.decode("utf-8"), "utf-8"
@@ -550,7 +551,7 @@ def _load_records(path: Path, suffix: str, config: IngestConfig, zone: ZoneInfo)
         raise UnreadableFile("binary content (control characters), not a text file")
     if suffix in {".jsonl", ".ndjson", ".json"} or _looks_like_json(text):
         return (*_iter_json(text), "jsonl", encoding)
-    header, records = split_records(text, suffix, lambda h: _plausible_record(h, config, zone))
+    header, records = split_records(text, suffix, lambda h: _record_shape(h, config, zone))
     return header, records, "tsv" if suffix == ".tsv" else "csv", encoding
 
 
@@ -587,8 +588,13 @@ def _resolve_columns(header: list[str], config: IngestConfig) -> dict[str, Any]:
     return columns
 
 
-def _plausible_record(header: list[str], config: IngestConfig, zone: ZoneInfo):
-    """Predicate: do these fields read as a complete record of this file (count, label, timestamp)?"""
+_STRUCTURED = ("message_id", "label", "sent_at", "date", "time")
+
+
+def _record_shape(header: list[str], config: IngestConfig, zone: ZoneInfo):
+    """(plausible, text index) for the CSV splitter: does a list of fields read as a complete record
+    of this file (field count, known label, readable timestamp)? The text column may take back
+    unquoted delimiters only when every other column holds structured values (id, label, time)."""
     columns = _resolve_columns(header, config)
     label = header.index(columns["label"]) if columns.get("label") is not None else None
     stamp = header.index(columns["sent_at"]) if isinstance(columns.get("sent_at"), str) else None
@@ -597,11 +603,14 @@ def _plausible_record(header: list[str], config: IngestConfig, zone: ZoneInfo):
         if len(fields) != len(header) or (label is not None and not config.label_is_known(fields[label])):
             return False
         try:
-            return stamp is None or parse_timestamp(fields[stamp], zone) is not None or not fields[stamp].strip()
+            return stamp is None or not fields[stamp].strip() or parse_timestamp(fields[stamp], zone) is not None
         except (ValueError, OverflowError, OSError):
             return False
 
-    return plausible
+    structured = {normalize_header(h) for name in _STRUCTURED for h in config.columns.get(name, [])}
+    others = [h for h in header if h != columns.get("text") and normalize_header(h)]  # blank names: empty columns
+    free_text = columns.get("text") is not None and label is not None and all(normalize_header(h) in structured for h in others)
+    return plausible, header.index(columns["text"]) if free_text else None
 
 
 def _to_rows(records: list, header: list[str], columns: dict[str, Any], config: IngestConfig, zone: ZoneInfo, source: str):

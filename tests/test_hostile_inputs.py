@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import zoneinfo
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -262,3 +261,33 @@ def test_configuration_mistakes_exit_2_naming_the_setting(tmp_path, monkeypatch,
     monkeypatch.setenv("FRAUD_MAX_REJECTED_SHARE", "twenty percent")
     assert main(["retrain"]) == 2
     assert "FRAUD_MAX_REJECTED_SHARE must be a number, not 'twenty percent'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- shapes of real exports
+
+
+def test_trailing_delimiters_unquoted_commas_and_excel_sep_lines(tmp_path):
+    body = "sep=;\ntext;label;sent_at\nhello;0;2026-03-01 10:00:00;\nbye;1;2026-03-01 11:00:00\n"
+    parsed, accepted, quarantine = ingest(write(tmp_path, "excel.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["text"].to_list() == ["hello", "bye"]
+
+    body = "text,label,\n您好,我是客服,退款请点链接,1,\n正常通知,0\n"  # unquoted commas in the text; a missing blank column
+    parsed, accepted, quarantine = ingest(write(tmp_path, "commas.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["text"].to_list() == ["您好,我是客服,退款请点链接", "正常通知"]
+    assert accepted["label"].to_list() == [1, 0]
+
+    # with a second free-text column it is unknowable which column the comma belongs to: quarantined
+    body = "text,fraud_type,label\na,b,c,1\n"
+    parsed, accepted, quarantine = ingest(write(tmp_path, "ambiguous.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (1, 0, 1)
+    assert "expected 3 fields, found 4" in quarantine["reason"][0]
+
+
+def test_a_stray_nul_byte_does_not_lose_the_file(tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"text,label\nfine,0\nbro\x00ken,1\nalso fine,0\n")
+    parsed, accepted, quarantine = ingest(path)
+    assert parsed.error is None and (parsed.rows_read, accepted.height + quarantine.height) == (3, 3)
+    assert accepted["label"].to_list() == [0, 1, 0]
