@@ -37,19 +37,18 @@ def sniff_delimiter(first_line: str, suffix: str) -> str:
 
 
 def quotes_fields(lines: list[str], delimiter: str, sample: int = 2000) -> bool:
-    """True when the first ``sample`` lines use quotes only as well-formed quoted fields, at least once."""
-    seen = False
-    for line in lines[:sample]:
-        if '"' not in line:
-            continue
-        if not _opens_quote(line, delimiter):
-            return False  # a quote inside unquoted text: quotes are literal in this file
-        try:
-            _parse(line, delimiter, csv.QUOTE_MINIMAL)
-        except csv.Error:
-            return False
-        seen = True
-    return seen
+    """True when the first ``sample`` lines read cleanly with quoted fields, every record as wide
+    as the header, and at least one field is quoted: the file consistently quotes its fields."""
+    head = lines[:sample]
+    if not any(_opens_quote(line, delimiter) for line in head):
+        return False
+    try:
+        rows = [row for row in csv.reader(head, delimiter=delimiter, strict=True) if any(f.strip() for f in row)]
+    except csv.Error:
+        return False
+    if len(head) == sample and rows:
+        rows = rows[:-1]  # the sample may end inside a record
+    return bool(rows) and all(len(row) == len(rows[0]) for row in rows)
 
 
 def _opens_quote(line: str, delimiter: str) -> bool:

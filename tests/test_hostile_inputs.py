@@ -291,3 +291,10 @@ def test_a_stray_nul_byte_does_not_lose_the_file(tmp_path):
     parsed, accepted, quarantine = ingest(path)
     assert parsed.error is None and (parsed.rows_read, accepted.height + quarantine.height) == (3, 3)
     assert accepted["label"].to_list() == [0, 1, 0]
+
+
+def test_a_quoted_tsv_keeps_its_multi_line_fields(tmp_path):
+    body = 'text\tlabel\n"line one\nline two"\t1\nplain\t0\n'
+    parsed, accepted, quarantine = ingest(write(tmp_path, "multi.tsv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["text"].to_list() == ["line one line two", "plain"] and accepted["label"].to_list() == [1, 0]
