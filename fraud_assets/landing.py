@@ -230,9 +230,12 @@ def _index_path(storage: Storage) -> Path:
 def load_index(storage: Storage) -> dict[str, list]:
     """name -> [size, mtime_ns, partition key]: files already keyed, so they are not hashed again."""
     try:
-        return json.loads(_index_path(storage).read_text(encoding="ascii"))
+        data = json.loads(_index_path(storage).read_text(encoding="ascii"))
     except (OSError, ValueError):
+        return {}  # no index yet, or a damaged one: files are hashed again, nothing is lost
+    if not isinstance(data, dict):
         return {}
+    return {name: entry for name, entry in data.items() if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[2], str)}
 
 
 def _save_index(storage: Storage, index: dict[str, list]) -> None:

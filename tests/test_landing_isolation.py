@@ -215,3 +215,13 @@ def test_files_are_fsynced_before_the_rename_that_publishes_them(env, monkeypatc
     assert ("fsync", tmp) in events[:publish], "data must reach the disk before the rename publishes it"
     assert ("fsync", str(data / "archive")) in events[publish + 1 :], "the folder entry must reach the disk too"
     assert os.path.getsize(archived) == len(content(12).encode())
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"a.csv": [1, 2]}', "[1, 2, 3]"])
+def test_a_damaged_index_only_costs_a_re_hash(env, damage):
+    data, _ = env
+    (data / "incoming" / "a.csv").write_text(content(13))
+    first = register_files(Storage(data), set())
+    (data / "archive" / landing.INDEX_NAME).write_text(damage)
+    again = register_files(Storage(data), {f.partition_key for f in first.new})
+    assert [f.partition_key for f in again.landed] == [first.new[0].partition_key] and not again.new and not again.issues
