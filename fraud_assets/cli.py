@@ -13,14 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fraud_assets.settings import PROJECT_ROOT, Settings
+from fraud_assets.settings import PROJECT_ROOT, ConfigError, Settings
 
 
 def _print_files(files: list[dict[str, Any]]) -> None:
     if not files:
         print("no files in the landing folder")
     for f in files:
-        print(f"{f['status']:>11}  {f['file']}  rows_read={f['rows_read']} accepted={f['accepted']} quarantined={f['quarantined']}  [{f['partition']}]")
+        line = f"{f['status']:>11}  {f['file']}  rows_read={f['rows_read']} accepted={f['accepted']} quarantined={f['quarantined']}  [{f['partition']}]"
+        print(line + (f"  reason: {f['reason']}" if f.get("reason") else ""))
 
 
 def _print_retrain(summary: dict[str, Any]) -> None:
@@ -165,9 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_configuration() -> Settings:
+    """Read every setting and the ingest config now, so a mistake is one clear message, not a failed run."""
+    from fraud_assets.readers import IngestConfig
+
+    settings = Settings.from_env()
+    IngestConfig.load(settings.ingest_config)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; configuration mistakes print the setting and its value and exit with 2."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        if args.command in ("ingest", "retrain", "run", "score"):
+            check_configuration()
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"fraud-assets {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

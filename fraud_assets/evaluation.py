@@ -24,6 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from fraud_assets.text import inert
+
 THRESHOLD_STRATEGIES = ("max_f1", "precision", "recall")
 BASELINE_DESCRIPTIONS = {
     "tfidf_logreg": "char 1-3-gram TF-IDF + logistic regression (balanced)",
@@ -579,7 +581,7 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
     per_type = metrics["per_fraud_type_recall"]
     if per_type:
         lines += ["| fraud type | recall | support |", "| --- | --- | --- |"]
-        lines += [f"| {name} | {_fmt(v['recall'])} | {v['support']} |" for name, v in per_type.items()]
+        lines += [f"| {inert(name)} | {_fmt(v['recall'])} | {v['support']} |" for name, v in per_type.items()]  # names come from input
     else:
         lines.append("No fraud rows in the test split.")
 

@@ -6,6 +6,13 @@ does nothing, while a changed file becomes a new partition. On registration
 the file is copied into ``<root>/archive/`` under its key: assets read the
 archived copy, so a partition stays reproducible after the landing folder is
 cleaned or the file is overwritten.
+
+No single file can stop registration: each file is handled on its own, and a
+problem becomes a :class:`LandingIssue` (skipped, retried next time, or
+failed with a quarantine record) while every other file is registered.
+Symbolic links and anything that is not a regular file are never opened.
+Names that are not UTF-8, very long or hold control characters get a safe
+key; the original name is kept in the manifest, bytes included.
 """
 
 from __future__ import annotations
@@ -13,23 +20,63 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
-import shutil
-from dataclasses import dataclass
+import stat as statmod
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fraud_assets.readers import SUPPORTED_SUFFIXES
+import polars as pl
+
+from fraud_assets.readers import QUARANTINE_SCHEMA, SUPPORTED_SUFFIXES
 from fraud_assets.storage import Storage
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _TEMPORARY = (".tmp", ".part", ".crdownload", ".partial", ".swp")
+INDEX_NAME = "_landing_index.json"
+MAX_NEW_FILES_PER_PASS = 200
+TIME_BUDGET_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
 class LandedFile:
+    """A landed file and the partition holding its content (``duplicate_of``: registered under another name)."""
+
     path: Path
     partition_key: str
     size: int
+    duplicate_of: str | None = None
+
+    @property
+    def name(self) -> str:
+        return display_name(self.path.name)
+
+
+@dataclass(frozen=True)
+class LandingIssue:
+    """A file that was not registered this time: ``skipped`` (never read), ``retry`` or ``failed``."""
+
+    name: str
+    status: str
+    reason: str
+
+
+@dataclass
+class Registration:
+    """What one pass over the landing folder did."""
+
+    new: list[LandedFile] = field(default_factory=list)
+    landed: list[LandedFile] = field(default_factory=list)
+    issues: list[LandingIssue] = field(default_factory=list)
+    deferred: int = 0  # new files left for the next pass (work per pass is bounded)
+    unsettled: int = 0  # files still being written
+
+
+def display_name(name: str) -> str:
+    """A file name as printable text: undecodable bytes as \\xNN, control characters escaped."""
+    text = name.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def content_hash(path: Path) -> str:
@@ -46,67 +93,122 @@ def partition_key_for(path: Path, sha256: str | None = None) -> str:
     return f"{stem}-{(sha256 or content_hash(path))[:12]}"
 
 
+def _archive_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in SUPPORTED_SUFFIXES:
+        return suffix
+    safe = _UNSAFE.sub("_", suffix[1:])[:16]
+    return f".{safe}" if safe else ""
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith((".", "~")) or name.endswith(_TEMPORARY)
+
+
 def candidate_files(landing_dir: Path, *, settle_seconds: float = 0.0, now: float | None = None) -> list[Path]:
-    """Files the sensor should look at: no hidden, temporary or still-changing files.
+    """Regular files the sensor should look at: no hidden, temporary, still-changing files or links.
 
     Unsupported extensions are included on purpose: they become a whole-file
     quarantine record with a reason instead of being silently ignored.
     """
+    registration = Registration()
+    return [path for path, _ in _scan(landing_dir, registration, settle_seconds, now)]
+
+
+def _scan(landing_dir: Path, registration: Registration, settle_seconds: float, now: float | None):
+    """(path, lstat) of each settled regular file, sorted by name; everything else noted in ``registration``."""
     if not landing_dir.is_dir():
         return []
-    now = now if now is not None else dt.datetime.now().timestamp()
+    now = now if now is not None else time.time()
     out = []
-    for path in sorted(landing_dir.iterdir()):
-        if not path.is_file() or path.name.startswith((".", "~")) or path.name.endswith(_TEMPORARY):
-            continue
-        if settle_seconds and now - path.stat().st_mtime < settle_seconds:
-            continue  # still being written by a non-atomic copy
-        out.append(path)
-    return out
+    with os.scandir(landing_dir) as entries:
+        for entry in entries:
+            if _ignored(entry.name):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as exc:  # vanished between listing and stat
+                registration.issues.append(LandingIssue(display_name(entry.name), "retry", f"cannot stat: {exc.strerror}"))
+                continue
+            if statmod.S_ISLNK(info.st_mode):
+                registration.issues.append(
+                    LandingIssue(display_name(entry.name), "skipped", "symbolic link: not followed, its target is never read")
+                )
+            elif not statmod.S_ISREG(info.st_mode):
+                kind = "a folder" if statmod.S_ISDIR(info.st_mode) else "not a regular file"
+                registration.issues.append(LandingIssue(display_name(entry.name), "skipped", f"{kind}: only regular files are read"))
+            elif settle_seconds and now - info.st_mtime < settle_seconds:
+                registration.unsettled += 1  # still being written by a non-atomic copy
+            else:
+                out.append((Path(entry.path), info))
+    return sorted(out, key=lambda item: os.fsencode(item[0].name))
 
 
-def scan_landing(landing_dir: Path, *, settle_seconds: float = 0.0, known: dict[str, list] | None = None) -> list[LandedFile]:
-    """Key every landed file; ``known`` maps path -> [size, mtime_ns, key] to skip re-hashing."""
-    known = known or {}
-    out = []
-    for path in candidate_files(landing_dir, settle_seconds=settle_seconds):
-        stat = path.stat()
-        cached = known.get(str(path))
-        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
-            key = cached[2]
-        else:
-            key = partition_key_for(path)
-        out.append(LandedFile(path, key, stat.st_size))
-    return out
+def _open_regular(path: Path, expected: os.stat_result) -> int:
+    """Open without following links or blocking; the file must still be the one that was listed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    info = os.fstat(fd)
+    if not statmod.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (expected.st_dev, expected.st_ino):
+        os.close(fd)
+        raise FileNotFoundError(f"{display_name(path.name)} was replaced while it was being registered")
+    return fd
 
 
-def archive_file(storage: Storage, landed: LandedFile) -> Path:
-    """Copy a landed file into the archive under its key (idempotent, atomic)."""
-    suffix = landed.path.suffix.lower() if landed.path.suffix.lower() in SUPPORTED_SUFFIXES else landed.path.suffix
-    target = storage.root / "archive" / f"{landed.partition_key}{suffix}"
+def _hash_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while block := os.read(fd, 1 << 20):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_fd(fd: int, target: Path, storage: Storage) -> str:
+    """Copy an open file into ``target`` atomically (fsynced); returns the SHA-256 of what was copied."""
+    digest = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    with storage.atomic_path(target) as tmp, tmp.open("wb") as out:
+        while block := os.read(fd, 1 << 20):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
+def archive_file(storage: Storage, landed: LandedFile, *, fd: int | None = None) -> Path:
+    """Copy a landed file into the archive under its key (idempotent, atomic) and write its manifest."""
+    target = storage.root / "archive" / f"{landed.partition_key}{_archive_suffix(landed.path)}"
     manifest = target.with_name(f"{landed.partition_key}.json")
-    if not target.exists():
-        with storage.atomic_path(target) as tmp:
-            shutil.copyfile(landed.path, tmp)
-        if partition_key_for(landed.path, content_hash(target)) != landed.partition_key:
-            target.unlink()
-            raise RuntimeError(f"{landed.path} changed while it was being registered; it will be retried")
-    if not manifest.exists():
-        storage.write_json(
-            {
-                "partition_key": landed.partition_key,
-                "original_name": landed.path.name,
-                "original_path": str(landed.path),
-                "size": landed.size,
-                "registered_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            },
-            manifest,
-        )
+    if manifest.exists():
+        try:
+            return archived_file(storage, landed.partition_key)[0]  # archived before, perhaps under another name
+        except FileNotFoundError:
+            pass
+    own = fd is None
+    if own:
+        fd = _open_regular(landed.path, os.stat(landed.path, follow_symlinks=False))
+    try:
+        digest = _copy_fd(fd, target, storage)
+    finally:
+        if own:
+            os.close(fd)
+    if digest[:12] != landed.partition_key.rsplit("-", 1)[-1]:
+        target.unlink(missing_ok=True)
+        raise FileNotFoundError(f"{landed.name} changed while it was being registered; it will be retried")
+    original = os.fsencode(landed.path.name)
+    manifest_doc = {
+        "partition_key": landed.partition_key,
+        "original_name": display_name(landed.path.name),
+        "original_name_hex": original.hex(),  # the exact bytes, whatever their encoding
+        "original_path": display_name(str(landed.path)),
+        "size": landed.size,
+        "sha256": digest,
+        "registered_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    storage.write_json(manifest_doc, manifest)
     return target
 
 
 def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
-    """The archived file and its original name for a partition key."""
+    """The archived file and its original name (printable) for a partition key."""
     folder = storage.root / "archive"
     manifest = folder / f"{partition_key}.json"
     if not manifest.exists():
@@ -121,35 +223,101 @@ def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
     return matches[0], meta["original_name"]
 
 
+def _index_path(storage: Storage) -> Path:
+    return storage.root / "archive" / INDEX_NAME
+
+
+def load_index(storage: Storage) -> dict[str, list]:
+    """name -> [size, mtime_ns, partition key]: files already keyed, so they are not hashed again."""
+    try:
+        data = json.loads(_index_path(storage).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return {}  # no index yet, or a damaged one: files are hashed again, nothing is lost
+    if not isinstance(data, dict):
+        return {}
+    return {name: entry for name, entry in data.items() if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[2], str)}
+
+
+def _save_index(storage: Storage, index: dict[str, list]) -> None:
+    # ensure_ascii keeps names with undecodable bytes (lone surrogates) exact and the file plain ASCII
+    storage.write_text(json.dumps(index, ensure_ascii=True, separators=(",", ":")), _index_path(storage))
+
+
+def landing_quarantine_path(storage: Storage, name: str) -> Path:
+    digest = hashlib.blake2b(os.fsencode(name), digest_size=6).hexdigest()
+    return storage.quarantine_path("landing", f"{partition_key_for(Path(name), digest)}")
+
+
+def _quarantine_file(storage: Storage, name: str, reason: str) -> None:
+    record = {"source_file": display_name(name), "source_row": None, "stage": "landing", "reason": reason, "raw": ""}
+    storage.write_parquet(pl.DataFrame([record], schema=QUARANTINE_SCHEMA), landing_quarantine_path(storage, name))
+
+
 def register_files(
     storage: Storage,
     existing_keys: set[str],
     *,
     settle_seconds: float = 0.0,
-    known: dict[str, list] | None = None,
-) -> tuple[list[LandedFile], list[LandedFile], dict[str, list]]:
-    """Archive every landed file whose content is not registered yet.
+    max_new_files: int = MAX_NEW_FILES_PER_PASS,
+    time_budget: float = TIME_BUDGET_SECONDS,
+) -> Registration:
+    """Archive every landed file whose content is not registered yet, each file on its own.
 
     Keys are compared by their content-hash suffix, so the same bytes under
-    another file name map to the partition that already holds them.
-
-    Returns (new files, all landed files, cursor). The cursor maps each path
-    to [size, mtime_ns, key] so unchanged files are not hashed again; the
-    sensor keeps it between ticks. Used by the sensor and by
-    ``fraud-assets ingest`` alike, so both register files the same way.
+    another file name are reported as a duplicate of the partition that holds
+    them. Work per pass is bounded (``max_new_files`` files hashed, or
+    ``time_budget`` seconds): the rest is counted in ``deferred`` and taken up
+    by the next pass. A per-name index under the archive remembers (size,
+    mtime) -> key, so unchanged files are never hashed twice and no per-file
+    state needs to live in the sensor cursor. Used by the sensor and by
+    ``fraud-assets ingest`` alike.
     """
     by_hash = {key.rsplit("-", 1)[-1]: key for key in sorted(existing_keys)}
-    landed, new = [], []
-    for item in scan_landing(storage.landing_dir, settle_seconds=settle_seconds, known=known):
-        digest = item.partition_key.rsplit("-", 1)[-1]
-        if digest in by_hash:  # same content already registered, possibly under another name
-            known_item = LandedFile(item.path, by_hash[digest], item.size)
-            archive_file(storage, known_item)  # no-op when archived; covers partitions added by hand
-            landed.append(known_item)
+    index, registration, started, hashed = load_index(storage), Registration(), time.monotonic(), 0
+    seen: dict[str, list] = {}
+    for path, info in _scan(storage.landing_dir, registration, settle_seconds, None):
+        cached = index.get(path.name)
+        if cached and cached[:2] == [info.st_size, info.st_mtime_ns] and cached[2].rsplit("-", 1)[-1] in by_hash:
+            key = by_hash[cached[2].rsplit("-", 1)[-1]]
+            registration.landed.append(LandedFile(path, key, info.st_size, key if cached[3] else None))
+            seen[path.name] = cached
             continue
-        archive_file(storage, item)
-        by_hash[digest] = item.partition_key
-        landed.append(item)
-        new.append(item)
-    cursor = {str(f.path): [f.size, f.path.stat().st_mtime_ns, f.partition_key] for f in landed if f.path.exists()}
-    return new, landed, cursor
+        if hashed >= max_new_files or time.monotonic() - started > time_budget:
+            registration.deferred += 1
+            continue
+        hashed += 1
+        try:
+            item = _register_one(storage, path, info, by_hash)
+        except OSError as exc:  # vanished, replaced, unreadable right now: try again next pass
+            registration.issues.append(LandingIssue(display_name(path.name), "retry", f"{type(exc).__name__}: {exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one file must never stop the others
+            reason = f"registration failed: {type(exc).__name__}: {exc}"
+            registration.issues.append(LandingIssue(display_name(path.name), "failed", reason))
+            _quarantine_file(storage, path.name, reason)
+            continue
+        registration.landed.append(item)
+        if item.duplicate_of is None and item.partition_key not in existing_keys:
+            registration.new.append(item)
+        seen[path.name] = [info.st_size, info.st_mtime_ns, item.partition_key, item.duplicate_of is not None]
+    if seen != index:
+        _save_index(storage, seen)  # names no longer in the folder drop out: bounded by the folder
+    return registration
+
+
+def _register_one(storage: Storage, path: Path, info: os.stat_result, by_hash: dict[str, str]) -> LandedFile:
+    fd = _open_regular(path, info)
+    try:
+        digest = _hash_fd(fd)
+        key = partition_key_for(path, digest)
+        known = by_hash.get(digest[:12])
+        # same content already registered under another name: a duplicate of that partition, not a new one
+        item = LandedFile(path, known or key, info.st_size, known if known not in (None, key) else None)
+        archive_file(storage, item, fd=fd)  # a no-op when archived; covers partitions added by hand
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (info.st_size, info.st_mtime_ns):
+            raise FileNotFoundError(f"{item.name} changed while it was being registered; it will be retried")
+    finally:
+        os.close(fd)
+    by_hash.setdefault(digest[:12], item.partition_key)
+    return item

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from fraud_assets.text import mask_pii
+from fraud_assets.text import escape_markdown, inert
 
 
 def label_balance(frame: pl.DataFrame) -> dict[str, float | int]:
@@ -14,18 +14,17 @@ def label_balance(frame: pl.DataFrame) -> dict[str, float | int]:
 
 
 def preview_markdown(frame: pl.DataFrame, columns: list[str], *, rows: int = 10, width: int = 80) -> str:
-    """A small markdown table with phone numbers, card numbers and URLs masked."""
+    """A small markdown table of input rows that renders as plain text.
+
+    Every string cell (texts, ids, labels, reasons, raw records) has phone
+    numbers, card numbers and URLs masked and every markdown/HTML character
+    escaped, so input can never put an image, link or tag into the UI.
+    """
     if frame.height == 0:
         return "_no rows_"
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(escape_markdown(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for record in frame.head(rows).select(columns).iter_rows(named=True):
-        cells = []
-        for name in columns:
-            value = "" if record[name] is None else str(record[name])
-            if name in ("text", "raw", "reason"):
-                value = mask_pii(value)
-                value = value if len(value) <= width else value[: width - 1] + "…"
-            cells.append(value.replace("|", "\\|").replace("\n", " "))
+        cells = [inert(record[name], width) if frame.schema[name] == pl.Utf8 else escape_markdown("" if record[name] is None else str(record[name])) for name in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

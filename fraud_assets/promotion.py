@@ -11,6 +11,8 @@ from typing import Any
 
 import polars as pl
 
+from fraud_assets.storage import fsync_path, fsync_tree
+
 
 @dataclass
 class PromotionDecision:
@@ -71,9 +73,11 @@ def promote(candidate_dir: str | Path, production_dir: str | Path) -> Path:
     staging = production_dir.with_name(f".{production_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(candidate_dir, staging)
+    fsync_tree(staging)  # data on disk before the rename publishes it
     if production_dir.exists():
         retired = production_dir.parent / "retired" / f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}"
         retired.parent.mkdir(parents=True, exist_ok=True)
         os.replace(production_dir, retired)
     os.replace(staging, production_dir)
+    fsync_path(production_dir.parent)
     return production_dir

@@ -11,14 +11,11 @@ GB18030/GBK, detected automatically.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
 import math
 import re
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
+
+from fraud_assets.delimited import split_records
+from fraud_assets.settings import ConfigError, check_timezone
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("ingest_config.toml")
 
@@ -60,6 +60,44 @@ class UnreadableFile(Exception):
     """The whole file cannot be read; the message is the quarantine reason."""
 
 
+COLUMN_NAMES = ("message_id", "text", "label", "sent_at", "fraud_type", "date", "time")
+# [section] -> {key: (accepted types, description)}; anything else in the file is an error.
+_CONFIG_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+    "columns": {name: ((list,), "a list of column names") for name in COLUMN_NAMES},
+    "labels": {
+        "normal": ((list,), "a list of label values"),
+        "fraud": ((list,), "a list of label values"),
+        "missing": ((list,), "a list of placeholder values"),
+        "other_values_are_fraud_categories": ((bool,), "true or false"),
+    },
+    "limits": {
+        "max_text_chars": ((int,), "an integer"),
+        "future_tolerance_hours": ((int, float), "a number"),
+        "min_year": ((int,), "an integer"),
+    },
+}
+DEFAULT_MISSING_LABELS = ("", "nan", "null", "none", "n/a", "na", "#n/a", "-", "--", "?")
+
+
+def _check_config(data: dict[str, Any], path: Path) -> None:
+    """Check a parsed TOML config against ``_CONFIG_SCHEMA``; raise ConfigError naming the setting."""
+    for section, table in data.items():
+        if section not in _CONFIG_SCHEMA or not isinstance(table, dict):
+            raise ConfigError(f"ingest config {path}: unknown section [{section}]; expected {sorted(_CONFIG_SCHEMA)}")
+        for key, value in table.items():
+            if key not in _CONFIG_SCHEMA[section]:
+                raise ConfigError(
+                    f"ingest config {path}: unknown setting [{section}] {key} = {value!r}; expected one of {sorted(_CONFIG_SCHEMA[section])}"
+                )
+            types, expected = _CONFIG_SCHEMA[section][key]
+            bad_type = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+            bad_item = isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value)
+            if bad_type or bad_item:
+                raise ConfigError(
+                    f"ingest config {path}: [{section}] {key} must be {expected}, not {value!r} ({type(value).__name__})"
+                )
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """Column aliases, label vocabulary and limits (see ``ingest_config.toml``)."""
@@ -71,35 +109,42 @@ class IngestConfig:
     max_text_chars: int = 200_000
     future_tolerance_hours: float = 24.0
     min_year: int = 2000
+    missing_labels: frozenset[str] = frozenset(DEFAULT_MISSING_LABELS)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "IngestConfig":
-        """Read a TOML config (the bundled default when ``path`` is None)."""
+        """Read a TOML config (the bundled default when ``path`` is None); ConfigError names a bad setting."""
         path = Path(path) if path else DEFAULT_CONFIG_PATH
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"cannot read ingest config {path}: {exc}") from exc
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read ingest config {path} (FRAUD_INGEST_CONFIG): {exc}") from exc
+        _check_config(data, path)
         labels, limits = data.get("labels", {}), data.get("limits", {})
         values: dict[str, Any] = dict(
             columns={k: [str(a) for a in v] for k, v in data.get("columns", {}).items()},
             normal_labels=frozenset(_label_key(v) for v in labels.get("normal", [])),
             fraud_labels=frozenset(_label_key(v) for v in labels.get("fraud", [])),
-            other_values_are_fraud_categories=bool(labels.get("other_values_are_fraud_categories", False)),
-            max_text_chars=int(limits.get("max_text_chars", 200_000)),
+            other_values_are_fraud_categories=labels.get("other_values_are_fraud_categories", False),
+            max_text_chars=limits.get("max_text_chars", 200_000),
             future_tolerance_hours=float(limits.get("future_tolerance_hours", 24)),
-            min_year=int(limits.get("min_year", 2000)),
+            min_year=limits.get("min_year", 2000),
+            missing_labels=frozenset(_label_key(v, keep_placeholders=True) for v in labels.get("missing", DEFAULT_MISSING_LABELS)),
         )
         values.update(overrides)
         if "text" not in values["columns"] or "label" not in values["columns"]:
-            raise ValueError(f"ingest config {path} must list aliases for 'text' and 'label'")
+            raise ConfigError(f"ingest config {path}: [columns] must list aliases for 'text' and 'label'")
         return cls(**values)
+
+    def is_placeholder(self, value: Any) -> bool:
+        """True for values that mean "no label" (NaN, null, N/A, -, empty, ...) in every mode."""
+        return _label_key(value, keep_placeholders=True) in self.missing_labels
 
     def map_label(self, value: Any) -> tuple[int | None, str | None]:
         """Return (label, fraud_type from the label) for a raw label value."""
-        key = _label_key(value)
-        if not key:
+        if self.is_placeholder(value):
             return None, None
+        key = _label_key(value)
         if key in self.normal_labels:
             return 0, None
         if key in self.fraud_labels:
@@ -107,6 +152,17 @@ class IngestConfig:
         if self.other_values_are_fraud_categories:
             return 1, str(value).strip()
         return None, None
+
+    def label_is_known(self, value: Any) -> bool:
+        """A value that is a label of this config (used to tell whether a line is a plausible record)."""
+        if self.is_placeholder(value):
+            return True
+        key = _label_key(value)
+        if key in self.normal_labels or key in self.fraud_labels:
+            return True
+        text = str(value)
+        # categories are short names; a fragment of a split sentence or quoted text is not one
+        return self.other_values_are_fraud_categories and text == text.strip() and len(text) <= 40 and '"' not in text
 
 
 @dataclass
@@ -126,10 +182,12 @@ class ParsedFile:
         return self.rows.height + self.quarantine.height
 
 
-def _label_key(value: Any) -> str:
+def _label_key(value: Any, keep_placeholders: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     text = str(value).strip().lower()
+    if keep_placeholders:
+        return text
     try:
         number = float(text)
     except ValueError:
@@ -158,7 +216,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError as exc:
             raise UnreadableFile(f"invalid UTF-16: {exc}") from exc
-    if b"\x00" in data[:65536]:
+    head = data[:65536]
+    if head.count(b"\x00") > max(4, len(head) // 100):  # a stray NUL must not lose a whole export
         raise UnreadableFile("binary content (NUL bytes), not a text file")
     try:
         return data.decode("utf-8"), "utf-8"
@@ -205,113 +264,108 @@ def _control_share(text: str) -> float:
 # records
 
 
-class _Lines:
-    """A line iterator whose position can be rewound when a record is malformed."""
-
-    def __init__(self, lines: list[str]):
-        self.lines, self.pos = lines, 0
-
-    def __iter__(self) -> "_Lines":
-        return self
-
-    def __next__(self) -> str:
-        if self.pos >= len(self.lines):
-            raise StopIteration
-        self.pos += 1
-        return self.lines[self.pos - 1]
-
-
-def _iter_delimited(text: str, suffix: str) -> tuple[list[str], list[tuple[int, list[str] | None, str, str | None]]]:
-    """Split delimited text into (header, [(index, fields, raw_text, error)]).
-
-    Quoted fields may hold delimiters, quotes and newlines. A malformed record
-    is first re-read leniently (stray quotes are common in real exports); if
-    that does not give the header's field count, only its first line is
-    quarantined and reading resumes on the next line, so one unbalanced quote
-    cannot swallow the rest of the file.
-    """
-    lines = io.StringIO(text, newline="").readlines()
-    first = next((line for line in lines if line.strip()), "")
-    if suffix == ".tsv":
-        delimiter = "\t"
-    else:
-        counts = {d: first.count(d) for d in (",", "\t", ";", "|")}
-        delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
-    csv.field_size_limit(sys.maxsize)
-    source = _Lines(lines)
-    reader = csv.reader(source, delimiter=delimiter, strict=True)
-    header: list[str] | None = None
-    records: list[tuple[int, list[str] | None, str, str | None]] = []
-    while True:
-        start = source.pos
-        try:
-            fields: list[str] | None = next(reader)
-            error = None
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            fields, error = None, f"malformed record: {exc}"
-        end = max(source.pos, start + 1)
-        raw = "".join(lines[start:end])
-        if fields is not None and not any(f.strip() for f in fields) and len(fields) <= 1:
-            continue  # blank line: not a record
-        if header is None:
-            if fields is None:
-                raise UnreadableFile(f"cannot parse header: {error}")
-            header = fields
-            continue
-        if fields is not None and len(fields) != len(header):
-            error = f"expected {len(header)} fields, found {len(fields)}"
-            fields = None
-        if fields is None:
-            lenient = list(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter))
-            if len(lenient) == 1 and len(lenient[0]) == len(header):
-                fields, error = lenient[0], None
-            elif end - start > 1:
-                raw = lines[start]
-                source.pos = start + 1
-                reader = csv.reader(source, delimiter=delimiter, strict=True)
-        records.append((len(records), fields, raw, error))
-    if header is None:
-        raise UnreadableFile("no header row (file has no records)")
-    return header, records
-
-
 def _iter_json(text: str) -> tuple[list[str], list[tuple[int, dict | None, str, str | None]]]:
-    stripped = text.lstrip()
-    out: list[tuple[int, dict | None, str, str | None]] = []
+    """JSON Lines (split on ``\\n`` only: U+2028 and U+0085 are valid inside JSON strings), a JSON
+    array, or a stream of pretty-printed objects; keys are returned in order of first appearance."""
+    stripped = text.strip()
+    raws: list[tuple[Any, str]]
     if stripped.startswith("["):
         try:
-            items = json.loads(stripped)
-        except json.JSONDecodeError as exc:
+            items = json.loads(stripped, object_pairs_hook=_unique_keys)
+        except (json.JSONDecodeError, _DuplicateKey) as exc:
             raise UnreadableFile(f"invalid JSON array: {exc}") from exc
+        if not isinstance(items, list):
+            raise UnreadableFile(f"expected a JSON array of objects, found {type(items).__name__}")
         raws = [(item, json.dumps(item, ensure_ascii=False)) for item in items]
     else:
-        raws = []
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                raws.append((json.loads(line), line))
-            except json.JSONDecodeError as exc:
-                raws.append((exc, line))
-    keys: list[str] = []
+        raws = [(_loads(line), line) for line in text.split("\n") if line.strip()]
+        if any(isinstance(item, Exception) for item, _ in raws):
+            stream = _json_stream(stripped)
+            if stream is not None:  # pretty-printed objects, one after another
+                raws = stream
+    out: list[tuple[int, dict | None, str, str | None]] = []
+    keys: dict[str, None] = {}
     for index, (item, raw) in enumerate(raws):
-        if isinstance(item, json.JSONDecodeError):
+        if isinstance(item, _DuplicateKey):
+            out.append((index, None, raw, f"malformed JSON: {item}"))
+        elif isinstance(item, json.JSONDecodeError):
             out.append((index, None, raw, f"malformed JSON: {item.msg} at column {item.colno}"))
         elif not isinstance(item, dict):
             out.append((index, None, raw, f"expected a JSON object, found {type(item).__name__}"))
         else:
-            keys.extend(k for k in item if k not in keys)
+            keys.update(dict.fromkeys(item))
             out.append((index, item, raw, None))
-    return keys, out
+    return list(keys), out
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice is an error, not "the last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _loads(line: str) -> Any:
+    try:
+        return json.loads(line, object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, _DuplicateKey) as exc:
+        return exc
+
+
+def _json_stream(text: str) -> list[tuple[Any, str]] | None:
+    """Concatenated JSON values (pretty-printed objects); None unless the whole text decodes so."""
+    decoder, pos, out = json.JSONDecoder(object_pairs_hook=_unique_keys), 0, []
+    while pos < len(text):
+        try:
+            item, end = decoder.raw_decode(text, pos)
+        except (json.JSONDecodeError, _DuplicateKey):
+            return None
+        out.append((item, text[pos:end]))
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out if len(out) >= 1 else None
+
+
+_HEADER_QUOTES = "\"'`[]"
+_HEADER_SPACE = re.compile(r"\s+")
+
+
+def normalize_header(name: Any) -> str:
+    """Header name for matching: no BOM, brackets, quotes or outer spaces; lower case; spaces collapsed.
+
+    ``[id]`` (SQL Server), ``"Text"``, ``\\ufeffLabel`` and `` Sent At `` all match their aliases.
+    """
+    text = str(name).replace("\ufeff", "").strip()
+    while len(text) >= 2 and text[0] in _HEADER_QUOTES and text[-1] in _HEADER_QUOTES:
+        text = text[1:-1].strip()
+    return _HEADER_SPACE.sub(" ", text).lower()
+
+
+def _check_header(header: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header):
+        key = normalize_header(name)
+        if key and key in seen:
+            raise UnreadableFile(
+                f"duplicate column name {key!r} (columns {seen[key] + 1} and {position + 1}: "
+                f"{header[seen[key]]!r}, {name!r}); rename one so it is clear which to read"
+            )
+        seen.setdefault(key, position)
 
 
 def _find_column(header: list[str], aliases: list[str]) -> str | None:
-    cleaned = {str(h).strip().lstrip("\ufeff").lower(): h for h in header}
+    cleaned = {normalize_header(h): h for h in header}
     for alias in aliases:
-        if alias.lower() in cleaned:
-            return cleaned[alias.lower()]
+        if normalize_header(alias) in cleaned:
+            return cleaned[normalize_header(alias)]
     return None
 
 
@@ -319,11 +373,23 @@ def _find_column(header: list[str], aliases: list[str]) -> str | None:
 # timestamps
 
 
-def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
-    """Parse ISO 8601 or epoch seconds/milliseconds to an aware UTC datetime.
+_COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?$")
+_CJK_DATE = str.maketrans({"年": "-", "月": "-", "日": " ", "时": ":", "分": ":", "秒": "", "点": ":"})
+_EPOCH_UNITS = ((1e11, 1.0, "seconds"), (1e14, 1e3, "milliseconds"), (1e17, 1e6, "microseconds"), (1e20, 1e9, "nanoseconds"))
+TIMESTAMP_FORMATS = (
+    "ISO 8601 (2026-03-01 10:00:00, optional offset, / or 年月日 separators), compact yyyyMMdd[HHmm[ss]], "
+    "or epoch seconds/milliseconds/microseconds/nanoseconds"
+)
 
-    Naive values are read in ``zone``. Returns None for empty values and raises
-    ValueError for values that cannot be parsed.
+
+def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
+    """Parse the timestamp formats real exports use to an aware UTC datetime.
+
+    ISO 8601 (``/`` and Chinese 年月日 separators too), compact
+    ``yyyyMMddHHmmss``/``yyyyMMddHHmm``/``yyyyMMdd``, and epoch numbers whose
+    unit (s, ms, µs, ns) follows from their magnitude. Naive values are read in
+    ``zone``. Returns None for empty values and raises ValueError saying what
+    was seen for values that cannot be parsed.
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -335,24 +401,81 @@ def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
         text = str(value).strip()
         if not text:
             return None
-        try:
-            number = float(text)
-        except ValueError:
-            number = None
-        if number is not None:
-            if not math.isfinite(number):
-                raise ValueError(f"not a finite epoch: {text!r}")
-            magnitude = abs(number)
-            seconds = number / 1e6 if magnitude >= 1e14 else number / 1e3 if magnitude >= 1e11 else number
-            return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
-        candidate = text.replace("/", "-")
-        try:
-            stamp = dt.datetime.fromisoformat(candidate)
-        except ValueError:
-            raise ValueError(f"cannot parse {text!r} as ISO 8601 or epoch seconds/milliseconds") from None
+        stamp = _compact(text)
+        if stamp is None:
+            number = _as_number(text)
+            if number is not None:
+                return _from_epoch(number, text)
+            stamp = _from_text(text)
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=zone)
     return stamp.astimezone(dt.timezone.utc)
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _compact(text: str) -> dt.datetime | None:
+    """yyyyMMdd[HHmm[ss]] when the digits form a real date between 1900 and 2199."""
+    match = _COMPACT.match(text)
+    if not match or not ("1900" <= match.group(1) < "2200"):
+        return None
+    parts = [int(p) for p in match.groups(default="0")]
+    try:
+        return dt.datetime(*parts)
+    except ValueError as exc:
+        raise ValueError(f"cannot parse {text!r} as compact yyyyMMdd[HHmm[ss]]: {exc}") from None
+
+
+def _from_epoch(number: float, text: str) -> dt.datetime:
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite epoch: {text!r}")
+    for limit, divisor, _ in _EPOCH_UNITS:
+        if abs(number) < limit:
+            try:
+                return dt.datetime.fromtimestamp(number / divisor, tz=dt.timezone.utc)
+            except (OverflowError, OSError, ValueError):
+                break
+    raise ValueError(f"epoch value {text!r} is out of range for seconds, milliseconds, microseconds or nanoseconds")
+
+
+def _from_text(text: str) -> dt.datetime:
+    candidate = text.replace("/", "-").translate(_CJK_DATE).strip().rstrip(":")
+    try:
+        return dt.datetime.fromisoformat(candidate)
+    except ValueError:
+        pass
+    try:  # a single-digit month/day/hour ("2026-3-1 9:05") is common in hand-made exports
+        date, _, clock = candidate.partition(" ")
+        y, m, d = (int(p) for p in date.split("-"))
+        hms = [int(p) for p in clock.split(":")] if clock else []
+        return dt.datetime(y, m, d, *hms)
+    except (ValueError, TypeError):
+        raise ValueError(f"cannot parse {text!r} as a timestamp; expected {TIMESTAMP_FORMATS}") from None
+
+
+def combine_date_time(date: Any, time: Any) -> Any:
+    """Join separate date and time column values ("2026-03-01" + "10:00:00") into one timestamp value."""
+    if time is None or (isinstance(time, float) and math.isnan(time)) or not str(time).strip():
+        return date
+    if date is None or (isinstance(date, float) and math.isnan(date)) or not str(date).strip():
+        return None if _looks_like_time(time) else time
+    if isinstance(date, dt.datetime) and not isinstance(time, dt.time):
+        return date  # the date column already holds a full timestamp
+    if isinstance(date, dt.date) and isinstance(time, dt.time):
+        return dt.datetime.combine(date if not isinstance(date, dt.datetime) else date.date(), time)
+    date_text, time_text = str(date).strip(), str(time).strip()
+    if not _looks_like_time(time_text) or _looks_like_time(date_text) or " " in date_text or "T" in date_text:
+        return date_text  # not a date + a time of day: the date column is read on its own
+    return f"{date_text} {time_text}"
+
+
+def _looks_like_time(value: Any) -> bool:
+    return isinstance(value, dt.time) or bool(re.fullmatch(r"\d{1,2}[:时点]\d{1,2}(?:[:分]\d{1,2}(?:\.\d+)?秒?)?", str(value).strip()))
 
 
 # ---------------------------------------------------------------------------
@@ -382,7 +505,7 @@ def read_messages(
     path = Path(path)
     source = source_file or path.name
     try:
-        return _read(path, config, ZoneInfo(timezone), source, require_label)
+        return _read(path, config, ZoneInfo(check_timezone(timezone, "timezone")), source, require_label)
     except UnreadableFile as exc:
         return ParsedFile(source, empty_raw(), empty_quarantine(), error=str(exc))
     except OSError as exc:
@@ -393,61 +516,15 @@ def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableFile(f"unsupported file type {suffix or '(none)'}; expected one of {sorted(SUPPORTED_SUFFIXES)}")
-    data = path.read_bytes()
-    if not data.strip():
-        raise UnreadableFile("empty file (0 bytes)" if not data else "empty file (only whitespace)")
-    encoding: str | None = None
-    if suffix in PARQUET_SUFFIXES:
-        header, records, file_format = _read_parquet(path)
-    else:
-        text, encoding = decode_bytes(data)
-        if _control_share(text) > 0.05:
-            raise UnreadableFile("binary content (control characters), not a text file")
-        if suffix in {".jsonl", ".ndjson", ".json"} or text.lstrip().startswith(("{", "[")):
-            header, records = _iter_json(text)
-            file_format = "jsonl"
-        else:
-            header, records = _iter_delimited(text, suffix)
-            file_format = "tsv" if suffix == ".tsv" else "csv"
-    columns = {name: _find_column(header, aliases) for name, aliases in config.columns.items()}
+    header, records, file_format, encoding = _load_records(path, suffix, config, zone)
+    _check_header(header)
+    columns = _resolve_columns(header, config)
     if columns.get("text") is None:
-        raise UnreadableFile(f"no text column: header {header[:20]} has none of {config.columns['text']}")
+        hint = _json_wrapper_hint(records) if file_format == "jsonl" else ""
+        raise UnreadableFile(f"no text column: header {header[:20]} has none of {config.columns['text']}{hint}")
     if require_label and columns.get("label") is None:
         raise UnreadableFile(f"no label column: header {header[:20]} has none of {config.columns['label']}")
-    positions = {h: i for i, h in enumerate(header)}
-
-    rows: list[dict[str, Any]] = []
-    quarantine: list[dict[str, Any]] = []
-    for index, record, raw, error in records:
-        raw_text = _printable(raw.rstrip("\r\n"))[:_RAW_PREVIEW_CHARS]
-        if error is None and record is not None:
-            get = (lambda col: record.get(col)) if isinstance(record, dict) else (lambda col: record[positions[col]])
-            values = {name: (get(col) if col is not None else None) for name, col in columns.items()}
-            error = _row_error(values)
-        if error is not None:
-            quarantine.append(dict(source_file=source, source_row=index, stage="raw_messages", reason=error, raw=raw_text))
-            continue
-        try:
-            sent_at = parse_timestamp(values.get("sent_at"), zone)
-        except (ValueError, OverflowError, OSError) as exc:
-            quarantine.append(dict(source_file=source, source_row=index, stage="raw_messages", reason=f"sent_at: {exc}", raw=raw_text))
-            continue
-        label, category = config.map_label(values.get("label"))
-        fraud_type = _as_text(values.get("fraud_type")) or category
-        message_id = _as_text(values.get("message_id")) or stable_message_id(source, index)
-        rows.append(
-            dict(
-                message_id=message_id,
-                text=_as_text(values.get("text"), keep_empty=True),
-                label=label,
-                label_raw=_as_text(values.get("label")),
-                sent_at=sent_at,
-                fraud_type=fraud_type if label == 1 else None,
-                source_file=source,
-                source_row=index,
-                raw=raw_text,
-            )
-        )
+    rows, quarantine = _to_rows(records, header, columns, config, zone, source)
     parsed = ParsedFile(
         source,
         pl.DataFrame(rows, schema=RAW_SCHEMA) if rows else empty_raw(),
@@ -460,12 +537,142 @@ def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require
     return parsed
 
 
+def _load_records(path: Path, suffix: str, config: IngestConfig, zone: ZoneInfo) -> tuple[list[str], list, str, str | None]:
+    """(header, records, format, encoding) of a file; UnreadableFile when it cannot be read at all."""
+    if suffix in PARQUET_SUFFIXES:
+        if path.stat().st_size == 0:
+            raise UnreadableFile("empty file (0 bytes)")
+        return (*_read_parquet(path), "parquet", None)
+    data = path.read_bytes()
+    if not data.strip():
+        raise UnreadableFile("empty file (0 bytes)" if not data else "empty file (only whitespace)")
+    text, encoding = decode_bytes(data)
+    if _control_share(text) > 0.05:
+        raise UnreadableFile("binary content (control characters), not a text file")
+    if suffix in {".jsonl", ".ndjson", ".json"} or _looks_like_json(text):
+        return (*_iter_json(text), "jsonl", encoding)
+    header, records = split_records(text, suffix, lambda h: _record_shape(h, config, zone))
+    return header, records, "tsv" if suffix == ".tsv" else "csv", encoding
+
+
+def _looks_like_json(text: str) -> bool:
+    """A .csv/.txt holding JSON: its first line (or the whole text, for an array) parses as JSON.
+
+    A header such as ``[id],text,label`` (SQL Server exports) starts with a
+    bracket but is not JSON.
+    """
+    stripped = text.lstrip()
+    if not stripped.startswith(("{", "[")):
+        return False
+    first = stripped.split("\n", 1)[0]
+    return not isinstance(_loads(first), Exception) or not isinstance(_loads(stripped), Exception)
+
+
+def _json_wrapper_hint(records: list) -> str:
+    if len(records) == 1 and isinstance(records[0][1], dict):
+        nested = [k for k, v in records[0][1].items() if isinstance(v, (list, dict))]
+        if nested:
+            return (
+                f"; the file is one JSON object whose {nested[0]!r} holds nested records: "
+                "expected JSON Lines (one object per line) or an array of objects"
+            )
+    return ""
+
+
+def _resolve_columns(header: list[str], config: IngestConfig) -> dict[str, Any]:
+    """Canonical name -> header column; ``sent_at`` may be a (date, time) pair of columns."""
+    columns: dict[str, Any] = {name: _find_column(header, aliases) for name, aliases in config.columns.items()}
+    date, time = columns.pop("date", None), columns.pop("time", None)
+    if date is not None and time is not None and date != time and columns.get("sent_at") in (None, date, time):
+        columns["sent_at"] = (date, time)
+    return columns
+
+
+_STRUCTURED = ("message_id", "label", "sent_at", "date", "time")
+
+
+def _record_shape(header: list[str], config: IngestConfig, zone: ZoneInfo):
+    """(plausible, text index) for the CSV splitter: does a list of fields read as a complete record
+    of this file (field count, known label, readable timestamp)? The text column may take back
+    unquoted delimiters only when every other column holds structured values (id, label, time)."""
+    columns = _resolve_columns(header, config)
+    label = header.index(columns["label"]) if columns.get("label") is not None else None
+    stamp = header.index(columns["sent_at"]) if isinstance(columns.get("sent_at"), str) else None
+
+    def plausible(fields: list[str]) -> bool:
+        if len(fields) != len(header) or (label is not None and not config.label_is_known(fields[label])):
+            return False
+        try:
+            return stamp is None or not fields[stamp].strip() or parse_timestamp(fields[stamp], zone) is not None
+        except (ValueError, OverflowError, OSError):
+            return False
+
+    structured = {normalize_header(h) for name in _STRUCTURED for h in config.columns.get(name, [])}
+    others = [h for h in header if h != columns.get("text") and normalize_header(h)]  # blank names: empty columns
+    free_text = columns.get("text") is not None and label is not None and all(normalize_header(h) in structured for h in others)
+    return plausible, header.index(columns["text"]) if free_text else None
+
+
+def _to_rows(records: list, header: list[str], columns: dict[str, Any], config: IngestConfig, zone: ZoneInfo, source: str):
+    positions = {h: i for i, h in enumerate(header)}
+    rows: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
+    for index, record, raw, error in records:
+        raw_text = _printable(raw.rstrip("\r\n"))[:_RAW_PREVIEW_CHARS]
+        if error is None and record is not None:
+            get = (lambda col: record.get(col)) if isinstance(record, dict) else (lambda col: record[positions[col]])
+            values = {
+                name: (combine_date_time(get(col[0]), get(col[1])) if isinstance(col, tuple) else get(col) if col is not None else None)
+                for name, col in columns.items()
+            }
+            values = {name: _decode_binary(value) for name, value in values.items()}
+            error = _row_error(values)
+        if error is not None:
+            quarantine.append(dict(source_file=source, source_row=index, stage="raw_messages", reason=error, raw=raw_text))
+            continue
+        try:
+            sent_at = parse_timestamp(values.get("sent_at"), zone)
+        except (ValueError, OverflowError, OSError) as exc:
+            quarantine.append(dict(source_file=source, source_row=index, stage="raw_messages", reason=f"sent_at: {exc}", raw=raw_text))
+            continue
+        label, category = config.map_label(values.get("label"))
+        fraud_type = None if config.is_placeholder(values.get("fraud_type")) else _as_text(values.get("fraud_type"))
+        message_id = _as_text(values.get("message_id")) or stable_message_id(source, index)
+        rows.append(
+            dict(
+                message_id=message_id,
+                text=_as_text(values.get("text"), keep_empty=True),
+                label=label,
+                label_raw=_as_text(values.get("label")),
+                sent_at=sent_at,
+                fraud_type=(fraud_type or category) if label == 1 else None,
+                source_file=source,
+                source_row=index,
+                raw=raw_text,
+            )
+        )
+    return rows, quarantine
+
+
+def _decode_binary(value: Any) -> Any:
+    """Parquet binary text as UTF-8; undecodable bytes stay bytes (quarantined by ``_row_error``)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(value)
+    return value
+
+
 def _row_error(values: dict[str, Any]) -> str | None:
     for name, value in values.items():
         if isinstance(value, str) and _has_undecodable(value):
             return f"{name}: undecodable bytes (not valid UTF-8 or GB18030)"
-        if isinstance(value, (dict, list)):
-            return f"{name}: expected a scalar, found a JSON {type(value).__name__}"
+        if isinstance(value, bytes):
+            return f"{name}: binary value that is not valid UTF-8 text ({len(value)} bytes)"
+        if isinstance(value, (dict, list, tuple)):
+            kind = {"dict": "object", "list": "list", "tuple": "list"}[type(value).__name__]
+            return f"{name}: expected a single value, found a nested {kind} ({_printable(json.dumps(value, ensure_ascii=False, default=_json_default))[:80]})"
     return None
 
 
@@ -478,16 +685,24 @@ def _as_text(value: Any, keep_empty: bool = False) -> str | None:
     return text if keep_empty else text.strip()
 
 
-def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str, str | None]], str]:
+def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str, str | None]]]:
+    """Rows of a Parquet file as dicts; binary, dictionary (categorical) and nested columns included."""
     try:
         frame = pl.read_parquet(path)
     except Exception as exc:  # polars raises several error types for corrupt files
         raise UnreadableFile(f"cannot read Parquet: {exc}") from exc
+    frame = frame.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.Utf8))
     records = [
-        (i, row, json.dumps(row, ensure_ascii=False, default=str), None)
+        (i, row, json.dumps(row, ensure_ascii=False, default=_json_default), None)
         for i, row in enumerate(frame.iter_rows(named=True))
     ]
-    return frame.columns, records, "parquet"
+    return frame.columns, records
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return _printable(bytes(value).decode("utf-8", errors="surrogateescape"))
+    return str(value)
 
 
 def empty_raw() -> pl.DataFrame:

@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fraud_assets.storage import fsync_path, fsync_tree
+
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 CARD_FILE = "model_card.json"
@@ -97,7 +99,9 @@ def save_model(model, folder: Path, card: dict) -> Path:
         }
         _write_json(tmp / CONFIG_FILE, config_doc)
         _write_json(tmp / CARD_FILE, {**generated, **card})
+        fsync_tree(tmp)  # data on disk before the rename publishes it
         _swap_into_place(tmp, folder)
+        fsync_path(folder.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -8,6 +8,7 @@ checks appear in the instance (and in the UI pointed at the same DAGSTER_HOME).
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import polars as pl
 from fraud_assets.definitions import defs as load_definitions
 from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
-from fraud_assets.landing import register_files
+from fraud_assets.landing import candidate_files, register_files
 from fraud_assets.settings import Settings
 from fraud_assets.training_data import ingested_partitions
 
@@ -115,45 +116,84 @@ def file_summary(storage, key: str) -> dict[str, int]:
     }
 
 
+def wait_until_settled(landing_dir: Path, settle_seconds: float, *, max_wait: float = 60.0, log=print) -> None:
+    """Wait (up to ``max_wait``) until no file in the landing folder changed in the last ``settle_seconds``.
+
+    Like the sensor, `fraud-assets ingest` must not register a file that a
+    non-atomic copy is still writing; files still changing after ``max_wait``
+    are left for the next run.
+    """
+    deadline = time.monotonic() + max_wait
+    while settle_seconds > 0 and time.monotonic() < deadline:
+        newest = max((p.stat().st_mtime for p in candidate_files(landing_dir)), default=0.0)
+        remaining = newest + settle_seconds - time.time()
+        if remaining <= 0:
+            return
+        log(f"waiting {remaining:.1f} s for files in {landing_dir} to settle")
+        time.sleep(min(remaining + 0.05, max(deadline - time.monotonic(), 0.0)))
+
+
 def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any]]:
-    """Register new landed files and materialise the per-file assets of every incomplete one."""
+    """Register new landed files and materialise the per-file assets of every incomplete one.
+
+    Every file in the landing folder gets one entry: ingested, unchanged,
+    duplicate, blocked, quarantined or failed (with ``reason``), or skipped /
+    retry for files that were not registered (links, folders, files that
+    vanished or could not be opened, files still being written).
+    """
     reap_dead_runs(instance)
     definitions = load_definitions()
     job = definitions.resolve_job_def(ingest_job.name)
-    storage = definitions.resources["fraud"].storage
+    fraud = definitions.resources["fraud"]
+    storage = fraud.storage
+    wait_until_settled(storage.landing_dir, fraud.landing_settle_seconds, log=log)
     existing = set(instance.get_dynamic_partitions(message_files.name))
-    new, landed, _ = register_files(storage, existing)
-    if new:
-        instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in new])
-    complete = set(ingested_partitions(storage, {f.partition_key for f in landed}))
+    registration = register_files(storage, existing, settle_seconds=fraud.landing_settle_seconds, max_new_files=1_000_000, time_budget=float("inf"))
+    if registration.new:
+        instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in registration.new])
+    complete = set(ingested_partitions(storage, {f.partition_key for f in registration.landed}))
     results, statuses = [], {}
-    for item in landed:
-        key = item.partition_key
-        if key in statuses:
-            status = "duplicate"  # same content as another file in the landing folder
+    for item in registration.landed:
+        key, reason = item.partition_key, None
+        if item.duplicate_of or key in statuses:
+            status, reason = "duplicate", f"same content as partition {key}"
         elif key in complete:
             status = "unchanged"
         else:
-            log(f"ingesting {item.path.name} as partition {key}")
+            log(f"ingesting {item.name} as partition {key}")
             result = job.execute_in_process(
                 partition_key=key, instance=instance, raise_on_error=False,
-                run_config=RUN_CONFIG, tags=_headless_tags(**{"fraud/source_file": item.path.name}),
+                run_config=RUN_CONFIG, tags=_headless_tags(**{"fraud/source_file": item.name[:200]}),
             )
-            status = _ingest_status(result, storage, key, blocking_checks(job))
+            status, reason = _ingest_status(result, storage, key, blocking_checks(job))
         statuses.setdefault(key, status)
         counts = file_summary(storage, key)
         if counts.pop("whole_file_quarantined"):
-            status = "quarantined"
-        results.append({"file": item.path.name, "partition": key, **counts, "status": status})
+            status, reason = "quarantined", _file_reason(storage, key)
+        results.append({"file": item.name, "partition": key, **counts, "status": status, "reason": reason})
+    for issue in registration.issues:
+        results.append({"file": issue.name, "partition": None, "rows_read": 0, "accepted": 0, "quarantined": 0, "status": issue.status, "reason": issue.reason})
     return results
 
 
-def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str, blocking: set[str]) -> str:
+def _file_reason(storage, key: str) -> str | None:
+    path = storage.quarantine_path("raw_messages", key)
+    frame = pl.read_parquet(path).filter(pl.col("stage") == "file") if path.exists() else pl.DataFrame()
+    return frame["reason"][0] if frame.height else None
+
+
+def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str, blocking: set[str]) -> tuple[str, str | None]:
     if storage.asset_path("message_embeddings", key).exists() and storage.asset_path("time_features", key).exists():
-        return "ingested"
-    if any(not e.passed for e in result.get_asset_check_evaluations() if e.check_name in blocking):
-        return "blocked"  # unreadable file, or too many rejected rows: nothing downstream was built
-    return "failed"
+        return "ingested", None
+    failed = [e for e in result.get_asset_check_evaluations() if e.check_name in blocking and not e.passed]
+    if failed:  # unreadable file, or too many rejected rows: nothing downstream was built
+        check = failed[0]
+        detail = check.description or (check.metadata.get("reason").value if check.metadata.get("reason") else "")
+        return "blocked", f"{check.check_name} failed: {detail}"
+    errors = [e.message for e in result.all_events if e.is_failure and e.message]
+    step = next((e for e in result.all_events if e.is_step_failure), None)
+    cause = step.step_failure_data.error.cause if step and step.step_failure_data.error else None
+    return "failed", (cause.message.strip() if cause else step.step_failure_data.error.message.strip() if step else errors[-1] if errors else "run failed")
 
 
 def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -320,6 +320,8 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # data on disk before the rename publishes it
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

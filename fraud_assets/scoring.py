@@ -8,12 +8,13 @@ from typing import Any
 
 import polars as pl
 
-from fraud_assets.readers import IngestConfig, read_messages
+from fraud_assets.readers import IngestConfig, read_messages, stable_message_id
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage
 from fraud_assets.text import normalize_text, text_hash
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet")
+REQUIRED_CARD_FIELDS = ("embedding_model", "embedding_fingerprint", "threshold")
 
 
 class ScoringError(Exception):
@@ -22,6 +23,10 @@ class ScoringError(Exception):
 
 def score_file(input_path: Path, output_path: Path, *, model_dir: Path, settings: Settings | None = None) -> dict[str, Any]:
     """Score every message in ``input_path``; write probability and label to ``output_path``.
+
+    Every input record gets one output row, in input order: a record that
+    cannot be scored (unparseable timestamp, malformed line, empty text) keeps
+    its row with an empty probability and label and a ``reason``.
 
     The embedding model, its settings and the decision threshold come from the
     model card, and the embedder's fingerprint must match the one the model was
@@ -43,12 +48,19 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: Path, settings
         raise ScoringError(f"{exc}. Train and promote a model first with `fraud-assets run` or `fraud-assets retrain`.") from exc
     if "threshold" not in card:
         raise ScoringError(f"model card in {model_dir} has no threshold: the model was never evaluated")
+    missing = [name for name in REQUIRED_CARD_FIELDS if name not in card]
+    if missing:
+        raise ScoringError(f"model card {model_dir / 'model_card.json'} lacks the field(s) {missing}: it was not written by this project's training")
+    try:
+        float(card["threshold"])
+    except (TypeError, ValueError):
+        raise ScoringError(f"model card in {model_dir}: threshold must be a number, not {card['threshold']!r}") from None
 
     parsed = read_messages(input_path, IngestConfig.load(settings.ingest_config), timezone=settings.timezone, require_label=False)
     if parsed.error:
         raise ScoringError(f"cannot read {input_path}: {parsed.error}")
     rows = parsed.rows.with_columns(pl.col("text").fill_null("").map_elements(normalize_text, return_dtype=pl.Utf8).alias("norm"))
-    skipped = rows.filter(pl.col("norm") == "").height + parsed.quarantine.height
+    unscored = _unscored_rows(parsed, rows.filter(pl.col("norm") == ""))
     rows = rows.filter(pl.col("norm") != "").with_columns(pl.col("norm").map_elements(text_hash, return_dtype=pl.Utf8).alias("text_hash"))
 
     started = time.perf_counter()
@@ -69,21 +81,38 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: Path, settings
     seconds = time.perf_counter() - started
 
     threshold = float(card["threshold"])
-    out = frame.select("message_id", "source_row", "sent_at", "text").with_columns(
+    scored = frame.select("message_id", "source_row", "sent_at", "text").with_columns(
         pl.Series("probability", probability, dtype=pl.Float64),
-    ).with_columns((pl.col("probability") >= threshold).cast(pl.Int8).alias("label"))
+    ).with_columns((pl.col("probability") >= threshold).cast(pl.Int8).alias("label"), pl.lit(None, pl.Utf8).alias("reason"))
+    out = pl.concat([scored, unscored.select(scored.columns).cast(scored.schema)]).sort("source_row")
     _write(out, output_path)
     return {
         "input": str(input_path),
         "output": str(output_path),
-        "scored": out.height,
-        "skipped": skipped,
-        "flagged_fraud": int(out["label"].sum() or 0),
+        "rows_read": out.height,
+        "scored": scored.height,
+        "not_scored": unscored.height,
+        "flagged_fraud": int(scored["label"].sum() or 0),
         "threshold": threshold,
         "model": card.get("run_name"),
         "seconds": round(seconds, 3),
         "messages_per_s": round(out.height / seconds, 1) if seconds > 0 else None,
     }
+
+
+def _unscored_rows(parsed, empty: pl.DataFrame) -> pl.DataFrame:
+    """Rows that cannot be scored, kept in the output with an empty probability and the reason."""
+    columns = {"message_id": pl.Utf8, "source_row": pl.Int64, "sent_at": pl.Datetime("us", "UTC"), "text": pl.Utf8, "probability": pl.Float64, "label": pl.Int8, "reason": pl.Utf8}
+    empty_text = empty.select(
+        "message_id", "source_row", "sent_at", "text",
+        pl.lit(None, pl.Float64).alias("probability"), pl.lit(None, pl.Int8).alias("label"), pl.lit("text: missing or empty").alias("reason"),
+    )
+    unparsed = parsed.quarantine.select(
+        pl.struct("source_file", "source_row").map_elements(lambda r: stable_message_id(r["source_file"], r["source_row"]), return_dtype=pl.Utf8).alias("message_id"),
+        "source_row", pl.lit(None, pl.Datetime("us", "UTC")).alias("sent_at"), pl.lit(None, pl.Utf8).alias("text"),
+        pl.lit(None, pl.Float64).alias("probability"), pl.lit(None, pl.Int8).alias("label"), "reason",
+    )
+    return pl.concat([empty_text.cast(columns), unparsed.cast(columns)])
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:

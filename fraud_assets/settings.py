@@ -16,9 +16,35 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the setting and the value."""
+
+
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def _env_float(name: str, default: float, low: float, high: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {raw!r}")
+    return value
+
+
+def check_timezone(name: str, setting: str = "FRAUD_TIMEZONE") -> str:
+    """The IANA zone name, or ConfigError naming the setting (``Asia/Shanghai``, ``UTC``, ...)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(f"{setting} must be an IANA time zone such as 'Asia/Shanghai' or 'UTC', not {name!r}") from None
+    return name
 
 
 @dataclass(frozen=True)
@@ -32,6 +58,7 @@ class Settings:
     embedding_backend: str = "torch"
     timezone: str = DEFAULT_TIMEZONE
     max_rejected_share: float = 0.20
+    landing_settle_seconds: float = 2.0
     ingest_config: Path | None = None
     retrain_cron: str = "0 2 * * *"
     extra: dict = field(default_factory=dict)
@@ -42,7 +69,7 @@ class Settings:
         landing = Path(_env("FRAUD_LANDING_DIR", str(data_dir / "incoming"))).expanduser().resolve()
         device = _env("FRAUD_DEVICE", "auto").lower()
         if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"FRAUD_DEVICE must be auto, cpu or cuda, not {device!r}")
+            raise ConfigError(f"FRAUD_DEVICE must be auto, cpu or cuda, not {device!r}")
         ingest_config = os.environ.get("FRAUD_INGEST_CONFIG")
         return cls(
             data_dir=data_dir,
@@ -50,8 +77,9 @@ class Settings:
             embedding_model=_env("FRAUD_EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL),
             device=device,
             embedding_backend=_env("FRAUD_EMBEDDING_BACKEND", "torch").lower(),
-            timezone=_env("FRAUD_TIMEZONE", DEFAULT_TIMEZONE),
-            max_rejected_share=float(_env("FRAUD_MAX_REJECTED_SHARE", "0.2")),
+            timezone=check_timezone(_env("FRAUD_TIMEZONE", DEFAULT_TIMEZONE)),
+            max_rejected_share=_env_float("FRAUD_MAX_REJECTED_SHARE", 0.2, 0.0, 1.0),
+            landing_settle_seconds=_env_float("FRAUD_LANDING_SETTLE_SECONDS", 2.0, 0.0, 3600.0),
             ingest_config=Path(ingest_config).expanduser() if ingest_config else None,
             retrain_cron=_env("FRAUD_RETRAIN_CRON", "0 2 * * *"),
         )

@@ -27,3 +27,29 @@ def mask_pii(text: str) -> str:
     text = _URL.sub("<URL>", text)
     text = _CARD.sub("<CARD>", text)
     return _PHONE.sub("<PHONE>", text)
+
+
+_MD_SPECIAL = re.compile(r"[!-/:-@\[-`{-~]")  # every ASCII punctuation character
+_MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_MD_SPACE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
+
+
+def escape_markdown(text: str) -> str:
+    """Text from input made inert in markdown: it renders as the same characters, never as markup.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark allows
+    that for all of them), so no image, link, autolink, emphasis, table cell
+    or heading can start; ``<``, ``>`` and ``&`` become entities, so no HTML
+    tag or entity from input is interpreted; line breaks and control
+    characters become one space, so a value stays on its table row.
+    """
+    text = _MD_SPACE.sub(" ", text)
+    return _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m.group(), "\\" + m.group()), text)
+
+
+def inert(value: object, width: int | None = None) -> str:
+    """An input-derived value for markdown shown in the UI: PII masked, shortened, escaped."""
+    text = mask_pii("" if value is None else str(value))
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return escape_markdown(text)

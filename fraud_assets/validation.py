@@ -120,7 +120,7 @@ def validate_messages(raw: pl.DataFrame, config: IngestConfig, *, now: dt.dateti
             )
             for row in failed:
                 reasons.setdefault(row, []).append(f"{message} [{cfg.type}]")
-    detail = _reason_details(frame, reasons)
+    detail = _reason_details(frame, reasons, config)
     failed_rows = pl.DataFrame({"_row": list(detail), "reason": list(detail.values())}, schema={"_row": pl.Int64, "reason": pl.Utf8})
     passed = frame.join(failed_rows, on="_row", how="anti")
     passed, dup_quarantine, duplicates, conflicting = _resolve_duplicates(passed)
@@ -136,7 +136,7 @@ def validate_messages(raw: pl.DataFrame, config: IngestConfig, *, now: dt.dateti
     return ValidationResult(accepted, quarantine if quarantine.height else empty_quarantine(), expectations, duplicates, conflicting)
 
 
-def _reason_details(frame: pl.DataFrame, reasons: dict[int, list[str]]) -> dict[int, str]:
+def _reason_details(frame: pl.DataFrame, reasons: dict[int, list[str]], config: IngestConfig) -> dict[int, str]:
     """Add the offending raw value to label/timestamp reasons so users can fix the source."""
     out: dict[int, str] = {}
     lookup = frame.select("_row", "label_raw", "text").rows_by_key("_row", unique=True) if reasons else {}
@@ -144,7 +144,9 @@ def _reason_details(frame: pl.DataFrame, reasons: dict[int, list[str]]) -> dict[
         label_raw, text = lookup[row]
         parts = []
         for item in items:
-            if item.startswith("label: missing") and label_raw:
+            if item.startswith("label: missing") and label_raw is not None and config.is_placeholder(label_raw):
+                item = f"label: missing (placeholder {label_raw!r}) [{item.rsplit('[', 1)[1]}"
+            elif item.startswith("label: missing") and label_raw:
                 item = f"label: unknown label value {label_raw!r} [{item.rsplit('[', 1)[1]}"
             elif item.startswith("text: empty") and text:
                 item = f"text: {len(text)} characters, over the limit [{item.rsplit('[', 1)[1]}"

@@ -60,7 +60,7 @@ def test_parallel_ingest_runs_during_a_retrain(tmp_path, monkeypatch):
     for path in staging.iterdir():
         path.rename(incoming / path.name)
     storage = Storage(data)
-    new, _, _ = register_files(storage, set(instance.get_dynamic_partitions(message_files.name)))
+    new = register_files(storage, set(instance.get_dynamic_partitions(message_files.name))).new
     instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in new])
     assert len(new) == 3
 

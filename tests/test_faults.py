@@ -134,3 +134,38 @@ def test_missing_or_corrupt_model_gives_a_clear_error(project, tmp_path, capsys)
 
     (broken / "model_card.json").write_text("{not json")
     assert main(["score", sample_file, "-o", out, "--model", str(broken)]) == 2
+
+
+def test_score_keeps_every_input_row_and_says_why_one_was_not_scored(project, tmp_path, capsys):
+    source = tmp_path / "to_score.csv"
+    source.write_text(
+        "text,sent_at\n"
+        "您的快递已到达驿站，请凭取件码取件,2026-03-01 10:00:00\n"  # 0 scored
+        "【公安局】您涉嫌洗钱，请立即转账到安全账户,next tuesday\n"  # 1 bad timestamp
+        ",2026-03-01 11:00:00\n"  # 2 empty text
+        "too,many,fields\n"  # 3 malformed line
+        "Your parcel is waiting at the locker,20260301120000\n",  # 4 scored (compact timestamp)
+        encoding="utf-8",
+    )
+    out = tmp_path / "scored.csv"
+    assert main(["score", str(source), "-o", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["rows_read"], summary["scored"], summary["not_scored"]) == (5, 2, 3)
+    scored = pl.read_csv(out)
+    assert scored["source_row"].to_list() == [0, 1, 2, 3, 4]
+    assert scored["probability"].is_null().to_list() == [False, True, True, True, False]
+    reasons = scored["reason"].to_list()
+    assert reasons[0] is None and reasons[4] is None
+    assert "next tuesday" in reasons[1] and "empty" in reasons[2] and "expected 2 fields, found 3" in reasons[3]
+
+
+def test_a_model_card_without_its_fields_gives_a_clear_error(project, tmp_path, capsys):
+    sample_file = str(next((project["data"] / "incoming").iterdir()))
+    broken = tmp_path / "card"
+    shutil.copytree(project["data"] / "models" / "production", broken)
+    card = json.loads((broken / "model_card.json").read_text())
+    del card["embedding_fingerprint"]
+    (broken / "model_card.json").write_text(json.dumps(card))
+    assert main(["score", sample_file, "-o", str(tmp_path / "o.csv"), "--model", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "embedding_fingerprint" in err and "model_card.json" in err

@@ -45,7 +45,7 @@ def test_registration_archives_files_and_skips_unsettled_and_temporary_ones(tmp_
     os.utime(old, (0, 0))
     assert [p.name for p in candidate_files(storage.landing_dir, settle_seconds=3600)] == ["old.csv"]
 
-    new, landed, cursor = register_files(storage, set())
+    new = register_files(storage, set()).new
     assert sorted(f.path.name for f in new) == ["day1.csv", "old.csv"]
     path, original = archived_file(storage, new[0].partition_key)
     assert path.read_bytes() == new[0].path.read_bytes() and original == new[0].path.name
@@ -53,5 +53,5 @@ def test_registration_archives_files_and_skips_unsettled_and_temporary_ones(tmp_
 
     (storage.landing_dir / "day1.csv").unlink()  # the archive keeps the partition reproducible
     assert archived_file(storage, new[0].partition_key)[0].exists()
-    again, _, _ = register_files(storage, {f.partition_key for f in new}, known=cursor)
-    assert again == []
+    again = register_files(storage, {f.partition_key for f in new})
+    assert again.new == [] and not again.issues

@@ -24,6 +24,7 @@ class FraudSettings(dg.ConfigurableResource):
     ingest_config: str | None = None
     max_rejected_share: float = 0.2
     landing_settle_seconds: float = 2.0
+    landing_batch_size: int = 200  # new files hashed and archived per sensor tick; the rest wait for the next
     seed: int = 0
 
     @classmethod
@@ -35,6 +36,7 @@ class FraudSettings(dg.ConfigurableResource):
             timezone=settings.timezone,
             ingest_config=str(settings.ingest_config) if settings.ingest_config else None,
             max_rejected_share=settings.max_rejected_share,
+            landing_settle_seconds=settings.landing_settle_seconds,
         )
         values.update(overrides)
         return cls(**values)

@@ -1,0 +1,300 @@
+"""Inputs that used to merge, lose or corrupt records: each case with its exact accounting.
+
+Every test goes through ``ingest`` (parse + Great Expectations validation),
+which asserts ``rows_read == accepted + quarantined`` and that every
+quarantined row has a reason.
+"""
+
+import datetime as dt
+import json
+import zoneinfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fraud_assets.cli import main
+from fraud_assets.readers import ConfigError, IngestConfig, parse_timestamp, read_messages
+from tests.test_readers import CONFIG, ingest, reasons, write
+
+SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+UTC = dt.timezone.utc
+
+
+def numbered(n: int, text=lambda i: f"message number {i} about a parcel") -> list[str]:
+    return [f"{text(i)},{i % 2},2026-03-01 10:{i % 60:02d}:00" for i in range(n)]
+
+
+# --------------------------------------------------------------------------- CSV / TSV quotes
+
+
+def test_two_stray_quotes_in_1000_rows_never_merge_records(tmp_path):
+    lines = numbered(1000)
+    lines[100] = '"stray opening quote ' + lines[100]
+    lines[600] = lines[600].replace("parcel", 'parcel closing" stray')  # the quote that would close the block
+    parsed, accepted, quarantine = ingest(write(tmp_path, "stray.csv", "text,label,sent_at\n" + "\n".join(lines) + "\n"))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (1000, 1000, 0)
+    assert accepted["source_row"].to_list() == list(range(1000))
+    assert accepted["label"].to_list() == [i % 2 for i in range(1000)]  # each row keeps its own label
+    assert accepted["text"][100] == '"stray opening quote message number 100 about a parcel'  # the quote is kept as text
+    assert accepted["text"][600] == 'message number 600 about a parcel closing" stray'
+
+
+def test_stray_quotes_on_adjacent_lines_stay_two_records(tmp_path):
+    body = '"first half,1,2026-03-01 10:00:00\nsecond half",0,2026-03-01 10:01:00\nthird,1,2026-03-01 10:02:00\n'
+    parsed, accepted, quarantine = ingest(write(tmp_path, "adjacent.csv", "text,label,sent_at\n" + body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 3, 0)
+    assert accepted["text"].to_list() == ['"first half', 'second half"', "third"]
+    assert accepted["label"].to_list() == [1, 0, 1]
+
+
+def test_real_multi_line_quoted_fields_are_still_one_record(tmp_path):
+    body = (
+        '"Dear customer, your account\nwas frozen, call 95588\nnow",1,2026-03-01 10:00:00\n'
+        '"line one\n\nline three",0,2026-03-01 10:01:00\n'
+        'plain,0,2026-03-01 10:02:00\n'
+    )
+    parsed, accepted, quarantine = ingest(write(tmp_path, "multi.csv", "text,label,sent_at\n" + body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 3, 0)
+    assert accepted["label"].to_list() == [1, 0, 0]
+    assert accepted["text"][0] == "Dear customer, your account was frozen, call 95588 now"  # normalised whitespace
+
+
+def test_a_stray_quote_on_an_unreadable_line_quarantines_only_that_line(tmp_path):
+    body = 'ok one,0\n"broken, line, with, commas\nok two,1\nok three,0\n'
+    parsed, accepted, quarantine = ingest(write(tmp_path, "broken.csv", "text,label\n" + body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (4, 3, 1)
+    assert accepted["text"].to_list() == ["ok one", "ok two", "ok three"]
+    assert quarantine["source_row"].to_list() == [1]
+    assert quarantine["raw"][0] == '"broken, line, with, commas'
+    assert "quote" in quarantine["reason"][0] or "fields" in quarantine["reason"][0]
+
+
+def test_tsv_quotes_are_text_unless_the_file_quotes_its_fields(tmp_path):
+    literal = 'text\tlabel\n"Urgent" call now\t1\nhe said "hi\t0\nplain\t0\n'
+    parsed, accepted, quarantine = ingest(write(tmp_path, "literal.tsv", literal))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 3, 0)
+    assert accepted["text"].to_list() == ['"Urgent" call now', 'he said "hi', "plain"]
+
+    quoted = '"text"\t"label"\n"tab\tinside"\t"1"\n"a ""quote"""\t"0"\n'
+    parsed, accepted, quarantine = ingest(write(tmp_path, "quoted.tsv", quoted))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["text"].to_list() == ["tab inside", 'a "quote"']
+    assert accepted["label"].to_list() == [1, 0]
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def test_json_lines_split_on_newline_only(tmp_path):
+    records = [
+        {"text": "line\u2028separator inside", "label": 1},
+        {"text": "next\u0085line inside", "label": 0},
+        {"text": "paragraph\u2029separator", "label": 1},
+    ]
+    path = tmp_path / "seps.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    parsed, accepted, quarantine = ingest(path)
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 3, 0)
+    assert accepted["label"].to_list() == [1, 0, 1]
+
+
+def test_pretty_printed_json_objects_and_nested_values(tmp_path):
+    pretty = json.dumps({"text": "one object", "label": "spam"}, indent=2) + "\n" + json.dumps({"text": "two", "label": "ham"}, indent=4)
+    parsed, accepted, quarantine = ingest(write(tmp_path, "pretty.json", pretty))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["label"].to_list() == [1, 0]
+
+    wrapper = json.dumps({"data": [{"text": "a", "label": 0}]}, indent=2)
+    parsed = read_messages(write(tmp_path, "wrapper.json", wrapper), CONFIG)
+    assert parsed.rows_read == 0 and "'data' holds nested records" in parsed.error
+
+    lines = [
+        json.dumps({"text": {"body": "nested"}, "label": 1}),
+        json.dumps({"text": ["a", "list"], "label": 0}),
+        '{"text": "first", "text": "second", "label": 1}',
+        json.dumps({"text": "fine", "label": 0, "meta": {"nested": "ignored"}}),
+    ]
+    parsed, accepted, quarantine = ingest(write(tmp_path, "nested.jsonl", "\n".join(lines)))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (4, 1, 3)
+    why = reasons(quarantine)
+    assert "nested object" in why[0] and "nested list" in why[1] and "appears twice" in why[2]
+    assert accepted["text"].to_list() == ["fine"]
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def test_parquet_binary_dictionary_and_nested_columns(tmp_path):
+    table = pa.table(
+        {
+            "content": pa.array(["您好，快递到了".encode(), b"\xff\xfe not utf-8", "正常消息".encode()], type=pa.binary()),
+            "label": pa.array(["0", "1", "0"]).dictionary_encode(),
+            "extra": pa.array([{"a": 1}, {"a": 2}, {"a": 3}]),
+        }
+    )
+    path = tmp_path / "binary.parquet"
+    pq.write_table(table, path)
+    parsed, accepted, quarantine = ingest(path)
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 2, 1)
+    assert parsed.rows["text"].to_list() == ["您好，快递到了", "正常消息"]  # decoded, not "b'\\xe6...'"
+    assert quarantine["source_row"].to_list() == [1] and "not valid UTF-8" in quarantine["reason"][0]
+
+    large = pa.table({"text": pa.array([b"large binary text"], type=pa.large_binary()), "label": [1]})
+    pq.write_table(large, tmp_path / "large.parquet")
+    parsed, accepted, _ = ingest(tmp_path / "large.parquet")
+    assert accepted["text"].to_list() == ["large binary text"]
+
+    nested = pa.table({"text": pa.array([["a", "b"]]), "label": [1]})
+    pq.write_table(nested, tmp_path / "nested.parquet")
+    parsed, accepted, quarantine = ingest(tmp_path / "nested.parquet")
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (1, 0, 1)
+    assert "nested list" in quarantine["reason"][0]
+
+
+# --------------------------------------------------------------------------- headers, labels, timestamps
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["[id],[text],[label]", '"ID","Text","Label"', "\ufeff Id , TEXT ,  Label ", "`id`,`text`,`label`"],
+)
+def test_header_names_are_normalised(tmp_path, header):
+    parsed, accepted, quarantine = ingest(write(tmp_path, "h.csv", f"{header}\nm1,hello,0\nm2,转账到安全账户,1\n"))
+    assert parsed.error is None and (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["message_id"].to_list() == ["m1", "m2"] and accepted["label"].to_list() == [0, 1]
+
+
+def test_duplicate_header_names_quarantine_the_whole_file(tmp_path):
+    parsed = read_messages(write(tmp_path, "dup.csv", "text,label,Text\na,0,b\n"), CONFIG)
+    assert parsed.rows_read == 0 and "duplicate column name 'text'" in parsed.error and "columns 1 and 3" in parsed.error
+
+
+def test_separate_date_and_time_columns_are_combined(tmp_path):
+    body = "date,time,text,label\n2026-03-01,10:15:00,a,0\n2026/03/02,9:05,b,1\n2026-03-03,,c,0\n2026-03-04,25:99,d,1\n"
+    parsed, accepted, quarantine = ingest(write(tmp_path, "dt.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (4, 3, 1)
+    assert accepted["sent_at"].to_list() == [
+        dt.datetime(2026, 3, 1, 2, 15, tzinfo=UTC),
+        dt.datetime(2026, 3, 2, 1, 5, tzinfo=UTC),
+        dt.datetime(2026, 3, 2, 16, 0, tzinfo=UTC),  # date only: midnight in Asia/Shanghai
+    ]
+    assert quarantine["source_row"].to_list() == [3] and "'2026-03-04 25:99'" in quarantine["reason"][0]
+
+
+@pytest.mark.parametrize("categories", [False, True])
+def test_placeholder_labels_are_missing_in_every_mode(tmp_path, categories):
+    config = IngestConfig.load(other_values_are_fraud_categories=categories)
+    rows = ["real fraud,诈骗", "a,NaN", "b,null", "c,N/A", "d,None", "e,-", "f,", "g,否", "ok,0"]
+    parsed, accepted, quarantine = ingest(write(tmp_path, "p.csv", "text,label\n" + "\n".join(rows) + "\n"), config)
+    # 否 is not a placeholder by default: an unknown label, or a fraud category where categories are on
+    expected_accepted = [0, 7, 8] if categories else [0, 8]
+    assert accepted["source_row"].to_list() == expected_accepted
+    assert parsed.rows_read == 9 and quarantine.height == 9 - len(expected_accepted)
+    why = reasons(quarantine)
+    assert all(why[i].startswith("label: missing") for i in range(1, 7))
+    assert "placeholder 'NaN'" in why[1]
+    assert accepted["fraud_type"].to_list() == ([None, "否", None] if categories else [None, None])
+
+    custom = IngestConfig.load(other_values_are_fraud_categories=categories, missing_labels=config.missing_labels | {"否"})
+    _, accepted, quarantine = ingest(tmp_path / "p.csv", custom)
+    assert accepted["source_row"].to_list() == [0, 8] and reasons(quarantine)[7].startswith("label: missing")
+
+
+def test_timestamp_formats_of_real_exports():
+    expected = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_timestamp("20260101080000", SHANGHAI) == expected  # compact yyyyMMddHHmmss, local time
+    assert parse_timestamp("202601010800", SHANGHAI) == expected
+    assert parse_timestamp("1767225600000000", SHANGHAI) == expected  # microseconds
+    assert parse_timestamp("1767225600000000000", SHANGHAI) == expected  # nanoseconds
+    assert parse_timestamp("2026年1月1日 08:00", SHANGHAI) == expected
+    with pytest.raises(ValueError, match=r"'1e30' is out of range"):
+        parse_timestamp("1e30", SHANGHAI)
+    with pytest.raises(ValueError, match=r"cannot parse '20261399' as compact yyyyMMdd.*month must be in 1..12"):
+        parse_timestamp("20261399", SHANGHAI)
+
+
+def test_rejected_timestamps_say_what_was_seen(tmp_path):
+    body = "text,label,sent_at\na,0,20260301101500\nb,1,1772331300000000\nc,0,next tuesday\n"
+    parsed, accepted, quarantine = ingest(write(tmp_path, "ts.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 2, 1)
+    assert accepted["sent_at"].to_list() == [dt.datetime(2026, 3, 1, 2, 15, tzinfo=UTC), dt.datetime(2026, 3, 1, 2, 15, tzinfo=UTC)]
+    assert "'next tuesday'" in quarantine["reason"][0] and "epoch" in quarantine["reason"][0]
+
+
+# --------------------------------------------------------------------------- configuration mistakes
+
+
+@pytest.mark.parametrize(
+    "toml,needle",
+    [
+        ('[columns]\ntext = "text"\nlabel = ["label"]\n', "[columns] text must be a list of column names, not 'text' (str)"),
+        ('[columns]\ntext = ["text"]\nlabel = ["label"]\n[labels]\nother_values_are_fraud_categories = "yes"\n', "must be true or false, not 'yes'"),
+        ('[columns]\ntext = ["text"]\nlabel = ["label"]\n[limits]\nmax_text_chars = "200000"\n', "max_text_chars must be an integer"),
+        ('[columns]\ntext = ["text"]\nlabel = ["label"]\ntxet = ["x"]\n', "unknown setting [columns] txet"),
+        ('[colums]\ntext = ["text"]\n', "unknown section [colums]"),
+    ],
+)
+def test_ingest_config_types_are_checked(tmp_path, toml, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        IngestConfig.load(path)
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
+def test_configuration_mistakes_exit_2_naming_the_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FRAUD_TIMEZONE", "Mars/Olympus_Mons")
+    assert main(["ingest"]) == 2
+    err = capsys.readouterr().err
+    assert "FRAUD_TIMEZONE must be an IANA time zone" in err and "'Mars/Olympus_Mons'" in err
+    monkeypatch.setenv("FRAUD_TIMEZONE", "Asia/Shanghai")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[columns]\ntext = "text"\nlabel = ["label"]\n')
+    monkeypatch.setenv("FRAUD_INGEST_CONFIG", str(bad))
+    assert main(["score", "in.csv", "-o", "out.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and "text must be a list" in err
+    monkeypatch.delenv("FRAUD_INGEST_CONFIG")
+    monkeypatch.setenv("FRAUD_MAX_REJECTED_SHARE", "twenty percent")
+    assert main(["retrain"]) == 2
+    assert "FRAUD_MAX_REJECTED_SHARE must be a number, not 'twenty percent'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- shapes of real exports
+
+
+def test_trailing_delimiters_unquoted_commas_and_excel_sep_lines(tmp_path):
+    body = "sep=;\ntext;label;sent_at\nhello;0;2026-03-01 10:00:00;\nbye;1;2026-03-01 11:00:00\n"
+    parsed, accepted, quarantine = ingest(write(tmp_path, "excel.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["text"].to_list() == ["hello", "bye"]
+
+    body = "text,label,\n您好,我是客服,退款请点链接,1,\n正常通知,0\n"  # unquoted commas in the text; a missing blank column
+    parsed, accepted, quarantine = ingest(write(tmp_path, "commas.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["text"].to_list() == ["您好,我是客服,退款请点链接", "正常通知"]
+    assert accepted["label"].to_list() == [1, 0]
+
+    # with a second free-text column it is unknowable which column the comma belongs to: quarantined
+    body = "text,fraud_type,label\na,b,c,1\n"
+    parsed, accepted, quarantine = ingest(write(tmp_path, "ambiguous.csv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (1, 0, 1)
+    assert "expected 3 fields, found 4" in quarantine["reason"][0]
+
+
+def test_a_stray_nul_byte_does_not_lose_the_file(tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"text,label\nfine,0\nbro\x00ken,1\nalso fine,0\n")
+    parsed, accepted, quarantine = ingest(path)
+    assert parsed.error is None and (parsed.rows_read, accepted.height + quarantine.height) == (3, 3)
+    assert accepted["label"].to_list() == [0, 1, 0]
+
+
+def test_a_quoted_tsv_keeps_its_multi_line_fields(tmp_path):
+    body = 'text\tlabel\n"line one\nline two"\t1\nplain\t0\n'
+    parsed, accepted, quarantine = ingest(write(tmp_path, "multi.tsv", body))
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+    assert accepted["text"].to_list() == ["line one line two", "plain"] and accepted["label"].to_list() == [1, 0]

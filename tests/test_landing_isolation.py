@@ -1,0 +1,227 @@
+"""No file in the landing folder can stop registration of the others, on a sensor tick or in `ingest`."""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fraud_assets import landing
+from fraud_assets.cli import main
+from fraud_assets.runs import get_instance, wait_until_settled
+from fraud_assets.defs.partitions import message_files
+from fraud_assets.defs.resources import FraudSettings
+from fraud_assets.landing import archived_file, landing_quarantine_path, load_index, register_files
+from fraud_assets.storage import Storage
+from tests.test_ingest_dagster import GOOD, evaluate_sensor
+
+GBK_NAME = os.fsdecode("客户短信".encode("gbk") + b".csv")  # a name from an unzipped Windows archive
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "incoming").mkdir(parents=True)
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("FRAUD_LANDING_SETTLE_SECONDS", "0")
+    fraud = FraudSettings(data_dir=str(data), landing_dir=str(data / "incoming"), landing_settle_seconds=0)
+    return data, fraud
+
+
+def content(n: int) -> str:
+    return GOOD.replace("4821", f"{n:04d}")
+
+
+def test_duplicate_under_a_second_name_plus_a_new_file(env):
+    data, fraud = env
+    instance = dg.DagsterInstance.ephemeral()
+    (data / "incoming" / "day1.csv").write_text(content(1))
+    [first] = evaluate_sensor(instance, fraud).run_requests
+
+    shutil.copy(data / "incoming" / "day1.csv", data / "incoming" / "day1.csv.done")  # same bytes, second name
+    (data / "incoming" / "day2.csv").write_text(content(2))
+    tick = evaluate_sensor(instance, fraud)
+    [added] = tick.dynamic_partitions_requests[0].partition_keys
+    assert added.startswith("day2-")
+    assert {r.partition_key for r in tick.run_requests} == {first.partition_key, added}  # day1 not yet ingested: asked again
+    assert sorted(instance.get_dynamic_partitions(message_files.name)) == sorted([first.partition_key, added])
+
+    registration = register_files(Storage(data), set(instance.get_dynamic_partitions(message_files.name)))
+    duplicates = [(f.path.name, f.duplicate_of) for f in registration.landed if f.duplicate_of]
+    assert duplicates == [("day1.csv.done", first.partition_key)] and not registration.issues and not registration.new
+    assert sorted(p.name for p in (data / "archive").glob("day1*")) == [f"{first.partition_key}.csv", f"{first.partition_key}.json"]
+
+
+def test_a_non_utf8_name_plus_a_good_file(env):
+    data, fraud = env
+    instance = dg.DagsterInstance.ephemeral()
+    (data / "incoming" / GBK_NAME).write_text(content(3))
+    (data / "incoming" / "good.csv").write_text(content(4))
+    tick = evaluate_sensor(instance, fraud)
+    keys = sorted(r.partition_key for r in tick.run_requests)
+    assert len(keys) == 2 and keys[0].startswith("file-") and keys[1].startswith("good-")
+    assert all(k.replace("-", "").replace("_", "").isalnum() and k.isascii() for k in keys)
+    tags = {r.partition_key: r.tags["fraud/source_file"] for r in tick.run_requests}
+    shown = tags[keys[0]]  # printable and encodable: undecodable bytes as \xNN
+    assert shown.startswith("\\xbf") and shown.endswith("\\xd0\\xc5.csv") and shown.isprintable() and shown.encode("utf-8")
+    manifest = json.loads((data / "archive" / f"{keys[0]}.json").read_text())
+    assert bytes.fromhex(manifest["original_name_hex"]) == os.fsencode(GBK_NAME)
+    path, original = archived_file(Storage(data), keys[0])
+    assert path.read_text() == content(3) and original == manifest["original_name"]
+
+
+def test_very_long_names_and_names_with_newlines_get_safe_keys(env):
+    data, fraud = env
+    instance = dg.DagsterInstance.ephemeral()
+    long_name = "x" * 240 + ".csv"
+    (data / "incoming" / long_name).write_text(content(5))
+    (data / "incoming" / "two\nlines.csv").write_text(content(6))
+    (data / "incoming" / ("y" * 200 + "." + "z" * 50)).write_text(content(7))  # a 50-character "suffix"
+    tick = evaluate_sensor(instance, fraud)
+    keys = sorted(r.partition_key for r in tick.run_requests)
+    assert len(keys) == 3 and all(len(k) <= 61 and "\n" not in k for k in keys)
+    names = sorted(json.loads((data / "archive" / f"{k}.json").read_text())["original_name"] for k in keys)
+    assert names == sorted([long_name, "two\\nlines.csv", "y" * 200 + "." + "z" * 50])
+    assert all(len(p.name) < 100 for p in (data / "archive").iterdir())
+
+
+def test_a_symlink_to_a_file_outside_the_landing_folder_is_never_read(env, tmp_path, capsys):
+    data, fraud = env
+    secret = tmp_path / "outside" / "secret_target_file.csv"
+    secret.parent.mkdir()
+    secret.write_text("text,label\nSECRET-TARGET-7f3a private text,0\n")
+    (data / "incoming" / "link.csv").symlink_to(secret)
+    (data / "incoming" / "folder.csv").mkdir()
+    os.mkfifo(data / "incoming" / "pipe.csv")  # opening a FIFO would block the tick forever
+    (data / "incoming" / "empty.csv").write_bytes(b"")
+
+    instance = get_instance()
+    tick = evaluate_sensor(instance, fraud)
+    assert [r.partition_key.split("-")[0] for r in tick.run_requests] == ["empty"]
+    assert main(["ingest", "--json"]) == 1  # empty.csv is quarantined whole
+    files = {f["file"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert files["link.csv"]["status"] == "skipped" and "symbolic link" in files["link.csv"]["reason"]
+    assert files["folder.csv"]["status"] == "skipped" and "folder" in files["folder.csv"]["reason"]
+    assert files["pipe.csv"]["status"] == "skipped" and "not a regular file" in files["pipe.csv"]["reason"]
+    assert files["empty.csv"]["status"] == "quarantined" and files["empty.csv"]["reason"] == "empty file (0 bytes)"
+
+    needles = [b"SECRET-TARGET-7f3a", b"secret_target_file", str(secret.parent).encode()]
+    home = Path(os.environ["DAGSTER_HOME"])
+    for root in (data, home):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                blob = path.read_bytes()
+                assert not any(n in blob for n in needles), f"{path} holds data of the symlink target"
+    runs = instance.get_runs()
+    assert runs and all("secret" not in json.dumps(run.tags) for run in runs)
+
+
+def test_a_file_that_vanishes_mid_tick_is_retried_and_the_others_registered(env, monkeypatch):
+    data, fraud = env
+    (data / "incoming" / "a.csv").write_text(content(8))
+    (data / "incoming" / "vanish.csv").write_text(content(9))
+    original = landing._open_regular
+
+    def vanish_first(path, info):
+        if path.name == "vanish.csv":
+            path.unlink()  # deleted between the listing and the open
+        return original(path, info)
+
+    monkeypatch.setattr(landing, "_open_regular", vanish_first)
+    first = register_files(Storage(data), set())
+    assert [f.path.name for f in first.new] == ["a.csv"]
+    assert [(i.name, i.status) for i in first.issues] == [("vanish.csv", "retry")] and "FileNotFoundError" in first.issues[0].reason
+    monkeypatch.setattr(landing, "_open_regular", original)
+    (data / "incoming" / "vanish.csv").write_text(content(9))  # dropped again
+    second = register_files(Storage(data), {f.partition_key for f in first.new})
+    assert [f.path.name for f in second.new] == ["vanish.csv"] and not second.issues
+
+
+def test_an_exception_on_one_file_is_quarantined_and_the_others_registered(env, monkeypatch):
+    data, fraud = env
+    for name in ("a.csv", "boom.csv", "c.csv"):
+        (data / "incoming" / name).write_text(content(len(name) + ord(name[0])))
+    original = landing._register_one
+
+    def explode(storage, path, info, by_hash):
+        if path.name == "boom.csv":
+            raise ValueError("something unexpected")
+        return original(storage, path, info, by_hash)
+
+    monkeypatch.setattr(landing, "_register_one", explode)
+    registration = register_files(Storage(data), set())
+    assert sorted(f.path.name for f in registration.new) == ["a.csv", "c.csv"]
+    [issue] = registration.issues
+    assert (issue.name, issue.status) == ("boom.csv", "failed") and "ValueError: something unexpected" in issue.reason
+    record = pl.read_parquet(landing_quarantine_path(Storage(data), "boom.csv"))
+    assert record.select("source_file", "stage").row(0) == ("boom.csv", "landing") and "something unexpected" in record["reason"][0]
+
+
+def test_work_per_pass_is_bounded_and_the_cursor_does_not_grow(env):
+    data, fraud = env
+    for i in range(7):
+        (data / "incoming" / f"f{i}.csv").write_text(content(100 + i))
+    instance = dg.DagsterInstance.ephemeral()
+    small = FraudSettings(data_dir=str(data), landing_dir=str(data / "incoming"), landing_settle_seconds=0, landing_batch_size=3)
+    cursors, added = [], []
+    for _ in range(4):
+        tick = evaluate_sensor(instance, small)
+        added.append(len(tick.dynamic_partitions_requests[0].partition_keys) if tick.dynamic_partitions_requests else 0)
+        cursors.append(json.loads(tick.cursor))
+    assert added == [3, 3, 1, 0]
+    assert [c["deferred"] for c in cursors] == [4, 1, 0, 0]
+    assert {len(c) for c in cursors} == {4}  # a few counters, whatever the folder size
+    assert len(load_index(Storage(data))) == 7
+    (data / "incoming" / "f0.csv").unlink()
+    evaluate_sensor(instance, small)
+    assert len(load_index(Storage(data))) == 6  # names no longer in the folder leave the index
+
+
+def test_ingest_waits_for_files_to_settle(env):
+    data, _ = env
+    path = data / "incoming" / "fresh.csv"
+    path.write_text(content(11))
+    started, messages = time.monotonic(), []
+    wait_until_settled(data / "incoming", 1.5, log=messages.append)
+    assert time.monotonic() - started >= 1.0 and messages and "settle" in messages[0]
+    assert time.time() - path.stat().st_mtime >= 1.5
+    assert [p.name for p in landing.candidate_files(data / "incoming", settle_seconds=1.5)] == ["fresh.csv"]
+
+
+def test_files_are_fsynced_before_the_rename_that_publishes_them(env, monkeypatch):
+    data, _ = env
+    (data / "incoming" / "day.csv").write_text(content(12))
+    events = []
+    real_fsync, real_replace, real_open = os.fsync, os.replace, os.open
+    names: dict[int, str] = {}
+
+    def opening(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        names[fd] = os.fspath(path)
+        return fd
+
+    monkeypatch.setattr(os, "open", opening)
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", names.get(fd, "?"))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.fspath(a), os.fspath(b))), real_replace(a, b))[1])
+    [item] = register_files(Storage(data), set()).new
+    archived = str(data / "archive" / f"{item.partition_key}.csv")
+    [publish] = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == archived]
+    tmp = events[publish][1]
+    assert ("fsync", tmp) in events[:publish], "data must reach the disk before the rename publishes it"
+    assert ("fsync", str(data / "archive")) in events[publish + 1 :], "the folder entry must reach the disk too"
+    assert os.path.getsize(archived) == len(content(12).encode())
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"a.csv": [1, 2]}', "[1, 2, 3]"])
+def test_a_damaged_index_only_costs_a_re_hash(env, damage):
+    data, _ = env
+    (data / "incoming" / "a.csv").write_text(content(13))
+    first = register_files(Storage(data), set())
+    (data / "archive" / landing.INDEX_NAME).write_text(damage)
+    again = register_files(Storage(data), {f.partition_key for f in first.new})
+    assert [f.partition_key for f in again.landed] == [first.new[0].partition_key] and not again.new and not again.issues
