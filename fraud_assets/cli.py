@@ -85,9 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from fraud_assets.scoring import ScoringError, score_file
+    from fraud_assets.storage import Storage
 
     settings = Settings.from_env()
-    model_dir = Path(args.model) if args.model else settings.data_dir / "models" / "production"
+    model_dir = args.model or str(Storage(settings.data_dir).production_pointer)
     try:
         summary = score_file(Path(args.input), Path(args.output), model_dir=model_dir, settings=settings)
     except ScoringError as exc:
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score a CSV/TSV/JSONL/Parquet file with the production model")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True, help="output file (.csv, .jsonl or .parquet)")
-    p.add_argument("--model", help="model folder (default: <root>/models/production)")
+    p.add_argument("--model", help="a model folder or pointer file (default: <root>/models/production.json, the promoted model)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("sample", help="write the demo dataset into the landing folder")

@@ -636,10 +636,9 @@ def write_report(result: EvaluationResult, out_dir: Path, storage) -> None:
     The plots go first and metrics.json last, so a reader that polls for
     metrics.json finds the rest of the report already in place.
     """
-    out_dir = Path(out_dir)
     for stale in set(PLOT_FILES) - set(result.plots):
         # A plot this run did not draw (e.g. no history) must not linger from an older run.
-        (out_dir / stale).unlink(missing_ok=True)
+        storage.remove(out_dir / stale)
     for name, data in result.plots.items():
         storage.write_bytes(data, out_dir / name)
     storage.write_text(result.report_md, out_dir / "report.md")

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-
-from fraud_assets.storage import fsync_path, fsync_tree
 
 
 @dataclass
@@ -22,26 +17,26 @@ class PromotionDecision:
 
 
 def compare_with_champion(
-    candidate_dir: str | Path, production_dir: str | Path, dataset: pl.DataFrame, *, tolerance: float = 0.0
+    candidate_dir: str | Path, production: str | Path, dataset: pl.DataFrame, *, tolerance: float = 0.0
 ) -> PromotionDecision:
     """Re-score the champion on the challenger's test split and compare test F1.
 
-    The challenger's F1 comes from its evaluation (threshold chosen on
-    validation); the champion is scored at its own stored threshold. When the
-    champion was trained on a different embedding model its vectors cannot be
-    recomputed here, so its recorded test F1 is used instead, and the reason
-    says so.
+    ``production`` is the registry's pointer file. The challenger's F1 comes
+    from its evaluation (threshold chosen on validation); the champion is
+    scored at its own stored threshold. When the champion was trained on a
+    different embedding model its vectors cannot be recomputed here, so its
+    recorded test F1 is used instead, and the reason says so.
     """
     from fraud_assets.evaluation import binary_metrics
-    from fraud_assets.registry import ModelLoadError, load_model
+    from fraud_assets.registry import ModelLoadError, load_model, read_pointer
 
     _, challenger_card = load_model(candidate_dir)
     challenger_f1 = float(challenger_card["metrics"]["model"]["f1"])
     meta: dict[str, Any] = {"challenger": challenger_card["run_name"], "challenger_f1": challenger_f1, "tolerance": tolerance}
-    if not Path(production_dir, "model_card.json").exists():
-        return PromotionDecision(True, "first model: no champion in production", meta)
     try:
-        champion, champion_card = load_model(production_dir)
+        if read_pointer(production) is None:
+            return PromotionDecision(True, "first model: no champion in production", meta)
+        champion, champion_card = load_model(production)
     except ModelLoadError as exc:
         return PromotionDecision(True, f"champion cannot be loaded ({exc}); replacing it", meta)
     meta["champion"] = champion_card.get("run_name", "unknown")
@@ -61,23 +56,3 @@ def compare_with_champion(
         f"challenger F1 {challenger_f1:.4f} is worse than champion F1 {champion_f1:.4f} ({basis}, tolerance {tolerance}); champion kept",
         meta,
     )
-
-
-def promote(candidate_dir: str | Path, production_dir: str | Path) -> Path:
-    """Copy the candidate into place; the old champion moves to ``retired/``.
-
-    The copy is complete before any rename, so a killed promotion leaves
-    either the old or the new model in ``production``, never half of one.
-    """
-    candidate_dir, production_dir = Path(candidate_dir), Path(production_dir)
-    staging = production_dir.with_name(f".{production_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(candidate_dir, staging)
-    fsync_tree(staging)  # data on disk before the rename publishes it
-    if production_dir.exists():
-        retired = production_dir.parent / "retired" / f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}"
-        retired.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(production_dir, retired)
-    os.replace(staging, production_dir)
-    fsync_path(production_dir.parent)
-    return production_dir

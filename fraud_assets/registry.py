@@ -1,6 +1,6 @@
-"""Model files: save and load a :class:`~fraud_assets.model.TrainedModel`.
+"""Model files and the model registry, on any storage root.
 
-A model folder holds three files:
+A model is a folder of three files:
 
 - ``model.safetensors`` — every tensor of the module (weights plus the IDF and
   standardisation buffers). safetensors, never pickle: loading a model must
@@ -11,32 +11,43 @@ A model folder holds three files:
   caller's card (embedding model + fingerprint, threshold, metrics,
   partitions) merged with the feature config, code version and creation time.
 
-Saving writes a sibling temporary folder and renames it into place, so a
-killed save never leaves a half-written model at the target path.
+The registry under ``<root>/models/``:
+
+- ``candidates/<run name>/`` — one folder per training run, written by that run
+  only (its evaluation completes the card before anything can promote it);
+  the weights and config are written first and the card last, so a folder
+  without a card is an unfinished save and never loads.
+- ``production.json`` — the pointer: the promoted candidate and the SHA-256
+  of each of its files, replaced in one atomic write. :func:`load_model` reads
+  the pointer once, then only the files it names, and checks their hashes, so
+  a reader racing a promotion gets the old model or the new one, whole, and
+  never one model's threshold with another's weights.
+- :func:`prune_candidates` removes old candidates, keeping the newest
+  ``FRAUD_KEEP_MODELS`` (default 10) and every model a pointer names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fraud_assets.storage import fsync_path, fsync_tree
+from fraud_assets.storage import Storage, StoragePath, as_path
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 CARD_FILE = "model_card.json"
+MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
 FORMAT_VERSION = 1
+POINTER_VERSION = 1
 
 
 class ModelLoadError(Exception):
-    """A model folder is missing, incomplete or corrupt."""
+    """A model folder or pointer is missing, incomplete or corrupt."""
 
 
 def code_version() -> dict[str, str | None]:
@@ -53,131 +64,210 @@ def code_version() -> dict[str, str | None]:
     commit = None
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
         )
-        if out.returncode == 0:
-            commit = out.stdout.strip() or None
+        commit = out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         pass
     return {"package_version": package_version, "git_commit": commit}
 
 
-def save_model(model, folder: Path, card: dict) -> Path:
-    """Write ``model`` to ``folder`` atomically and return ``folder``.
+# --------------------------------------------------------------------------- #
+# model folders
+# --------------------------------------------------------------------------- #
+def save_model(model, folder: str | StoragePath, card: dict) -> StoragePath:
+    """Write ``model`` into ``folder`` (weights and config first, the card last) and return ``folder``.
 
     ``card`` comes from the caller (embedding_model, embedding_fingerprint,
-    threshold, metrics, partitions, ...); its keys win over the generated
-    ones (feature_config, code_version, created_at, files).
-    An existing ``folder`` is replaced as a whole.
+    threshold, metrics, partitions, ...); its keys win over the generated ones
+    (feature_config, code_version, created_at, files). Each file is published
+    atomically; the card, written last, marks the folder complete.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
-        config_doc = {
-            "format_version": FORMAT_VERSION,
-            "train_config": model.config.to_dict(),
-            "feature_spec": model.spec.to_dict(),
-            "best_epoch": model.best_epoch,
-            "history": model.history,
-        }
-        generated = {
-            "feature_config": {"train_config": model.config.to_dict(), "feature_spec": model.spec.to_dict()},
-            "best_epoch": model.best_epoch,
-            "code_version": code_version(),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "files": {"weights": WEIGHTS_FILE, "config": CONFIG_FILE},
-        }
-        _write_json(tmp / CONFIG_FILE, config_doc)
-        _write_json(tmp / CARD_FILE, {**generated, **card})
-        fsync_tree(tmp)  # data on disk before the rename publishes it
-        _swap_into_place(tmp, folder)
-        fsync_path(folder.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    folder = as_path(folder)
+    storage = Storage(folder)
+    storage.remove(folder / CARD_FILE)  # an overwritten folder is incomplete until its new card lands
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
+    storage.write_bytes(save(tensors, metadata={"format_version": str(FORMAT_VERSION)}), folder / WEIGHTS_FILE)
+    config_doc = {
+        "format_version": FORMAT_VERSION,
+        "train_config": model.config.to_dict(),
+        "feature_spec": model.spec.to_dict(),
+        "best_epoch": model.best_epoch,
+        "history": model.history,
+    }
+    generated = {
+        "feature_config": {"train_config": model.config.to_dict(), "feature_spec": model.spec.to_dict()},
+        "best_epoch": model.best_epoch,
+        "code_version": code_version(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": {"weights": WEIGHTS_FILE, "config": CONFIG_FILE},
+    }
+    storage.write_bytes(_json_bytes(config_doc), folder / CONFIG_FILE)
+    storage.write_bytes(_json_bytes({**generated, **card}), folder / CARD_FILE)
     return folder
 
 
-def load_model(folder: Path):
-    """Rebuild a saved model: returns ``(TrainedModel, card)``.
+def update_card(folder: str | StoragePath, **fields: Any) -> dict:
+    """Add fields (threshold, metrics) to a candidate's card, atomically; returns the new card.
 
-    Raises :class:`ModelLoadError` naming the folder and the problem when the
-    folder or a file is missing, JSON is invalid, or the weights are corrupt,
-    truncated or do not fit the saved configuration.
+    Only the run that trained a candidate calls this, before promotion: the
+    pointer then pins the card's hash.
     """
+    folder = as_path(folder)
+    storage = Storage(folder)
+    card = {**_parse_json(storage.read_bytes(folder / CARD_FILE), folder / CARD_FILE), **fields}
+    storage.write_bytes(_json_bytes(card), folder / CARD_FILE)
+    return card
+
+
+def load_model(location: str | StoragePath):
+    """Rebuild a saved model: ``(TrainedModel, card)``.
+
+    ``location`` is a model folder or a pointer file (``production.json``).
+    Raises :class:`ModelLoadError` naming the place and the problem when a
+    file is missing, JSON is invalid, a hash does not match the pointer, or
+    the weights are corrupt, truncated or do not fit the saved configuration.
+    """
+    location = as_path(location)
+    files = _read_pointed_files(location) if location.name.endswith(".json") else _read_folder(location)
+    return _build(files, location)
+
+
+def model_files_digest(folder: str | StoragePath) -> dict[str, str]:
+    """SHA-256 of each model file in ``folder``."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in _read_folder(as_path(folder)).items()}
+
+
+# --------------------------------------------------------------------------- #
+# the production pointer
+# --------------------------------------------------------------------------- #
+def read_pointer(pointer: str | StoragePath) -> dict | None:
+    """The pointer document, or None when nothing was promoted yet."""
+    pointer = as_path(pointer)
+    storage = Storage(pointer)
+    if not storage.exists(pointer):
+        return None
+    return _parse_json(storage.read_bytes(pointer), pointer)
+
+
+def promote(candidate: str | StoragePath, pointer: str | StoragePath) -> dict:
+    """Point ``pointer`` at ``candidate`` in one atomic write; returns the new pointer document.
+
+    The candidate must sit next to the pointer's folder (``models/candidates/<run>``);
+    the pointer stores its path relative to that folder, so the whole
+    registry can be moved or mirrored.
+    """
+    candidate, pointer = as_path(candidate), as_path(pointer)
+    previous = read_pointer(pointer)
+    document = {
+        "pointer_version": POINTER_VERSION,
+        "model": _relative(candidate, pointer),
+        "files": model_files_digest(candidate),
+        "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "previous": previous.get("model") if previous else None,
+    }
+    Storage(pointer).write_bytes(_json_bytes(document), pointer)
+    return document
+
+
+def prune_candidates(candidates_dir: str | StoragePath, pointer: str | StoragePath, *, keep: int | None = None) -> list[str]:
+    """Remove all but the newest ``keep`` candidates (``FRAUD_KEEP_MODELS``, default 10).
+
+    Never removes the promoted model or the one it replaced (a rollback
+    target). Candidate names start with a UTC timestamp, so name order is age
+    order. Returns the names removed.
+    """
+    keep = int(os.environ.get("FRAUD_KEEP_MODELS", "10")) if keep is None else keep
+    candidates_dir, pointer = as_path(candidates_dir), as_path(pointer)
+    storage = Storage(candidates_dir)
+    if not storage.exists(candidates_dir):
+        return []
+    document = read_pointer(pointer) or {}
+    protected = {Path(str(document.get(k) or "")).name for k in ("model", "previous")}
+    folders = sorted((p for p in candidates_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    removed = [p.name for p in folders[: max(len(folders) - keep, 0)] if p.name not in protected]
+    for name in removed:
+        storage.remove_tree(candidates_dir / name)
+    return removed
+
+
+# --------------------------------------------------------------------------- #
+def _relative(candidate: StoragePath, pointer: StoragePath) -> str:
+    base = str(pointer.parent).rstrip("/") + "/"
+    text = str(candidate)
+    if not text.startswith(base):
+        raise ValueError(f"candidate {candidate} is not inside {pointer.parent}")
+    return text[len(base) :]
+
+
+def _read_folder(folder: StoragePath) -> dict[str, bytes]:
+    storage = Storage(folder)
+    if not storage.exists(folder / CARD_FILE):
+        if not storage.exists(folder):
+            raise ModelLoadError(f"model folder {folder} does not exist")
+        raise ModelLoadError(f"model folder {folder} is incomplete: {CARD_FILE} is missing")
+    files = {}
+    for name in MODEL_FILES:
+        try:
+            files[name] = storage.read_bytes(folder / name)
+        except FileNotFoundError:
+            raise ModelLoadError(f"model folder {folder} is incomplete: {name} is missing") from None
+    return files
+
+
+def _read_pointed_files(pointer: StoragePath) -> dict[str, bytes]:
+    document = read_pointer(pointer)
+    if document is None:
+        raise ModelLoadError(f"no model was promoted yet: {pointer} does not exist")
+    try:
+        folder, expected = pointer.parent / document["model"], dict(document["files"])
+    except (KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{pointer} is not a model pointer: {exc!r}") from None
+    files = _read_folder(folder)
+    for name, data in files.items():
+        if hashlib.sha256(data).hexdigest() != expected.get(name):
+            raise ModelLoadError(f"{folder / name} does not match the hash recorded in {pointer}: the promoted model was modified")
+    return files
+
+
+def _build(files: dict[str, bytes], where: StoragePath):
     from fraud_assets.model import FeatureSpec, TrainConfig, build_model
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelLoadError(f"model folder {folder} does not exist")
-    for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
-        if not (folder / name).is_file():
-            raise ModelLoadError(f"model folder {folder} is incomplete: {name} is missing")
-    config_doc = _read_json(folder, CONFIG_FILE)
-    card = _read_json(folder, CARD_FILE)
+    config_doc = _parse_json(files[CONFIG_FILE], f"{where}: {CONFIG_FILE}")
+    card = _parse_json(files[CARD_FILE], f"{where}: {CARD_FILE}")
     if config_doc.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(
-            f"model in {folder} has format version {config_doc.get('format_version')!r}; "
-            f"this code reads version {FORMAT_VERSION}"
+            f"model in {where} has format version {config_doc.get('format_version')!r}; this code reads version {FORMAT_VERSION}"
         )
     try:
         config = TrainConfig.from_dict(config_doc["train_config"])
         spec = FeatureSpec.from_dict(config_doc["feature_spec"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{folder / CONFIG_FILE} is not a valid model configuration: {exc!r}") from exc
+        raise ModelLoadError(f"{where}: {CONFIG_FILE} is not a valid model configuration: {exc!r}") from exc
     try:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        state = load_file(str(folder / WEIGHTS_FILE))
+        state = load(files[WEIGHTS_FILE])
     except Exception as exc:  # safetensors raises its own error types for bad headers / short files
-        raise ModelLoadError(f"model weights {folder / WEIGHTS_FILE} are corrupt or truncated: {exc}") from exc
+        raise ModelLoadError(f"model weights in {where} are corrupt or truncated: {exc}") from exc
     try:
-        model = build_model(
-            config, spec, state, history=config_doc.get("history"), best_epoch=int(config_doc.get("best_epoch", 0))
-        )
+        model = build_model(config, spec, state, history=config_doc.get("history"), best_epoch=int(config_doc.get("best_epoch", 0)))
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise ModelLoadError(f"model weights in {folder} do not match its configuration: {exc}") from exc
+        raise ModelLoadError(f"model weights in {where} do not match its configuration: {exc}") from exc
     return model, card
 
 
-# --------------------------------------------------------------------------- #
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode("utf-8")
 
 
-def _read_json(folder: Path, name: str) -> dict:
+def _parse_json(data: bytes, where: object) -> dict:
     try:
-        return json.loads((folder / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{folder / name} is unreadable or not valid JSON: {exc}") from exc
-
-
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    """Rename ``tmp`` to ``folder``; an existing folder is moved aside first.
-
-    A directory cannot be replaced in one rename, so there is a moment when
-    ``folder`` is absent, but never one where it holds a partial model.
-    """
-    if not folder.exists():
-        os.replace(tmp, folder)
-        return
-    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(folder, old)
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        os.replace(old, folder)  # put the previous model back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        document = json.loads(data)
+    except ValueError as exc:
+        raise ModelLoadError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ModelLoadError(f"{where} is not a JSON object")
+    return document

@@ -5,7 +5,6 @@ The jobs, checks, resources and file registration of the one code location
 checks appear in the instance (and in the UI pointed at the same DAGSTER_HOME).
 """
 
-import json
 import os
 import socket
 import time
@@ -20,6 +19,7 @@ from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.landing import candidate_files, register_files
 from fraud_assets.settings import Settings
+from fraud_assets.storage import as_path
 from fraud_assets.training_data import ingested_partitions
 
 DAGSTER_YAML = """\
@@ -214,7 +214,9 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
         failures = [e.message for e in result.all_events if e.is_failure]
         summary["error"] = failures[-1] if failures else "retrain failed"
         return summary
-    metrics = json.loads((storage.reports_dir / "latest" / "metrics.json").read_text())
+    report = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("evaluation_report"))
+    report_dir = as_path(report.materialization.metadata["dagster/uri"].value)  # this run's report, not the latest
+    metrics = storage.read_json(report_dir / "metrics.json")
     gate = next((e for e in result.get_asset_check_evaluations() if e.check_name == "not_worse_than_champion"), None)
     summary.update(
         model=metrics["model"],
@@ -222,7 +224,8 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
         counts=metrics["counts"],
         promoted=bool(gate and gate.passed),
         promotion_reason=gate.description if gate else None,
-        report=str(storage.reports_dir / "latest" / "report.md"),
-        production_model=str(storage.production_model_dir),
+        report=str(report_dir / "report.md"),
+        candidate=str(report.materialization.metadata["candidate"].value),
+        production_model=str(storage.production_pointer),
     )
     return summary

@@ -21,7 +21,7 @@ class ScoringError(Exception):
     """A clear, user-facing reason why scoring cannot run."""
 
 
-def score_file(input_path: Path, output_path: Path, *, model_dir: Path, settings: Settings | None = None) -> dict[str, Any]:
+def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, settings: Settings | None = None) -> dict[str, Any]:
     """Score every message in ``input_path``; write probability and label to ``output_path``.
 
     Every input record gets one output row, in input order: a record that
@@ -50,7 +50,7 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: Path, settings
         raise ScoringError(f"model card in {model_dir} has no threshold: the model was never evaluated")
     missing = [name for name in REQUIRED_CARD_FIELDS if name not in card]
     if missing:
-        raise ScoringError(f"model card {model_dir / 'model_card.json'} lacks the field(s) {missing}: it was not written by this project's training")
+        raise ScoringError(f"model card of {model_dir} lacks the field(s) {missing}: it was not written by this project's training")
     try:
         float(card["threshold"])
     except (TypeError, ValueError):

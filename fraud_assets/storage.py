@@ -112,8 +112,14 @@ class Storage:
         return self.root / "models"
 
     @property
-    def production_model_dir(self) -> StoragePath:
-        return self.models_dir / "production"
+    def candidates_dir(self) -> StoragePath:
+        """One folder per trained model, named by its training run (see fraud_assets.registry)."""
+        return self.models_dir / "candidates"
+
+    @property
+    def production_pointer(self) -> StoragePath:
+        """The promoted model: a small JSON naming a candidate and its files' hashes."""
+        return self.models_dir / "production.json"
 
     @property
     def tensorboard_dir(self) -> StoragePath:
@@ -183,6 +189,18 @@ class Storage:
             local = Path(tmp) / path.name
             local.write_bytes(path.read_bytes())
             yield local
+
+    @contextlib.contextmanager
+    def local_folder(self, folder: StoragePath) -> Iterator[Path]:
+        """A local folder whose files end up under ``folder``: itself when local, else a
+        temporary folder uploaded when the block ends (TensorBoard writes only local files)."""
+        if is_local(folder):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            yield Path(folder)
+            return
+        with tempfile.TemporaryDirectory(prefix="fraud-assets-") as tmp:
+            yield Path(tmp)
+            self.upload_tree(Path(tmp), folder)
 
     # ---- atomic writes ----------------------------------------------------
     @contextlib.contextmanager

@@ -109,5 +109,54 @@ def test_parallel_ingest_runs_during_a_retrain(tmp_path, monkeypatch):
     # the next retrain sees every partition
     summary = run_retrain(instance)
     assert summary["success"]
-    lineage = json.loads(storage.asset_path("training_dataset").with_suffix(".json").read_text())
-    assert sorted(lineage["partitions"]) == sorted(keys)
+    card = json.loads((Path(summary["candidate"]) / "model_card.json").read_text())
+    assert sorted(card["partitions"]) == sorted(keys)
+
+
+def _run_materialization(instance, run_id: str, asset: str):
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    found = [r.event_log_entry.asset_materialization for r in records if r.event_log_entry.dagster_event.asset_key == dg.AssetKey(asset)]
+    return found[-1] if found else None
+
+
+def test_two_retrains_at_once_never_use_each_others_candidate(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    write_sample(data / "incoming", n_files=2, messages_per_file=150)
+    instance = get_instance()
+    assert [f["status"] for f in run_ingest(instance, log=lambda m: None)] == ["ingested"] * 2
+
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    configs = {"a": {"seed": 1}, "b": {"seed": 2, "use_text_stats": False}}  # two different candidates
+    procs = {}
+    for name, config in configs.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"ops": {"fraud_classifier": {"config": config}}}))
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "fraud_assets.cli", "retrain", "--json", "--config", str(path)],
+            env=env, stdout=subprocess.PIPE, stderr=(tmp_path / f"{name}.log").open("wb"),
+        )
+    summaries = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        summaries[name] = json.loads(out.decode().strip().splitlines()[-1])
+
+    for name, summary in summaries.items():
+        run_id = summary["run_id"]
+        candidate = Path(summary["candidate"])
+        card = json.loads((candidate / "model_card.json").read_text())
+        assert candidate.name.endswith(run_id[:8]) and card["run_name"] == candidate.name
+        assert card["feature_config"]["train_config"]["seed"] == configs[name]["seed"]
+        assert Path(card["training_dataset"]).stem == candidate.name  # trained on its own run's split
+        evaluated = _run_materialization(instance, run_id, "evaluation_report")
+        assert evaluated.metadata["candidate"].value == str(candidate)
+        assert Path(summary["report"]).parent.name == candidate.name
+        assert json.loads(Path(summary["report"]).with_name("metrics.json").read_text())["model"]["threshold"] == card["threshold"]
+        promoted = _run_materialization(instance, run_id, "production_model")
+        if promoted is not None:  # a run promotes only the candidate it trained and evaluated itself
+            assert promoted.metadata["model"].value == f"candidates/{candidate.name}"
+    assert summaries["a"]["candidate"] != summaries["b"]["candidate"]
+    pointer = json.loads((data / "models" / "production.json").read_text())
+    assert pointer["model"] in {f"candidates/{Path(s['candidate']).name}" for s in summaries.values()}

@@ -386,5 +386,6 @@ def test_dagster_dev_sensor_ingests_a_landed_file_and_retrain_job_promotes_a_mod
 
     metrics = json.loads((dev.data / "reports" / "latest" / "metrics.json").read_text())
     assert 0.0 <= metrics["model"]["f1"] <= 1.0
-    card = json.loads((dev.data / "models" / "production" / "model_card.json").read_text())
+    pointer = json.loads((dev.data / "models" / "production.json").read_text())
+    card = json.loads((dev.data / "models" / pointer["model"] / "model_card.json").read_text())
     assert card["partitions"] == [partition]

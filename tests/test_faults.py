@@ -15,6 +15,7 @@ import pytest
 from fraud_assets.cli import main
 from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.landing import partition_key_for
+from fraud_assets.registry import load_model
 from fraud_assets.sample import write_sample
 from fraud_assets.storage import Storage
 from fraud_assets.training_data import ingested_partitions
@@ -64,8 +65,9 @@ def all_parquet_readable(root: Path) -> int:
 
 
 def test_killed_retrain_keeps_the_champion_intact(project, tmp_path):
-    data, production = project["data"], project["data"] / "models" / "production"
-    champion = snapshot(production)
+    data, production = project["data"], project["data"] / "models" / "production.json"
+    champion = production.read_bytes()
+    champion_files = snapshot(production.parent / json.loads(champion)["model"])
     runs_before = set((data / "tensorboard").iterdir())
     log = tmp_path / "retrain.log"
     proc = spawn(["retrain"], project["env"], log)
@@ -78,7 +80,8 @@ def test_killed_retrain_keeps_the_champion_intact(project, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    assert snapshot(production) == champion
+    assert production.read_bytes() == champion
+    assert snapshot(production.parent / json.loads(champion)["model"]) == champion_files
     assert all_parquet_readable(data) > 0
     assert main(["score", str(next((data / "incoming").iterdir())), "-o", str(tmp_path / "scored.csv")]) == 0
 
@@ -89,7 +92,7 @@ def test_killed_retrain_keeps_the_champion_intact(project, tmp_path):
     # the killed run no longer looks alive and released its `gpu` pool slot
     killed = [r for r in get_instance().get_runs() if r.tags.get("fraud/headless_pid") == str(proc.pid)]
     assert killed and all(r.status.value == "FAILURE" for r in killed)
-    assert json.loads((production / "model_card.json").read_text())["threshold"] > 0
+    assert load_model(production)[1]["threshold"] > 0
 
 
 def test_killed_ingest_leaves_no_partial_output_and_resumes(project, tmp_path):
@@ -124,7 +127,8 @@ def test_missing_or_corrupt_model_gives_a_clear_error(project, tmp_path, capsys)
     assert "does not exist" in capsys.readouterr().err
 
     broken = tmp_path / "broken"
-    shutil.copytree(project["data"] / "models" / "production", broken)
+    models = project["data"] / "models"
+    shutil.copytree(models / json.loads((models / "production.json").read_text())["model"], broken)
     weights = next(broken.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert main(["score", sample_file, "-o", out, "--model", str(broken)]) == 2

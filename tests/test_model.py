@@ -218,19 +218,19 @@ def test_save_load_round_trip(trained, dataset, tmp_path):
     names = {p.name for p in folder.iterdir()}
     assert "model_card.json" in names and any(n.endswith(".safetensors") for n in names)
     assert not any(n.endswith((".pt", ".pth", ".pkl", ".pickle", ".bin")) for n in names)
-    assert not [p for p in tmp_path.iterdir() if p.name != "model"]  # no temp folder left behind
+    assert not [p for p in tmp_path.iterdir() if p.name != "model"] and not [p for p in folder.iterdir() if p.name.startswith(".")]
     loaded, loaded_card = load_model(folder)
     np.testing.assert_array_equal(loaded.predict_proba(dataset), model.predict_proba(dataset))
     assert loaded.config == model.config and loaded.spec == model.spec
     assert loaded.best_epoch == model.best_epoch
     assert loaded_card["threshold"] == 0.5 and loaded_card["embedding_fingerprint"] == "abc"
     assert {"feature_config", "code_version", "created_at"} <= set(loaded_card)
-    # saving again over an existing model replaces it in one step
+    # saving again over an existing model replaces it
     save_model(model, folder, {**card, "threshold": 0.7})
     assert load_model(folder)[1]["threshold"] == 0.7
 
 
-def test_failed_save_leaves_previous_model_intact(trained, dataset, tmp_path):
+def test_an_unfinished_save_never_loads(trained, dataset, tmp_path):
     model, _, _ = trained
     folder = save_model(model, tmp_path / "model", {"threshold": 0.5})
 
@@ -240,9 +240,83 @@ def test_failed_save_leaves_previous_model_intact(trained, dataset, tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         save_model(model, folder, {"threshold": 0.9, "bad": Unserialisable()})
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no half-written sibling left
-    loaded, card = load_model(folder)
-    assert card["threshold"] == 0.5
+    # the card is written last: without it the folder is incomplete, never a mix of two saves
+    with pytest.raises(ModelLoadError, match="incomplete"):
+        load_model(folder)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_production_pointer_pins_one_model_whole(trained, dataset, tmp_path):
+    from fraud_assets.registry import promote, prune_candidates, read_pointer, update_card
+
+    model, _, _ = trained
+    models = tmp_path / "models"
+    first = save_model(model, models / "candidates" / "20260101T000000Z-aaaa", {"threshold": 0.2, "run_name": "a"})
+    second = save_model(model, models / "candidates" / "20260102T000000Z-bbbb", {"threshold": 0.8, "run_name": "b"})
+    pointer = models / "production.json"
+    promote(first, pointer)
+    assert load_model(pointer)[1]["run_name"] == "a"
+    promote(second, pointer)
+    document = read_pointer(pointer)
+    assert document["model"] == "candidates/20260102T000000Z-bbbb" and document["previous"] == "candidates/20260101T000000Z-aaaa"
+    assert load_model(pointer)[1]["threshold"] == 0.8
+
+    update_card(second, threshold=0.99)  # a promoted model changed behind the pointer's back
+    with pytest.raises(ModelLoadError, match="does not match the hash"):
+        load_model(pointer)
+    update_card(second, threshold=0.8)
+
+    for day in range(3, 7):
+        save_model(model, models / "candidates" / f"2026010{day}T000000Z-cccc", {"threshold": 0.5})
+    removed = prune_candidates(models / "candidates", pointer, keep=2)
+    left = sorted(p.name for p in (models / "candidates").iterdir())
+    assert "20260102T000000Z-bbbb" in left and "20260101T000000Z-aaaa" in left  # production and its predecessor
+    assert left[-2:] == ["20260105T000000Z-cccc", "20260106T000000Z-cccc"] and len(removed) == 2
+    assert load_model(pointer)[1]["run_name"] == "b"
+
+
+def test_loading_while_promotions_happen_never_mixes_two_models(trained, dataset, tmp_path):
+    """What `fraud-assets score` does on every call, in a loop, while another thread promotes."""
+    import threading
+
+    import torch
+
+    from fraud_assets.registry import promote, prune_candidates
+
+    model, _, _ = trained
+    models = tmp_path / "models"
+    sample = dataset.head(32)
+    expected = {}
+    for name, threshold, scale in (("20260101T000000Z-aaaa", 0.25, 1.0), ("20260102T000000Z-bbbb", 0.75, 2.0)):
+        with torch.no_grad():  # a second model with other weights: every parameter scaled
+            for tensor in model.module.parameters():
+                tensor.mul_(scale)
+            folder = save_model(model, models / "candidates" / name, {"threshold": threshold, "run_name": name})
+            expected[threshold] = model.predict_proba(sample)
+            for tensor in model.module.parameters():
+                tensor.div_(scale)
+    assert not np.allclose(expected[0.25], expected[0.75])
+    pointer = models / "production.json"
+    promote(models / "candidates" / "20260101T000000Z-aaaa", pointer)
+    stop = threading.Event()
+
+    def promoter() -> None:
+        names = ["20260102T000000Z-bbbb", "20260101T000000Z-aaaa"]
+        i = 0
+        while not stop.is_set():
+            promote(models / "candidates" / names[i % 2], pointer)
+            prune_candidates(models / "candidates", pointer, keep=0)  # never removes what is in use
+            i += 1
+
+    thread = threading.Thread(target=promoter)
+    thread.start()
+    try:
+        for _ in range(150):
+            loaded, card = load_model(pointer)  # must never fail
+            np.testing.assert_allclose(loaded.predict_proba(sample), expected[card["threshold"]], rtol=1e-5)
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_load_errors_are_clear(trained, tmp_path):

@@ -52,15 +52,18 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
         assert 0.0 <= metrics["baselines"][name]["f1"] <= 1.0 and 0.0 <= metrics["baselines"][name]["pr_auc"] <= 1.0
     counts = metrics["counts"]
     assert counts["train"] > counts["validation"] > 0 and counts["test"] > 0
-    dataset = pl.read_parquet(root / "assets" / "training_dataset.parquet")
+    pointer = json.loads((root / "models" / "production.json").read_text())
+    production = root / "models" / pointer["model"]
+    card = json.loads((production / "model_card.json").read_text())
+    # the run's own split: assets/training_dataset/<run name>.parquet, named in the card
+    assert card["training_dataset"] == str(root / "assets" / "training_dataset" / f"{card['run_name']}.parquet")
+    dataset = pl.read_parquet(card["training_dataset"])
     assert counts["train"] + counts["validation"] + counts["test"] == dataset.height
     assert metrics["model"]["f1"] > 0.8  # the demo data is learnable
     report = (root / "reports" / "latest" / "report.md").read_text()
     assert "tfidf" in report.lower() and (root / "reports" / "latest" / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
 
-    production = root / "models" / "production"
-    card = json.loads((production / "model_card.json").read_text())
-    assert card["threshold"] == metrics["model"]["threshold"]
+    assert card["threshold"] == metrics["model"]["threshold"] and summary["candidate"] == str(production)
     assert card["embedding_model"] == "all-MiniLM-L6-v2" and card["embedding_fingerprint"]
     assert len(card["partitions"]) == 3
     assert list(production.glob("*.safetensors")) and not list(production.glob("*.pt")) and not list(production.glob("*.pkl"))
@@ -74,8 +77,9 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
 
 def test_worse_challenger_is_refused_and_the_run_still_succeeds(trained, tmp_path, capsys):
     root, instance = trained["root"], trained["instance"]
-    production = root / "models" / "production"
-    champion_files = {p.name: p.read_bytes() for p in production.iterdir()}
+    production = root / "models"
+    champion_files = {p.relative_to(production): p.read_bytes() for p in production.rglob("*") if p.is_file()}
+    champion_pointer = (production / "production.json").read_bytes()
     promoted_before = instance.get_latest_materialization_event(dg.AssetKey("production_model")).run_id
 
     # A challenger that only sees the time of day for one epoch: clearly worse on the same split.
@@ -93,7 +97,8 @@ def test_worse_challenger_is_refused_and_the_run_still_succeeds(trained, tmp_pat
     evaluation = record.event.dagster_event.event_specific_data
     assert record.run_id == summary["run_id"] and not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
-    assert {p.name: p.read_bytes() for p in production.iterdir()} == champion_files
+    assert (production / "production.json").read_bytes() == champion_pointer
+    assert champion_files == {name: (production / name).read_bytes() for name in champion_files}
     assert instance.get_latest_materialization_event(dg.AssetKey("production_model")).run_id == promoted_before
 
     capsys.readouterr()

@@ -2,7 +2,6 @@
 
 
 import dagster as dg
-import polars as pl
 
 from fraud_assets.metadata import table_metadata
 from fraud_assets.defs.partitions import file_check, message_files
@@ -31,7 +30,7 @@ def message_embeddings(
     from fraud_assets.embeddings import EmbeddingCache, embed_texts
 
     storage, key = fraud.storage, context.partition_key
-    validated = pl.read_parquet(storage.asset_path("validated_messages", key))
+    validated = storage.read_parquet(storage.asset_path("validated_messages", key))
     model = embedder.get_embedder()
     cache = EmbeddingCache(storage.embedding_cache_dir, model.fingerprint)
     vectors, stats = embed_texts(
@@ -71,7 +70,7 @@ def time_features(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg
     from fraud_assets.time_features import time_features as compute_time_features
 
     storage, key = fraud.storage, context.partition_key
-    validated = pl.read_parquet(storage.asset_path("validated_messages", key))
+    validated = storage.read_parquet(storage.asset_path("validated_messages", key))
     features = compute_time_features(validated.select("message_id", "text_hash", "sent_at"), timezone=fraud.timezone)
     storage.write_parquet(features, storage.asset_path("time_features", key))
     with_time = int(features["has_timestamp"].sum() or 0)

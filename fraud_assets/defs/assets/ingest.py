@@ -2,7 +2,6 @@
 
 
 import dagster as dg
-import polars as pl
 
 from fraud_assets.metadata import label_balance, preview_markdown, table_metadata
 from fraud_assets.defs.partitions import file_check, message_files
@@ -66,8 +65,8 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
 def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """Rows that pass the Great Expectations suite, text normalised and hashed, duplicates resolved."""
     storage, key = fraud.storage, context.partition_key
-    raw = pl.read_parquet(storage.asset_path("raw_messages", key))
-    raw_quarantined = pl.read_parquet(storage.quarantine_path("raw_messages", key)).height
+    raw = storage.read_parquet(storage.asset_path("raw_messages", key))
+    raw_quarantined = storage.height(storage.quarantine_path("raw_messages", key))
     result = validate_messages(raw, fraud.load_ingest_config())
     storage.write_parquet(result.quarantine, storage.quarantine_path("validated_messages", key))
     storage.write_parquet(result.accepted, storage.asset_path("validated_messages", key))

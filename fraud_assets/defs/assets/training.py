@@ -3,7 +3,6 @@
 
 import base64
 import datetime as dt
-import json
 
 import dagster as dg
 import polars as pl
@@ -12,7 +11,8 @@ from fraud_assets.metadata import table_metadata
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 from fraud_assets.placement import GPU_OP_TAGS
-from fraud_assets.promotion import compare_with_champion, promote
+from fraud_assets.promotion import compare_with_champion
+from fraud_assets.storage import as_path
 from fraud_assets.training_data import ingested_partitions, load_partitions, partitions_fingerprint
 
 
@@ -44,6 +44,26 @@ class PromotionConfig(dg.Config):
     tolerance: float = 0.0
 
 
+def run_output(context: dg.AssetExecutionContext, asset: str, entry: str = "dagster/uri") -> str:
+    """Where ``asset`` was written for this run (or another metadata ``entry`` of it): from its
+    materialisation in this run when there is one (a retrain reads only what it produced itself,
+    however many retrains overlap), else from its latest one (a run of only the later steps)."""
+    key = dg.AssetKey(asset)
+    records = context.instance.get_records_for_run(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    events = [r.event_log_entry for r in records if r.event_log_entry.dagster_event.asset_key == key]
+    event = events[-1] if events else context.instance.get_latest_materialization_event(key)
+    if event is None:
+        raise dg.Failure(f"{asset} was never materialised: run the retrain from training_dataset")
+    return str(event.asset_materialization.metadata[entry].value)
+
+
+def run_name(context: dg.AssetExecutionContext) -> str:
+    """Sortable and unique per run: the UTC start time, then the run id."""
+    started = context.instance.get_run_record_by_id(context.run.run_id)
+    when = dt.datetime.fromtimestamp(started.start_time, dt.timezone.utc) if started and started.start_time else dt.datetime.now(dt.timezone.utc)
+    return f"{when:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
+
+
 @dg.asset(group_name="training", deps=["message_embeddings", "time_features", "validated_messages"], kinds={"polars"})
 def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """All ingested partitions joined, de-duplicated across files and split train/validation/test."""
@@ -54,11 +74,12 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) ->
     if not keys:
         raise dg.Failure("no ingested partitions: drop files into the landing folder and run ingest first")
     dataset, summary = build_training_dataset(*load_partitions(storage, keys), seed=fraud.seed)
-    storage.write_parquet(dataset, storage.asset_path("training_dataset"))
-    storage.write_json({"partitions": keys, "summary": summary}, storage.asset_path("training_dataset").with_suffix(".json"))
+    path = storage.asset_path("training_dataset", run_name(context))  # one file per run: retrains never share one
+    storage.write_json({"partitions": keys, "summary": summary}, path.with_suffix(".json"))
+    storage.write_parquet(dataset, path)
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(dataset, storage.asset_path("training_dataset")),
+            **table_metadata(dataset, path),
             "rows": dataset.height,
             "partitions": len(keys),
             "partitions_fingerprint": partitions_fingerprint(keys),
@@ -76,14 +97,17 @@ def fraud_classifier(
     from fraud_assets.registry import save_model
 
     storage = fraud.storage
-    dataset = pl.read_parquet(storage.asset_path("training_dataset"))
-    lineage = json.loads(storage.asset_path("training_dataset").with_suffix(".json").read_text())
-    run_name = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
+    dataset_path = as_path(run_output(context, "training_dataset"))
+    dataset = storage.read_parquet(dataset_path)
+    lineage = storage.read_json(dataset_path.with_suffix(".json"))
+    name = run_name(context)
     train_config = TrainConfig(**config.model_dump())
-    model = train_classifier(dataset, train_config, tensorboard_dir=storage.tensorboard_dir / run_name, log=context.log.info)
+    with storage.local_folder(storage.tensorboard_dir / name) as tensorboard:
+        model = train_classifier(dataset, train_config, tensorboard_dir=tensorboard, log=context.log.info)
     embedding = embedder.get_embedder()
     card = {
-        "run_name": run_name,
+        "run_name": name,
+        "training_dataset": str(dataset_path),
         "embedding_model": embedding.model_name,
         "embedding_fingerprint": embedding.fingerprint,
         "embedding_settings": {"max_seq_length": embedder.max_seq_length, "normalize": embedder.normalize, "backend": embedder.backend},
@@ -92,19 +116,17 @@ def fraud_classifier(
         "history": model.history,
         "best_epoch": model.best_epoch,
     }
-    folder = save_model(model, storage.models_dir / "candidates" / run_name, card)
-    storage.write_json({"run_name": run_name, "path": str(folder)}, storage.models_dir / "latest_candidate.json")
+    folder = save_model(model, storage.candidates_dir / name, card)
     best = model.history[model.best_epoch - 1] if model.history else {}
     return dg.MaterializeResult(
         metadata={
             "dagster/uri": str(folder),
-            "run_name": run_name,
+            "run_name": name,
             "partitions_fingerprint": partitions_fingerprint(lineage["partitions"]),
             "epochs": len(model.history),
             "best_epoch": model.best_epoch,
             "val_f1": float(best.get("val_f1", float("nan"))),
-            "model_path": dg.MetadataValue.path(str(folder)),
-            "tensorboard": dg.MetadataValue.path(str(storage.tensorboard_dir / run_name)),
+            "tensorboard": str(storage.tensorboard_dir / name),
         }
     )
 
@@ -113,12 +135,12 @@ def fraud_classifier(
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, fraud: FraudSettings) -> dg.MaterializeResult:
     """Test metrics at a validation-chosen threshold, baselines on the same split, plots and report."""
     from fraud_assets.evaluation import evaluate, write_report
-    from fraud_assets.registry import load_model
+    from fraud_assets.registry import load_model, update_card
 
     storage = fraud.storage
-    dataset = pl.read_parquet(storage.asset_path("training_dataset"))
-    candidate_dir = json.loads((storage.models_dir / "latest_candidate.json").read_text())["path"]
+    candidate_dir = run_output(context, "fraud_classifier")
     model, card = load_model(candidate_dir)
+    dataset = storage.read_parquet(as_path(card["training_dataset"]))  # the split this candidate was trained on
     result = evaluate(
         dataset,
         model.predict_proba(dataset.filter(pl.col("split") == "validation")),
@@ -129,8 +151,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     )
     for folder in (storage.reports_dir / card["run_name"], storage.reports_dir / "latest"):
         write_report(result, folder, storage)
-    card.update(threshold=result.metrics["model"]["threshold"], metrics=result.metrics)
-    storage.write_json(card, f"{candidate_dir}/model_card.json")
+    update_card(candidate_dir, threshold=result.metrics["model"]["threshold"], metrics=result.metrics)
     model_metrics, baselines = result.metrics["model"], result.metrics["baselines"]
     images = "\n\n".join(
         f"**{name}**\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})" for name, png in result.plots.items()
@@ -143,7 +164,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
             "embedding_logreg_f1": baselines["embedding_logreg"]["f1"],
             "report": dg.MetadataValue.md(result.report_md),
             "plots": dg.MetadataValue.md(images),
-            "report_path": dg.MetadataValue.path(str(storage.reports_dir / card["run_name"] / "report.md")),
+            "candidate": candidate_dir,
         }
     )
 
@@ -161,10 +182,13 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     A refusal is an expected outcome, not an error: the check is a WARN and the run
     succeeds, so a night on which the challenger is simply not better stays green.
     """
+    from fraud_assets.registry import load_model, promote, prune_candidates
+
     storage = fraud.storage
-    dataset = pl.read_parquet(storage.asset_path("training_dataset"))
-    candidate_dir = json.loads((storage.models_dir / "latest_candidate.json").read_text())["path"]
-    decision = compare_with_champion(candidate_dir, storage.production_model_dir, dataset, tolerance=config.tolerance)
+    candidate_dir = run_output(context, "evaluation_report", "candidate")  # the candidate this run evaluated
+    _, card = load_model(candidate_dir)
+    dataset = storage.read_parquet(as_path(card["training_dataset"]))
+    decision = compare_with_champion(candidate_dir, storage.production_pointer, dataset, tolerance=config.tolerance)
     yield dg.AssetCheckResult(
         check_name=NOT_WORSE_THAN_CHAMPION.name,
         passed=decision.promote,
@@ -175,10 +199,13 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     if not decision.promote:
         context.log.warning(f"promotion refused: {decision.reason}")
         return
-    promote(candidate_dir, storage.production_model_dir)
+    pointer = promote(candidate_dir, storage.production_pointer)
+    pruned = prune_candidates(storage.candidates_dir, storage.production_pointer)
     yield dg.MaterializeResult(
         metadata={
-            "dagster/uri": str(storage.production_model_dir),
+            "dagster/uri": str(storage.production_pointer),
+            "model": pointer["model"],
+            "pruned_candidates": len(pruned),
             "promoted": decision.metadata.get("challenger"),
             "reason": decision.reason,
             **decision.metadata,
