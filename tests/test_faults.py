@@ -166,10 +166,11 @@ def test_score_keeps_every_input_row_and_says_why_one_was_not_scored(project, tm
 def test_a_model_card_without_its_fields_gives_a_clear_error(project, tmp_path, capsys):
     sample_file = str(next((project["data"] / "incoming").iterdir()))
     broken = tmp_path / "card"
-    shutil.copytree(project["data"] / "models" / "production", broken)
+    models = project["data"] / "models"
+    shutil.copytree(models / json.loads((models / "production.json").read_text())["model"], broken)
     card = json.loads((broken / "model_card.json").read_text())
     del card["embedding_fingerprint"]
     (broken / "model_card.json").write_text(json.dumps(card))
     assert main(["score", sample_file, "-o", str(tmp_path / "o.csv"), "--model", str(broken)]) == 2
     err = capsys.readouterr().err
-    assert "embedding_fingerprint" in err and "model_card.json" in err
+    assert "embedding_fingerprint" in err and str(broken) in err
