@@ -291,7 +291,7 @@ def test_loading_while_promotions_happen_never_mixes_two_models(trained, dataset
         with torch.no_grad():  # a second model with other weights: every parameter scaled
             for tensor in model.module.parameters():
                 tensor.mul_(scale)
-            folder = save_model(model, models / "candidates" / name, {"threshold": threshold, "run_name": name})
+            save_model(model, models / "candidates" / name, {"threshold": threshold, "run_name": name})
             expected[threshold] = model.predict_proba(sample)
             for tensor in model.module.parameters():
                 tensor.div_(scale)
