@@ -3,7 +3,6 @@
 import json
 import shutil
 
-
 from fraud_assets.cli import main
 from fraud_assets.readers import DEFAULT_CONFIG_PATH
 
