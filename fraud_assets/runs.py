@@ -42,7 +42,9 @@ telemetry:
 def dagster_home(settings: Settings | None = None) -> Path:
     """$DAGSTER_HOME, defaulting to <storage root>/dagster_home (created with a dagster.yaml)."""
     settings = settings or Settings.from_env()
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").resolve()
+    # the instance is local (or Postgres, see the README); with an object-store root it defaults to ~/.fraud_assets
+    local_root = settings.data_dir if isinstance(settings.data_dir, Path) else Path.home() / ".fraud_assets"
+    home = Path(os.environ.get("DAGSTER_HOME") or local_root / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
@@ -97,17 +99,12 @@ def blocking_checks(job: dg.JobDefinition) -> set[str]:
 
 
 def file_summary(storage, key: str) -> dict[str, int]:
-    """rows_read / accepted / quarantined for one partition, from what is on disk."""
-
-    def height(path: Path) -> int:
-        return pl.scan_parquet(path).select(pl.len()).collect().item() if path.exists() else 0
-
-    raw = height(storage.asset_path("raw_messages", key))
-    raw_q = height(storage.quarantine_path("raw_messages", key))
-    accepted = height(storage.asset_path("validated_messages", key))
-    val_q = height(storage.quarantine_path("validated_messages", key))
-    file_q = storage.quarantine_path("raw_messages", key)
-    whole = file_q.exists() and raw == 0 and pl.read_parquet(file_q).filter(pl.col("stage") == "file").height > 0
+    """rows_read / accepted / quarantined for one partition, from what is in storage."""
+    raw = storage.height(storage.asset_path("raw_messages", key))
+    raw_q = storage.height(storage.quarantine_path("raw_messages", key))
+    accepted = storage.height(storage.asset_path("validated_messages", key))
+    val_q = storage.height(storage.quarantine_path("validated_messages", key))
+    whole = raw == 0 and _file_reason(storage, key) is not None
     return {
         "rows_read": 0 if whole else raw + raw_q,
         "accepted": accepted,
@@ -178,12 +175,12 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
 
 def _file_reason(storage, key: str) -> str | None:
     path = storage.quarantine_path("raw_messages", key)
-    frame = pl.read_parquet(path).filter(pl.col("stage") == "file") if path.exists() else pl.DataFrame()
+    frame = storage.read_parquet(path).filter(pl.col("stage") == "file") if storage.exists(path) else pl.DataFrame()
     return frame["reason"][0] if frame.height else None
 
 
 def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str, blocking: set[str]) -> tuple[str, str | None]:
-    if storage.asset_path("message_embeddings", key).exists() and storage.asset_path("time_features", key).exists():
+    if all(storage.exists(storage.asset_path(asset, key)) for asset in ("message_embeddings", "time_features")):
         return "ingested", None
     failed = [e for e in result.get_asset_check_evaluations() if e.check_name in blocking and not e.passed]
     if failed:  # unreadable file, or too many rejected rows: nothing downstream was built

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -47,11 +48,21 @@ def check_timezone(name: str, setting: str = "FRAUD_TIMEZONE") -> str:
     return name
 
 
+def _location(name: str, default: str) -> Any:
+    """A local folder (absolute ``Path``) or, for a URI such as ``s3://bucket/prefix``, a ``UPath``."""
+    value = _env(name, default)
+    if "://" in value and not value.startswith("file://"):
+        from fraud_assets.storage import as_path
+
+        return as_path(value)
+    return Path(value.removeprefix("file://")).expanduser().resolve()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build with :meth:`from_env`."""
 
-    data_dir: Path
+    data_dir: Any  # Path, or UPath for an object-store root
     landing_dir: Path
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     device: str = "auto"
@@ -65,8 +76,15 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        data_dir = Path(_env("FRAUD_DATA_DIR", str(PROJECT_ROOT / "data"))).expanduser().resolve()
-        landing = Path(_env("FRAUD_LANDING_DIR", str(data_dir / "incoming"))).expanduser().resolve()
+        data_dir = _location("FRAUD_DATA_DIR", str(PROJECT_ROOT / "data"))
+        if not isinstance(data_dir, Path) and not _env("FRAUD_LANDING_DIR", ""):
+            raise ConfigError(
+                f"FRAUD_DATA_DIR is {data_dir}: set FRAUD_LANDING_DIR to a local folder as well "
+                "(the landing folder is watched on this machine's file system)"
+            )
+        landing = _location("FRAUD_LANDING_DIR", str(data_dir / "incoming"))
+        if not isinstance(landing, Path):
+            raise ConfigError(f"FRAUD_LANDING_DIR must be a local folder, not {landing}")
         device = _env("FRAUD_DEVICE", "auto").lower()
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"FRAUD_DEVICE must be auto, cpu or cuda, not {device!r}")

@@ -26,8 +26,9 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
     """The landed file parsed into the canonical schema; unparseable records quarantined with a reason."""
     storage, key = fraud.storage, context.partition_key
     path, original_name = archived_file(storage, key)
-    parsed = read_messages(path, fraud.load_ingest_config(), timezone=fraud.timezone, source_file=original_name)
-    quarantine = file_quarantine(original_name, parsed.error, path) if parsed.error else parsed.quarantine
+    with storage.local_copy(path) as local:  # the readers need a local file; the archive may be in a bucket
+        parsed = read_messages(local, fraud.load_ingest_config(), timezone=fraud.timezone, source_file=original_name)
+        quarantine = file_quarantine(original_name, parsed.error, local) if parsed.error else parsed.quarantine
     storage.write_parquet(quarantine, storage.quarantine_path("raw_messages", key))
     storage.write_parquet(parsed.rows, storage.asset_path("raw_messages", key))
     if parsed.error:
