@@ -177,7 +177,7 @@ def archive_file(storage: Storage, landed: LandedFile, *, fd: int | None = None)
     """Copy a landed file into the archive under its key (idempotent, atomic) and write its manifest."""
     target = storage.root / "archive" / f"{landed.partition_key}{_archive_suffix(landed.path)}"
     manifest = target.with_name(f"{landed.partition_key}.json")
-    if manifest.exists():
+    if storage.exists(manifest):
         try:
             return archived_file(storage, landed.partition_key)[0]  # archived before, perhaps under another name
         except FileNotFoundError:
@@ -211,12 +211,12 @@ def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
     """The archived file and its original name (printable) for a partition key."""
     folder = storage.root / "archive"
     manifest = folder / f"{partition_key}.json"
-    if not manifest.exists():
+    if not storage.exists(manifest):
         raise FileNotFoundError(
             f"partition {partition_key!r} has no archived file under {folder}; "
             "register files with the landing sensor or `fraud-assets ingest`"
         )
-    meta = json.loads(manifest.read_text(encoding="utf-8"))
+    meta = storage.read_json(manifest)
     matches = [p for p in folder.glob(f"{partition_key}*") if p.suffix != ".json" and p.stem == partition_key]
     if not matches:
         raise FileNotFoundError(f"archived file for partition {partition_key!r} is missing from {folder}")
@@ -230,7 +230,7 @@ def _index_path(storage: Storage) -> Path:
 def load_index(storage: Storage) -> dict[str, list]:
     """name -> [size, mtime_ns, partition key]: files already keyed, so they are not hashed again."""
     try:
-        data = json.loads(_index_path(storage).read_text(encoding="ascii"))
+        data = storage.read_json(_index_path(storage))
     except (OSError, ValueError):
         return {}  # no index yet, or a damaged one: files are hashed again, nothing is lost
     if not isinstance(data, dict):

@@ -19,7 +19,7 @@ from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.landing import candidate_files, register_files
 from fraud_assets.settings import Settings
-from fraud_assets.storage import as_path
+from fraud_assets.storage import Storage, as_path
 from fraud_assets.training_data import ingested_partitions
 
 DAGSTER_YAML = """\
@@ -45,10 +45,9 @@ def dagster_home(settings: Settings | None = None) -> Path:
     # the instance is local (or Postgres, see the README); with an object-store root it defaults to ~/.fraud_assets
     local_root = settings.data_dir if isinstance(settings.data_dir, Path) else Path.home() / ".fraud_assets"
     home = Path(os.environ.get("DAGSTER_HOME") or local_root / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    config, local = home / "dagster.yaml", Storage(home)
+    if not local.exists(config):
+        local.write_text(DAGSTER_YAML, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
