@@ -30,6 +30,11 @@ concurrency:
     default_limit: 1
   runs:
     max_concurrent_runs: 4
+    # retrains queued through the UI, the schedule or the daemon run one at a time
+    tag_concurrency_limits:
+      - key: fraud/job
+        value: retrain
+        limit: 1
 # The daemon marks runs whose worker died as failed and frees their pool slots.
 run_monitoring:
   enabled: true

@@ -81,3 +81,13 @@ def test_embedding_and_training_steps_carry_gpu_placement_tags():
         assert tags["dagster-celery/queue"] == "gpu"
     for step in ("raw_messages", "validated_messages", "time_features", "training_dataset", "evaluation_report", "production_model"):
         assert "dagster-k8s/config" not in placed[step] and "dagster-celery/queue" not in placed[step]
+
+
+def test_retrains_are_limited_to_one_at_a_time_in_the_written_instance(tmp_path, monkeypatch):
+    from fraud_assets.definitions import defs
+    from fraud_assets.runs import get_instance
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert defs().resolve_job_def("retrain_job").tags["fraud/job"] == "retrain"
+    limits = get_instance().get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert {"key": "fraud/job", "value": "retrain", "limit": 1} in limits

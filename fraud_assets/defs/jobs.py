@@ -19,4 +19,5 @@ retrain_job = dg.define_asset_job(
     selection=RETRAIN_SELECTION,
     description="Join every ingested file, train, evaluate and promote if not worse than production.",
     config=RUN_CONFIG,
+    tags={"fraud/job": "retrain"},  # limited to one queued run at a time in dagster.yaml
 )
