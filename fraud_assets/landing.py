@@ -191,7 +191,7 @@ def archive_file(storage: Storage, landed: LandedFile, *, fd: int | None = None)
         if own:
             os.close(fd)
     if digest[:12] != landed.partition_key.rsplit("-", 1)[-1]:
-        target.unlink(missing_ok=True)
+        storage.remove(target)
         raise FileNotFoundError(f"{landed.name} changed while it was being registered; it will be retried")
     original = os.fsencode(landed.path.name)
     manifest_doc = {
@@ -217,7 +217,7 @@ def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
             "register files with the landing sensor or `fraud-assets ingest`"
         )
     meta = storage.read_json(manifest)
-    matches = [p for p in folder.glob(f"{partition_key}*") if p.suffix != ".json" and p.stem == partition_key]
+    matches = [p for p in storage.glob(folder, f"{partition_key}*") if p.suffix != ".json" and p.stem == partition_key]
     if not matches:
         raise FileNotFoundError(f"archived file for partition {partition_key!r} is missing from {folder}")
     return matches[0], meta["original_name"]

@@ -182,11 +182,9 @@ def prune_candidates(candidates_dir: str | StoragePath, pointer: str | StoragePa
     keep = int(os.environ.get("FRAUD_KEEP_MODELS", "10")) if keep is None else keep
     candidates_dir, pointer = as_path(candidates_dir), as_path(pointer)
     storage = Storage(candidates_dir)
-    if not storage.exists(candidates_dir):
-        return []
     document = read_pointer(pointer) or {}
     protected = {Path(str(document.get(k) or "")).name for k in ("model", "previous")}
-    folders = sorted((p for p in candidates_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    folders = storage.subfolders(candidates_dir)
     removed = [p.name for p in folders[: max(len(folders) - keep, 0)] if p.name not in protected]
     for name in removed:
         storage.remove_tree(candidates_dir / name)

@@ -179,6 +179,13 @@ class Storage:
             return []
         return sorted((p for p in folder.glob(pattern) if not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
 
+    @staticmethod
+    def subfolders(folder: StoragePath) -> list[StoragePath]:
+        """Folders directly in ``folder``, sorted by name (none that start with a dot)."""
+        if not folder.exists():
+            return []
+        return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
     @contextlib.contextmanager
     def local_copy(self, path: StoragePath) -> Iterator[Path]:
         """A local file with the content of ``path``, for libraries that need one (itself when local)."""
