@@ -14,6 +14,7 @@ a local file, whatever the storage root is.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -21,6 +22,9 @@ import uuid
 from pathlib import Path
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
+# Bumped whenever the export or quantisation recipe changes: it names the export folder and enters
+# the embedding fingerprint, so vectors from two recipes never mix and an old export is never reused.
+EXPORT_RECIPE = "st-onnx-v1.int8-weight-matmuls-v1"
 # file names inside the exported folder; file_suffix of the quantisation helper gives the int8 one
 ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx"}
 
@@ -46,7 +50,7 @@ def onnx_model(source_folder: str | Path, model_digest: str, backend: str) -> tu
     reuse the folder. ``model_digest`` identifies the source files, so a changed
     model gets a new export.
     """
-    folder = model_cache_dir() / "onnx" / model_digest[:16]
+    folder = model_cache_dir() / "onnx" / f"{model_digest[:16]}-{hashlib.sha256(EXPORT_RECIPE.encode()).hexdigest()[:8]}"
     if not (folder / ONNX_FILES["onnx-int8"]).is_file():
         _export(Path(source_folder), folder)
     return folder, ONNX_FILES[backend]
