@@ -13,6 +13,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture
+def env(tmp_path, monkeypatch) -> Path:
+    """A fresh storage root (with its landing folder) and DAGSTER_HOME for one test; returns the root."""
+    data = tmp_path / "data"
+    (data / "incoming").mkdir(parents=True)
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return data
+
+
+@pytest.fixture
 def telecom_dir() -> Path:
     if not TELECOM.is_dir():
         pytest.skip(f"shared Telecom dataset not found at {TELECOM}")

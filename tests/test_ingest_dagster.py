@@ -16,15 +16,6 @@ from fraud_assets.defs.sensors import landing_sensor
 GOOD = "text,label,sent_at\n您的验证码是4821,0,2026-03-01 10:00:00\n【公安局】您涉嫌洗钱请转账至安全账户,1,2026-03-01 23:10:00\nYour parcel is waiting,0,2026-03-02 09:00:00\n"
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    (data / "incoming").mkdir(parents=True)
-    monkeypatch.setenv("FRAUD_DATA_DIR", str(data))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    return data
-
-
 def evaluate_sensor(instance, fraud, cursor=None):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"fraud": fraud})
     result = landing_sensor(context)

@@ -23,14 +23,10 @@ GBK_NAME = os.fsdecode("客户短信".encode("gbk") + b".csv")  # a name from an
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    (data / "incoming").mkdir(parents=True)
-    monkeypatch.setenv("FRAUD_DATA_DIR", str(data))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+def env(env, monkeypatch):
+    """conftest's storage root, with no settle wait, and FraudSettings for the sensor."""
     monkeypatch.setenv("FRAUD_LANDING_SETTLE_SECONDS", "0")
-    fraud = FraudSettings(data_dir=str(data), landing_dir=str(data / "incoming"), landing_settle_seconds=0)
-    return data, fraud
+    return env, FraudSettings(data_dir=str(env), landing_dir=str(env / "incoming"), landing_settle_seconds=0)
 
 
 def content(n: int) -> str:

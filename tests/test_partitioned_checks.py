@@ -13,15 +13,6 @@ GOOD = "text,label\n您的验证码是4821,0\n【公安局】您涉嫌洗钱请�
 MOSTLY_BAD = "text,label\n" + "".join(f"msg {i},{'x' if i % 2 else 0}\n" for i in range(10))
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    (data / "incoming").mkdir(parents=True)
-    monkeypatch.setenv("FRAUD_DATA_DIR", str(data))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    return data
-
-
 def _check_status(instance, asset: str, check: str, partition: str) -> AssetCheckExecutionRecordStatus:
     key = dg.AssetCheckKey(dg.AssetKey(asset), check)
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(
