@@ -5,7 +5,6 @@ import shutil
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from fraud_assets.cli import main
 from fraud_assets.runs import get_instance

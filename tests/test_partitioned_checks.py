@@ -3,7 +3,6 @@
 import json
 
 import dagster as dg
-import pytest
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
