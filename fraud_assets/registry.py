@@ -30,7 +30,7 @@ from typing import Any
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 CARD_FILE = "model_card.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: linear part fitted first, blend / calibration buffers
 
 
 class ModelLoadError(Exception):
@@ -87,10 +87,12 @@ def save_model(model, folder: Path, card: dict) -> Path:
             "feature_spec": model.spec.to_dict(),
             "best_epoch": model.best_epoch,
             "history": model.history,
+            "selection": model.selection,
         }
         generated = {
             "feature_config": {"train_config": model.config.to_dict(), "feature_spec": model.spec.to_dict()},
             "best_epoch": model.best_epoch,
+            "selection": model.selection,
             "code_version": code_version(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": {"weights": WEIGHTS_FILE, "config": CONFIG_FILE},
@@ -138,7 +140,8 @@ def load_model(folder: Path):
         raise ModelLoadError(f"model weights {folder / WEIGHTS_FILE} are corrupt or truncated: {exc}") from exc
     try:
         model = build_model(
-            config, spec, state, history=config_doc.get("history"), best_epoch=int(config_doc.get("best_epoch", 0))
+            config, spec, state, history=config_doc.get("history"), best_epoch=int(config_doc.get("best_epoch", 0)),
+            selection=config_doc.get("selection"),
         )
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"model weights in {folder} do not match its configuration: {exc}") from exc
