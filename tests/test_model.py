@@ -45,7 +45,7 @@ NORMAL_PHRASES = [
 FILLER = ["好的", "谢谢", "今天", "请", "您好", "ok", "please", "today", "hello", "的", "了"]
 
 # Small model so each training run takes a second or two on a shared 2-core box.
-FAST = TrainConfig(ngram_buckets=2**14, hidden=32, ngram_dim=16, max_epochs=10, patience=3, batch_size=64)
+FAST = TrainConfig(ngram_buckets=2**14, wide_buckets=2**16, hidden=32, ngram_dim=16, max_epochs=10, patience=3, batch_size=64)
 
 
 def make_dataset(n: int = 600, seed: int = 0, emb_dim: int = 16) -> pl.DataFrame:
