@@ -5,8 +5,9 @@ on validation F1, the linear term over n-grams never got close to the
 logistic-regression optimum (the deep table learns faster and over-fits by
 epoch 2), so the fused model scored below a plain TF-IDF + logistic
 regression. Here the linear part *is* a logistic regression: L2-penalised,
-fitted to convergence by liblinear on the train split, with its strength C
-chosen on validation (log-loss), exactly what a careful baseline would do.
+fitted to convergence (full-batch L-BFGS) on the train split, with its
+strength C chosen on validation (log-loss), exactly what a careful baseline
+would do.
 
 Two views of the same hashed features are fitted and averaged (their logits,
 which is the same as averaging their weight vectors, so the result is still
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 #: Candidate L2 strengths (sklearn's C, inverse regularisation), chosen on validation.
-DEFAULT_CS: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0)
+DEFAULT_CS: tuple[float, ...] = (2.0, 8.0, 32.0)
 VIEWS: tuple[str, ...] = ("plain", "nb")
 
 
@@ -57,22 +58,45 @@ def _balanced_log_loss(y: np.ndarray, logits: np.ndarray) -> float:
     return float((loss * w).sum())
 
 
+def _objective(params: np.ndarray, x, xt, y: np.ndarray, sw: np.ndarray, reg: float) -> tuple[float, np.ndarray]:
+    """Weighted mean log-loss + ``reg/2 * ||w||^2`` (bias unpenalised) and its gradient."""
+    w, b = params[:-1], params[-1]
+    z = x @ w + b
+    loss = np.logaddexp(0.0, z) - y * z
+    r = sw * (0.5 * (1.0 + np.tanh(0.5 * z)) - y)  # sw * (sigmoid(z) - y), overflow-free
+    grad = np.empty_like(params)
+    grad[:-1] = xt @ r + reg * w
+    grad[-1] = r.sum()
+    return float(sw @ loss + 0.5 * reg * (w @ w)), grad
+
+
 def fit_logreg(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0) -> tuple[np.ndarray, float, dict]:
     """L2 logistic regression (balanced classes) with C chosen by validation log-loss.
 
+    The same objective as scikit-learn's ``LogisticRegression(C, class_weight="balanced")``
+    (``C * sum of weighted losses + ||w||^2 / 2``, bias unpenalised), minimised by
+    full-batch L-BFGS (scipy) to convergence along the C path, each fit
+    warm-started from the previous one: several times faster than a cold
+    liblinear fit per C on a million hashed columns, with the same optimum.
     Returns ``(coef, intercept, {"C", "val_log_loss", "path"})``.
     """
-    from sklearn.linear_model import LogisticRegression
+    from scipy.optimize import minimize
 
-    best = None
-    path = []
-    for c in cs:
-        lr = LogisticRegression(C=c, solver="liblinear", class_weight="balanced", max_iter=1000, random_state=seed)
-        lr.fit(x_train, y_train)
-        loss = _balanced_log_loss(y_val, lr.decision_function(x_val))
-        path.append({"C": c, "val_log_loss": loss})
+    y = np.asarray(y_train, dtype=np.float64)
+    n, n_pos = y.size, y.sum()
+    sw = np.where(y == 1, n / (2 * n_pos), n / (2 * (n - n_pos))) / n  # balanced, then averaged
+    x = x_train.astype(np.float64).tocsr()
+    xt = x.T.tocsr()
+    params = np.zeros(x.shape[1] + 1)
+    best, path = None, []
+    for c in sorted(cs):
+        res = minimize(_objective, params, args=(x, xt, y, sw, 1.0 / (c * n)), jac=True, method="L-BFGS-B",
+                       options={"maxiter": 1000, "ftol": 1e-9, "gtol": 1e-6})
+        params = res.x
+        loss = _balanced_log_loss(np.asarray(y_val), x_val @ params[:-1] + params[-1])
+        path.append({"C": c, "val_log_loss": loss, "iterations": int(res.nit)})
         if best is None or loss < best[0]:
-            best = (loss, c, lr.coef_.ravel().copy(), float(lr.intercept_[0]))
+            best = (loss, c, params[:-1].copy(), float(params[-1]))
     loss, c, coef, intercept = best
     return coef, intercept, {"C": c, "val_log_loss": loss, "path": path}
 
@@ -98,7 +122,10 @@ def fit_wide(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, views=VI
     for view in views:
         scale = nb_ratio(x_train, y_train) if view == "nb" else None
         xt, xv = (x_train, x_val) if scale is None else (x_train @ sp.diags(scale), x_val @ sp.diags(scale))
-        coef, intercept, info = fit_logreg(xt, y_train, xv, y_val, cs, seed)
+        # The first view walks the C path; later views reuse its C (measured: the same C won
+        # for both views on the proxies), which halves the linear part's cost.
+        view_cs = cs if not report else (report[views[0]]["C"],)
+        coef, intercept, info = fit_logreg(xt, y_train, xv, y_val, view_cs, seed)
         weight += coef if scale is None else coef * scale
         bias += intercept
         report[view] = info
