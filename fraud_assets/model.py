@@ -1,37 +1,39 @@
-"""The fraud classifier: a torch model over frozen embeddings, time features,
-cheap text statistics and hashed character n-grams, and its training loop.
+"""The fraud classifier: one torch model over hashed n-grams, frozen embeddings,
+time features and cheap text statistics, and its training.
 
 Why this design: the default sentence embedding (all-MiniLM-L6-v2) is
 English-centric and maps most Chinese characters to ``[UNK]``, so the model
-must not depend on it. Character n-grams carry the signal in any language, so
-the network has three parts whose outputs are added or concatenated:
+must not depend on it, and on hard Chinese text a char-n-gram TF-IDF logistic
+regression is a strong bar. The model contains that regression and can only
+add to it:
 
-- *dense*: [embedding ; time features ; text statistics], standardised with
-  train-split statistics, through a one-layer MLP;
-- *deep n-grams*: char 1-3-grams hashed into ``ngram_buckets`` buckets,
-  TF-IDF weighted (sublinear tf, IDF from the train split, L2-normalised per
-  text) and summed by an embedding bag (fastText-style), trained jointly;
-- *wide n-grams*: a linear term over the same weighted n-grams, added to the
-  output logit. With everything else switched off this is exactly logistic
-  regression on char-n-gram TF-IDF, the strong classical baseline, so the model
-  contains that baseline as a special case.
+- *wide (linear) part*: char 1-4-grams and word 1-2-grams (jieba) hashed into
+  ``wide_buckets``, sublinear TF-IDF (IDF from the train split, each group
+  L2-normalised per text), one weight per bucket. Fitted first, to
+  convergence, as an L2 logistic regression with C chosen on validation
+  (:mod:`fraud_assets.linear`), then fixed;
+- *deep part*: [embedding ; time features ; text statistics], standardised
+  with train-split statistics, through a one-layer MLP, concatenated with a
+  fastText-style bag of the same n-grams (ids modulo ``ngram_buckets``), into
+  a small head. Trained by mini-batch on top of the fixed linear logit, so it
+  learns the residual;
+- *blend*: ``a * wide + b * deep + c``, chosen among linear-only, deep-only
+  and both by cross-fitted validation log-loss and Platt-calibrated
+  (:mod:`fraud_assets.calibration`).
 
-Deep and wide n-gram weights live in one table of ``ngram_buckets`` rows x
-``ngram_dim + 1`` columns (the last column is the wide weight). A batch
-touches a few thousand rows of it, so training gathers just those rows, runs
-autograd on that small dense slice and updates them with a row-wise ("lazy")
-Adam; everything else uses AdamW. This is the sparse-update idea of
-``nn.EmbeddingBag(sparse=True)`` + ``torch.optim.SparseAdam`` without torch's
-sparse-tensor arithmetic, which measured several times slower (SparseAdam alone
-took about 180 ms a step for a batch of 256 Chinese-SMS-length texts on one core;
-the whole step here takes a few tens of ms).
+The deep n-gram table (``ngram_buckets`` x ``ngram_dim``) is trained with a
+row-wise ("lazy") Adam on the rows a batch touches; everything else uses
+AdamW. This is the sparse-update idea of ``nn.EmbeddingBag(sparse=True)`` +
+``torch.optim.SparseAdam`` without torch's sparse-tensor arithmetic, which
+measured several times slower.
 
 Validation metrics (F1, precision, recall, accuracy) are computed at the
 threshold that maximises validation F1, which is how the evaluation step picks
 the operating threshold; ``val_f1_at_0_5`` is recorded too.
 
-IDF and standardisation statistics are registered buffers of the module, so
-they travel with the weights (safetensors) and a loaded model is self-contained.
+IDF, standardisation statistics, the linear weights and the blend are
+registered buffers of the module, so they travel with the weights
+(safetensors) and a loaded model is self-contained.
 
 Heavy imports (torch) happen inside functions only.
 """
