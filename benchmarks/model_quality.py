@@ -89,11 +89,15 @@ def run_one(name: str, spec: dict, root: Path, seeds: list[int]) -> list[dict]:
     results = []
     for seed in seeds:
         t0 = time.perf_counter()
+        # Each seed is a fresh model on a fresh split: a champion from another seed was trained on
+        # rows of this split's test set, so the promotion gate would compare against a leaked model.
+        shutil.rmtree(root / "models" / "production", ignore_errors=True)
         resources = {"fraud": FraudSettings.from_settings(landing_settle_seconds=0.0, seed=seed),
                      "embedder": EmbedderResource.from_settings()}
         out = dg.materialize(headless._all_assets(), selection=RETRAIN_ASSETS, instance=instance, resources=resources,
-                             raise_on_error=True, run_config=RUN_CONFIG)
-        assert out.success
+                             raise_on_error=False, run_config=RUN_CONFIG)
+        if not out.success:
+            raise SystemExit(f"[{name}] seed {seed}: the retrain run failed, see the log above")
         metrics = json.loads((root / "reports" / "latest" / "metrics.json").read_text())
         results.append(_row(name, seed, metrics, time.perf_counter() - t0))
         print(f"  [{name}] seed {seed}: model F1 {results[-1]['model']['f1']:.4f} "
