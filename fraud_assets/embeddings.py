@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import polars as pl
 
-from fraud_assets.embedding_backends import EXPORT_RECIPE
+from fraud_assets.embedding_backends import EXPORT_RECIPE, check_backend, onnx_model
 from fraud_assets.storage import Storage
 
 BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -124,6 +124,11 @@ def _is_local(source: str) -> bool:
     return Path(source).is_dir()
 
 
+def _local_folder(source: str) -> Path | None:
+    """The model's files on this machine: the folder itself, or the hub id's HF-cache snapshot."""
+    return Path(source) if _is_local(source) else _hub_snapshot(source)
+
+
 def _hub_snapshot(repo_id: str) -> Path | None:
     """Local snapshot folder of a hub model if it is in the HF cache, else None."""
     try:
@@ -138,9 +143,7 @@ def _load_model(source: str, device: str, backend: str = "torch") -> Any:
     from sentence_transformers import SentenceTransformer
 
     if backend != "torch":
-        from fraud_assets.embedding_backends import onnx_model
-
-        local = Path(source) if _is_local(source) else _hub_snapshot(source)
+        local = _local_folder(source)
         if local is None:
             raise RuntimeError(f"the ONNX backends need the model files locally; {source!r} is not in the HF cache")
         folder, file_name = onnx_model(local, _folder_digest(local), backend)
@@ -255,8 +258,6 @@ class Embedder:
         normalize: bool = True,
         backend: str = "torch",
     ):
-        from fraud_assets.embedding_backends import check_backend
-
         if (batch_size is not None and batch_size < 1) or max_seq_length < 1:
             raise ValueError("batch_size and max_seq_length must be positive")
         self.backend = check_backend(backend)
@@ -318,11 +319,11 @@ class Embedder:
         changes padding, not the vectors beyond float rounding.
         """
         if self._fingerprint is None:
-            folder = self._local_folder()
+            folder = _local_folder(self.source)
             if folder is None:
                 # Hub id not in the HF cache yet: loading the model downloads it.
                 self._model()
-                folder = self._local_folder()
+                folder = _local_folder(self.source)
             model_id = _folder_digest(folder) if folder is not None else f"hub:{self.source}"
             payload = "|".join(
                 [
@@ -341,7 +342,7 @@ class Embedder:
     def dimension(self) -> int:
         """Vector length, read from the model's config files when possible (no load)."""
         if self._dimension is None:
-            folder = self._local_folder()
+            folder = _local_folder(self.source)
             dim = _dimension_from_folder(folder) if folder is not None else None
             if dim is None:
                 model = self._model()
@@ -350,9 +351,6 @@ class Embedder:
         return self._dimension
 
     # ---- model access -------------------------------------------------------
-    def _local_folder(self) -> Path | None:
-        return Path(self.source) if _is_local(self.source) else _hub_snapshot(self.source)
-
     def _model(self) -> Any:
         return _get_model(self.source, self.device, self.backend)
 
@@ -411,7 +409,7 @@ class Embedder:
             if self.source not in _TOKENIZERS:
                 from transformers import AutoTokenizer
 
-                folder = self._local_folder()
+                folder = _local_folder(self.source)
                 if folder is not None:
                     with _hub_offline():
                         _TOKENIZERS[self.source] = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

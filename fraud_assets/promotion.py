@@ -28,9 +28,9 @@ def compare_with_champion(
     recorded test F1 is used instead, and the reason says so.
     """
     from fraud_assets.evaluation import binary_metrics
-    from fraud_assets.registry import ModelLoadError, load_model, read_pointer
+    from fraud_assets.registry import ModelLoadError, load_model, read_card, read_pointer
 
-    _, challenger_card = load_model(candidate_dir)
+    challenger_card = read_card(candidate_dir)
     challenger_f1 = float(challenger_card["metrics"]["model"]["f1"])
     meta: dict[str, Any] = {"challenger": challenger_card["run_name"], "challenger_f1": challenger_f1, "tolerance": tolerance}
     try:

@@ -116,10 +116,19 @@ def update_card(folder: str | StoragePath, **fields: Any) -> dict:
     pointer then pins the card's hash.
     """
     folder = as_path(folder)
-    storage = Storage(folder)
-    card = {**_parse_json(storage.read_bytes(folder / CARD_FILE), folder / CARD_FILE), **fields}
-    storage.write_bytes(_json_bytes(card), folder / CARD_FILE)
+    card = {**read_card(folder), **fields}
+    Storage(folder).write_bytes(_json_bytes(card), folder / CARD_FILE)
     return card
+
+
+def read_card(folder: str | StoragePath) -> dict:
+    """A model folder's card alone, without building the model (it needs no torch)."""
+    path = as_path(folder) / CARD_FILE
+    try:
+        data = Storage(path).read_bytes(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"model folder {folder} has no {CARD_FILE}: missing or unfinished") from None
+    return _parse_json(data, path)
 
 
 def load_model(location: str | StoragePath):

@@ -20,7 +20,6 @@ Publishing is atomic on every backend:
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -72,24 +71,12 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_tree(folder: str | Path) -> None:
-    """fsync every file and folder below ``folder`` (before the rename that publishes it)."""
-    for dirpath, _, filenames in os.walk(folder):
-        for name in filenames:
-            fsync_path(Path(dirpath) / name)
-        fsync_path(dirpath)
-
-
 class Storage:
     """Paths and atomic I/O under one storage root (``FRAUD_DATA_DIR``)."""
 
     def __init__(self, root: str | os.PathLike, landing_dir: str | os.PathLike | None = None):
         self.root = as_path(root)
         self.landing_dir = as_path(landing_dir) if landing_dir else self.root / "incoming"
-
-    @property
-    def is_local(self) -> bool:
-        return is_local(self.root)
 
     # ---- layout -----------------------------------------------------------
     def asset_path(self, asset: str, partition: str | None = None) -> StoragePath:
@@ -137,9 +124,6 @@ class Storage:
     @staticmethod
     def read_bytes(path: StoragePath) -> bytes:
         return path.read_bytes()
-
-    def read_text(self, path: StoragePath) -> str:
-        return self.read_bytes(path).decode("utf-8")
 
     def read_json(self, path: StoragePath) -> Any:
         return json.loads(self.read_bytes(path))
@@ -255,21 +239,11 @@ class Storage:
             tmp.write_bytes(data)
         return path
 
-    def copy_in(self, source: Path | io.BufferedIOBase, path: StoragePath) -> StoragePath:
-        """Publish a local file (or an open binary handle) at ``path``, atomically."""
-        with self.atomic_path(path) as tmp:
-            with tmp.open("wb") as target:
-                if isinstance(source, Path):
-                    with source.open("rb") as handle:
-                        shutil.copyfileobj(handle, target, 1 << 22)
-                else:
-                    shutil.copyfileobj(source, target, 1 << 22)
-        return path
-
     def upload_tree(self, folder: Path, destination: StoragePath) -> StoragePath:
         """Copy every file under a local ``folder`` to ``destination`` (each file published atomically)."""
         for local in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.copy_in(local, destination / local.relative_to(folder).as_posix())
+            with self.atomic_path(destination / local.relative_to(folder).as_posix()) as tmp:
+                shutil.copyfile(local, tmp)
         return destination
 
     # ---- removal ----------------------------------------------------------

@@ -182,12 +182,11 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     A refusal is an expected outcome, not an error: the check is a WARN and the run
     succeeds, so a night on which the challenger is simply not better stays green.
     """
-    from fraud_assets.registry import load_model, promote, prune_candidates
+    from fraud_assets.registry import promote, prune_candidates, read_card
 
     storage = fraud.storage
     candidate_dir = run_output(context, "evaluation_report", "candidate")  # the candidate this run evaluated
-    _, card = load_model(candidate_dir)
-    dataset = storage.read_parquet(as_path(card["training_dataset"]))
+    dataset = storage.read_parquet(as_path(read_card(candidate_dir)["training_dataset"]))
     decision = compare_with_champion(candidate_dir, storage.production_pointer, dataset, tolerance=config.tolerance)
     yield dg.AssetCheckResult(
         check_name=NOT_WORSE_THAN_CHAMPION.name,
