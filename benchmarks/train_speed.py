@@ -65,6 +65,7 @@ def main() -> None:
 
     import torch
 
+    from fraud_assets.lexical import hash_word_ngrams
     from fraud_assets.model import TrainConfig, hash_char_ngrams, train_classifier
 
     if args.threads:
@@ -73,7 +74,8 @@ def main() -> None:
     config = TrainConfig()
 
     t0 = time.perf_counter()
-    hash_char_ngrams(frame["text"], config.ngram_buckets, config.ngram_min, config.ngram_max)
+    hash_char_ngrams(frame["text"], config.wide_buckets, config.ngram_min, config.ngram_max)
+    hash_word_ngrams(frame["text"], config.wide_buckets, config.word_ngram_max)
     featurise_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -82,17 +84,23 @@ def main() -> None:
     epochs = len(model.history)
     epoch_s = float(np.mean([h["seconds"] for h in model.history]))
 
+    from fraud_assets.evaluation import choose_threshold
+
     test = frame.filter(pl.col("split") == "test")
+    val = frame.filter(pl.col("split") == "validation")
     t0 = time.perf_counter()
     proba = model.predict_proba(test)
     score_s = time.perf_counter() - t0
-    pred = proba >= model.best["val_threshold"]
+    pred = proba >= choose_threshold(val["label"].to_numpy(), model.predict_proba(val))
     y = test["label"].to_numpy() == 1
     f1 = 2 * (pred & y).sum() / max(1, pred.sum() + y.sum())
 
     print(f"rows                {args.rows}")
     print(f"torch threads       {torch.get_num_threads()}")
-    print(f"featurisation s     {featurise_s:.2f}  (char n-gram hashing of all rows)")
+    print(f"featurisation s     {featurise_s:.2f}  (char + word n-gram hashing of all rows)")
+    linear = model.selection.get("linear", {})
+    print(f"linear part s       {linear.get('seconds', 0.0):.1f}  (logistic regression per view and C, liblinear)")
+    print(f"blend               {model.selection['blend']['chosen']}")
     print(f"epochs run          {epochs} (best {model.best_epoch})")
     print(f"seconds total       {total_s:.1f}  (featurisation + training + validation)")
     print(f"seconds / epoch     {epoch_s:.2f}")

@@ -298,3 +298,16 @@ def build_training_dataset(
         "splits": _split_counts(dataset),
     }
     return dataset, summary
+
+
+def resplit(
+    dataset: pl.DataFrame, seed: int, *, validation_share: float = 0.15, test_share: float = 0.15
+) -> tuple[pl.DataFrame, str]:
+    """The same de-duplicated rows split again with another seed (for repeated evaluation).
+
+    Same rules as :func:`build_training_dataset`; a pure time split does not
+    depend on the seed, so it comes back unchanged (the strategy says so).
+    """
+    frame = dataset.drop("split") if "split" in dataset.columns else dataset
+    out, strategy = _split(frame, seed, validation_share, test_share)
+    return out.sort("text_hash"), strategy

@@ -314,13 +314,16 @@ def _reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dic
     return rows
 
 
-def _plot_reliability(table: list[dict[str, Any]], brier: float | None) -> bytes:
+def _plot_reliability(table: list[dict[str, Any]], brier: float | None, before: dict[str, Any] | None = None) -> bytes:
     fig = _figure(5.5, 6.0)
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
+    if before and before["reliability"]:
+        ax.plot([r["mean_predicted"] for r in before["reliability"]], [r["observed_fraud_rate"] for r in before["reliability"]],
+                marker="x", ls=":", color="tab:orange", label=f"before calibration (Brier {before['brier']:.4f})")
     if table:
         ax.plot([r["mean_predicted"] for r in table], [r["observed_fraud_rate"] for r in table],
-                marker="o", label="model")
+                marker="o", label="model (calibrated)" if before else "model")
         # Rows per bin: a point resting on 2 rows says little, one on 1,000 a lot.
         hist.bar([r["mean_predicted"] for r in table], [r["count"] for r in table], width=0.06, color="tab:blue")
         hist.set_yscale("log")
@@ -403,6 +406,9 @@ def evaluate(
     strategy: str = "max_f1",
     target: float | None = None,
     include_baselines: bool = True,
+    raw_val_proba: Any = None,
+    raw_test_proba: Any = None,
+    plots: bool = True,
 ) -> EvaluationResult:
     """Score the model on the test split and compare it with the baselines.
 
@@ -416,6 +422,10 @@ def evaluate(
         strategy, target: how the threshold is chosen on validation (see
             :func:`choose_threshold`); the baselines get the same rule.
         include_baselines: fit the baselines (a few seconds on 10k texts).
+        raw_val_proba, raw_test_proba: the model's probabilities before its
+            post-hoc calibration (optional): the report then gives Brier and
+            ECE before and after, and the reliability plot shows both.
+        plots: draw the PNGs (repeated evaluations skip them).
 
     Returns an :class:`EvaluationResult` with the metrics.json content, the
     markdown report and the PNG plots.
@@ -459,6 +469,7 @@ def evaluate(
 
     fraud_types = test.get_column("fraud_type").to_list() if "fraud_type" in test.columns else [None] * test.height
     reliability = _reliability_table(y_test, test_p)
+    calibration = _calibration_section(y_test, test_p, reliability, raw_test_proba)
     tfidf = baselines.get("tfidf_logreg")
     length = baselines.get("length_logreg")
     metrics: dict[str, Any] = {
@@ -474,7 +485,8 @@ def evaluate(
         "threshold_strategy": strategy,
         "threshold_target": target,
         "threshold_chosen_on": "validation",
-        "calibration": {"brier": model["brier"], "reliability": reliability},
+        "calibration": calibration,
+        "repeated": None,
         "beats_tfidf_baseline": None if tfidf is None else bool(model["f1"] >= tfidf["f1"]),
         "length_only": None
         if length is None
@@ -487,14 +499,44 @@ def evaluate(
     }
     metrics = _jsonable(metrics)
 
-    plots = {
-        "pr_curve.png": _plot_pr_curves(y_test, curves),
-        "confusion_matrix.png": _plot_confusion(model["confusion_matrix"], threshold),
-        "reliability.png": _plot_reliability(reliability, model["brier"]),
-    }
-    if history:
-        plots["training_curves.png"] = _plot_training_curves(history)
+    figures = {}
+    if plots:
+        figures = {
+            "pr_curve.png": _plot_pr_curves(y_test, curves),
+            "confusion_matrix.png": _plot_confusion(model["confusion_matrix"], threshold),
+            "reliability.png": _plot_reliability(reliability, model["brier"], calibration["before"]),
+        }
+        if history:
+            figures["training_curves.png"] = _plot_training_curves(history)
+    plots = figures
     return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, [f for f in PLOT_FILES if f in plots]), plots=plots)
+
+
+def with_repeats(result: EvaluationResult, summary: dict[str, Any]) -> EvaluationResult:
+    """The same result with a repeated-evaluation summary (:func:`fraud_assets.repeats.summarise`) added."""
+    metrics = {**result.metrics, "repeated": _jsonable(summary)}
+    plot_files = [f for f in PLOT_FILES if f in result.plots]
+    return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, plot_files), plots=result.plots)
+
+
+def _calibration_section(y: np.ndarray, p: np.ndarray, reliability: list, raw_test_proba: Any) -> dict[str, Any]:
+    """Brier, ECE and reliability on test; the same ``before`` calibration when raw scores are given."""
+    from fraud_assets.calibration import expected_calibration_error
+
+    section: dict[str, Any] = {
+        "brier": float(np.mean((p - y) ** 2)) if y.size else None,
+        "ece": expected_calibration_error(y, p),
+        "reliability": reliability,
+        "before": None,
+    }
+    if raw_test_proba is not None:
+        raw = np.asarray(raw_test_proba, dtype=np.float64).ravel()
+        section["before"] = {
+            "brier": float(np.mean((raw - y) ** 2)) if y.size else None,
+            "ece": expected_calibration_error(y, raw),
+            "reliability": _reliability_table(y, raw),
+        }
+    return section
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -585,20 +627,38 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
     else:
         lines.append("No fraud rows in the test split.")
 
+    calibration = metrics["calibration"]
     lines += [
         "",
         "## Calibration",
         "",
-        f"Brier score {_fmt(model['brier'])} (0 is perfect; always predicting the test fraud share would score "
-        f"{_fmt(_prior_brier(metrics))}).",
+        f"Brier score {_fmt(model['brier'])}, ECE {_fmt(calibration['ece'])} (0 is perfect; always predicting the "
+        f"test fraud share would score Brier {_fmt(_prior_brier(metrics))}).",
         "",
     ]
+    before = calibration.get("before")
+    if before is not None:
+        lines += [
+            "Probabilities are calibrated on the validation split (Platt scaling of the stacked parts), because "
+            "label smoothing and class weighting in training distort them. On the test split:",
+            "",
+            "| | Brier | ECE |",
+            "| --- | --- | --- |",
+            f"| before calibration | {_fmt(before['brier'])} | {_fmt(before['ece'])} |",
+            f"| after calibration | {_fmt(calibration['brier'])} | {_fmt(calibration['ece'])} |",
+            "",
+        ]
     if metrics["calibration"]["reliability"]:
         lines += ["| P(fraud) bin | mean predicted | observed fraud rate | rows |", "| --- | --- | --- | --- |"]
         lines += [
             f"| {r['bin']} | {_fmt(r['mean_predicted'], 3)} | {_fmt(r['observed_fraud_rate'], 3)} | {r['count']} |"
             for r in metrics["calibration"]["reliability"]
         ]
+
+    if metrics.get("repeated"):
+        from fraud_assets.repeats import summary_markdown
+
+        lines += ["", summary_markdown(metrics["repeated"])]
 
     length = metrics.get("length_only")
     if length is not None:

@@ -1,37 +1,39 @@
-"""The fraud classifier: a torch model over frozen embeddings, time features,
-cheap text statistics and hashed character n-grams, and its training loop.
+"""The fraud classifier: one torch model over hashed n-grams, frozen embeddings,
+time features and cheap text statistics, and its training.
 
 Why this design: the default sentence embedding (all-MiniLM-L6-v2) is
 English-centric and maps most Chinese characters to ``[UNK]``, so the model
-must not depend on it. Character n-grams carry the signal in any language, so
-the network has three parts whose outputs are added or concatenated:
+must not depend on it, and on hard Chinese text a char-n-gram TF-IDF logistic
+regression is a strong bar. The model contains that regression and can only
+add to it:
 
-- *dense*: [embedding ; time features ; text statistics], standardised with
-  train-split statistics, through a one-layer MLP;
-- *deep n-grams*: char 1-3-grams hashed into ``ngram_buckets`` buckets,
-  TF-IDF weighted (sublinear tf, IDF from the train split, L2-normalised per
-  text) and summed by an embedding bag (fastText-style), trained jointly;
-- *wide n-grams*: a linear term over the same weighted n-grams, added to the
-  output logit. With everything else switched off this is exactly logistic
-  regression on char-n-gram TF-IDF, the strong classical baseline, so the model
-  contains that baseline as a special case.
+- *wide (linear) part*: char 1-4-grams and word 1-2-grams (jieba) hashed into
+  ``wide_buckets``, sublinear TF-IDF (IDF from the train split, each group
+  L2-normalised per text), one weight per bucket. Fitted first, to
+  convergence, as an L2 logistic regression with C chosen on validation
+  (:mod:`fraud_assets.linear`), then fixed;
+- *deep part*: [embedding ; time features ; text statistics], standardised
+  with train-split statistics, through a one-layer MLP, concatenated with a
+  fastText-style bag of the same n-grams (ids modulo ``ngram_buckets``), into
+  a small head. Trained by mini-batch on top of the fixed linear logit, so it
+  learns the residual;
+- *blend*: ``a * wide + b * deep + c``, chosen among linear-only, deep-only
+  and both by cross-fitted validation log-loss and Platt-calibrated
+  (:mod:`fraud_assets.calibration`).
 
-Deep and wide n-gram weights live in one table of ``ngram_buckets`` rows x
-``ngram_dim + 1`` columns (the last column is the wide weight). A batch
-touches a few thousand rows of it, so training gathers just those rows, runs
-autograd on that small dense slice and updates them with a row-wise ("lazy")
-Adam; everything else uses AdamW. This is the sparse-update idea of
-``nn.EmbeddingBag(sparse=True)`` + ``torch.optim.SparseAdam`` without torch's
-sparse-tensor arithmetic, which measured several times slower (SparseAdam alone
-took about 180 ms a step for a batch of 256 Chinese-SMS-length texts on one core;
-the whole step here takes a few tens of ms).
+The deep n-gram table (``ngram_buckets`` x ``ngram_dim``) is trained with a
+row-wise ("lazy") Adam on the rows a batch touches; everything else uses
+AdamW. This is the sparse-update idea of ``nn.EmbeddingBag(sparse=True)`` +
+``torch.optim.SparseAdam`` without torch's sparse-tensor arithmetic, which
+measured several times slower.
 
 Validation metrics (F1, precision, recall, accuracy) are computed at the
 threshold that maximises validation F1, which is how the evaluation step picks
 the operating threshold; ``val_f1_at_0_5`` is recorded too.
 
-IDF and standardisation statistics are registered buffers of the module, so
-they travel with the weights (safetensors) and a loaded model is self-contained.
+IDF, standardisation statistics, the linear weights and the blend are
+registered buffers of the module, so they travel with the weights
+(safetensors) and a loaded model is self-contained.
 
 Heavy imports (torch) happen inside functions only.
 """
@@ -102,13 +104,22 @@ class TrainConfig:
     use_time: bool = True
     use_ngrams: bool = True
     use_text_stats: bool = True
-    # char n-grams (hashed, TF-IDF weighted)
+    # lexical features (hashed, TF-IDF weighted): char n-grams and jieba / \w+ word n-grams
     ngram_min: int = 1
-    ngram_max: int = 3
-    ngram_buckets: int = 2**18
+    ngram_max: int = 4
+    word_ngram_max: int = 2  # 0 = no word n-grams
+    ngram_buckets: int = 2**18  # rows of the deep bag table (few collisions matter little there)
+    wide_buckets: int = 2**22  # the linear part's hash space; a multiple of ngram_buckets
     ngram_dim: int = 64
     ngram_lowercase: bool = True
-    use_wide: bool = True  # linear term over the n-grams (logistic regression inside)
+    # the linear part: logistic regression fitted first, to convergence (fraud_assets.linear)
+    use_wide: bool = True
+    wide_views: tuple[str, ...] = ("plain", "nb")
+    wide_cs: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # L2 strengths tried per view, chosen on validation
+    # the deep part (MLP over dense features + n-gram bag), trained on top of the fixed linear part
+    use_deep: bool = True
+    # stack the parts and calibrate them on validation (fraud_assets.calibration)
+    calibrate: bool = True
     # network
     hidden: int = 128
     dropout: float = 0.2
@@ -134,8 +145,9 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if values.get("time_columns") is not None:
-            values["time_columns"] = tuple(values["time_columns"])
+        for key in ("time_columns", "wide_views", "wide_cs"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -153,8 +165,15 @@ class FeatureSpec:
     text_stat_columns: tuple[str, ...]  # empty when text statistics are off
     ngram_min: int
     ngram_max: int
-    ngram_buckets: int  # 0 when n-grams are off
+    ngram_buckets: int  # 0 when the deep bag is off
     ngram_lowercase: bool
+    word_ngram_max: int = 0  # 0 when word n-grams are off
+    wide_buckets: int = 0  # 0 when the linear part is off
+
+    @property
+    def hash_space(self) -> int:
+        """Buckets the lexical features are hashed into (deep ids are these modulo ngram_buckets)."""
+        return max(self.wide_buckets, self.ngram_buckets)
 
     @property
     def dense_dim(self) -> int:
@@ -163,7 +182,7 @@ class FeatureSpec:
     @property
     def required_columns(self) -> tuple[str, ...]:
         cols: list[str] = []
-        if self.ngram_buckets or self.text_stat_columns:
+        if self.hash_space or self.text_stat_columns:
             cols.append("text")
         if self.embedding_dim:
             cols.append("embedding")
@@ -182,6 +201,8 @@ class FeatureSpec:
             ngram_max=int(data["ngram_max"]),
             ngram_buckets=int(data["ngram_buckets"]),
             ngram_lowercase=bool(data["ngram_lowercase"]),
+            word_ngram_max=int(data.get("word_ngram_max", 0)),
+            wide_buckets=int(data.get("wide_buckets", 0)),
         )
 
 
@@ -249,12 +270,23 @@ def hash_char_ngrams(
 
 
 def _hash_chunk(s: pl.Series, buckets: int, n_min: int, n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n = len(s)
     lengths = s.str.len_chars().to_numpy().astype(np.int64) + 2
     joined = "".join(_MARK_START + t + _MARK_END for t in s.to_list())
     cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    return _hash_sequences(cps, lengths, buckets, n_min, n_max, skip_marks=True)
+
+
+def _hash_sequences(
+    values: np.ndarray, lengths: np.ndarray, buckets: int, n_min: int, n_max: int, *, skip_marks: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hash the n-grams of concatenated integer sequences (text ``i`` has ``lengths[i]`` values).
+
+    Shared by character n-grams (values = code points, with start/end marks
+    that are not unigrams themselves) and word n-grams (values = token hashes).
+    """
+    n = len(lengths)
     owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    total = len(cps)
+    total = len(values)
     keys = []
     with np.errstate(over="ignore"):
         for k in range(n_min, n_max + 1):
@@ -262,11 +294,11 @@ def _hash_chunk(s: pl.Series, buckets: int, n_min: int, n_max: int) -> tuple[np.
             if m <= 0:
                 continue
             valid = owner[: m] == owner[k - 1 :]
-            if k == 1:  # the bare marks are not n-grams
-                valid &= (cps[:m] != 2) & (cps[:m] != 3)
+            if k == 1 and skip_marks:  # the bare marks are not n-grams
+                valid &= (values[:m] != 2) & (values[:m] != 3)
             h = np.full(m, _FNV_OFFSET ^ np.uint64(k), dtype=np.uint64)
             for j in range(k):
-                h = (h ^ cps[j : j + m]) * _FNV_PRIME
+                h = (h ^ values[j : j + m]) * _FNV_PRIME
             # splitmix64 finaliser: spreads FNV's weak low bits before the modulo
             h ^= h >> np.uint64(30)
             h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -310,13 +342,18 @@ def tfidf_weights(indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: 
 
 @dataclass
 class _Features:
-    """Model inputs for a frame: raw dense matrix and TF-IDF CSR."""
+    """Model inputs for a frame: raw dense matrix and the lexical CSR triples (char, then words)."""
 
     n: int
     dense: np.ndarray | None  # float32 [n, dense_dim], unstandardised
-    indptr: np.ndarray | None
-    ids: np.ndarray | None
-    counts: np.ndarray | None
+    lexical: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def idf(self, buckets: int) -> np.ndarray:
+        """IDF per bucket over all lexical groups (groups hash into disjoint buckets, up to collisions)."""
+        if not self.lexical:
+            return np.zeros(buckets, np.float32)
+        ids = np.concatenate([ids for _, ids, _ in self.lexical])
+        return compute_idf(self.lexical[0][0], ids, buckets)
 
 
 def _embedding_matrix(frame: pl.DataFrame, dim: int) -> np.ndarray:
@@ -346,12 +383,15 @@ def _featurise(frame: pl.DataFrame, spec: FeatureSpec) -> _Features:
     if spec.text_stat_columns:
         parts.append(text_stats(frame.get_column("text")))
     dense = np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else None
-    indptr = ids = counts = None
-    if spec.ngram_buckets:
-        indptr, ids, counts = hash_char_ngrams(
-            frame.get_column("text"), spec.ngram_buckets, spec.ngram_min, spec.ngram_max, spec.ngram_lowercase
-        )
-    return _Features(frame.height, dense, indptr, ids, counts)
+    lexical = []
+    if spec.hash_space:
+        texts = frame.get_column("text")
+        lexical.append(hash_char_ngrams(texts, spec.hash_space, spec.ngram_min, spec.ngram_max, spec.ngram_lowercase))
+        if spec.word_ngram_max:
+            from fraud_assets.lexical import hash_word_ngrams
+
+            lexical.append(hash_word_ngrams(texts, spec.hash_space, spec.word_ngram_max, spec.ngram_lowercase))
+    return _Features(frame.height, dense, lexical)
 
 
 # --------------------------------------------------------------------------- #
@@ -364,14 +404,25 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
     from torch import nn
 
     class FraudNet(nn.Module):
-        """dense MLP ⊕ n-gram bag -> head, plus a wide n-gram logit."""
+        """``blend · [wide logit, deep logit, 1]``: a linear n-gram part and a deep part, stacked.
+
+        The deep part is [dense MLP ; n-gram bag] -> head. The wide part is a
+        logistic regression over the TF-IDF n-grams (``wide_weight``,
+        ``wide_bias``), fitted before the deep part and then fixed; ``blend``
+        holds the stacking / calibration weights fitted on validation.
+        """
 
         def __init__(self) -> None:
             super().__init__()
             fused = 0
             self.dense_dim = spec.dense_dim
-            self.use_ngrams = spec.ngram_buckets > 0
-            self.use_wide = self.use_ngrams and config.use_wide
+            self.deep_buckets = spec.ngram_buckets
+            self.use_wide = spec.wide_buckets > 0
+            self.register_buffer("idf", torch.zeros(spec.hash_space))
+            self.register_buffer("blend", torch.tensor([1.0, 1.0, 0.0]))  # wide, deep, bias
+            if self.use_wide:
+                self.register_buffer("wide_weight", torch.zeros(spec.wide_buckets))
+                self.register_buffer("wide_bias", torch.zeros(1))
             if self.dense_dim:
                 self.register_buffer("dense_mean", torch.zeros(self.dense_dim))
                 self.register_buffer("dense_std", torch.ones(self.dense_dim))
@@ -379,34 +430,42 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
                     nn.Linear(self.dense_dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout)
                 )
                 fused += config.hidden
-            if self.use_ngrams:
-                self.register_buffer("idf", torch.zeros(spec.ngram_buckets))
-                # columns [:ngram_dim]: deep bag vectors; last column: wide (linear) weights
-                table = torch.empty(spec.ngram_buckets, config.ngram_dim + 1)
-                nn.init.normal_(table[:, :-1], std=0.05)
-                nn.init.zeros_(table[:, -1])
+            if self.deep_buckets:
+                table = torch.empty(spec.ngram_buckets, config.ngram_dim)
+                nn.init.normal_(table, std=0.05)
                 # updated by _RowAdam, not by autograd on the full table
                 self.ngram_table = nn.Parameter(table, requires_grad=False)
                 fused += config.ngram_dim
-            self.head = nn.Sequential(
-                nn.Linear(fused, config.hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.hidden, 1)
-            )
+            self.use_deep = fused > 0
+            if self.use_deep:
+                self.head = nn.Sequential(
+                    nn.Linear(fused, config.hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.hidden, 1)
+                )
 
-        def forward(self, dense, ngram_ids, ngram_offsets, ngram_weights, table=None):
-            """Logits. ``table`` replaces ``ngram_table`` (training passes the batch's rows)."""
-            parts = []
-            if self.dense_dim:
-                parts.append(self.dense((dense - self.dense_mean) / self.dense_std))
-            wide = None
-            if self.use_ngrams:
-                table = self.ngram_table if table is None else table
-                bag = F.embedding_bag(ngram_ids, table, ngram_offsets, mode="sum", per_sample_weights=ngram_weights)
-                parts.append(bag[:, :-1])
-                wide = bag[:, -1]
-            logit = self.head(torch.cat(parts, dim=1)).squeeze(1)
+        def parts(self, dense, ids, offsets, weights, table=None, deep_ids=None):
+            """(wide logit, deep logit); zeros for a part the model does not have."""
+            n = offsets.shape[0] if offsets is not None else dense.shape[0]
+            wide = deep = torch.zeros(n)
             if self.use_wide:
-                logit = logit + wide
-            return logit
+                wide = F.embedding_bag(ids, self.wide_weight.unsqueeze(1), offsets, mode="sum",
+                                       per_sample_weights=weights).squeeze(1) + self.wide_bias
+            if self.use_deep:
+                feats = []
+                if self.dense_dim:
+                    feats.append(self.dense((dense - self.dense_mean) / self.dense_std))
+                if self.deep_buckets:
+                    table = self.ngram_table if table is None else table
+                    deep_ids = torch.remainder(ids, self.deep_buckets) if deep_ids is None else deep_ids
+                    feats.append(F.embedding_bag(deep_ids, table, offsets, mode="sum", per_sample_weights=weights))
+                deep = self.head(torch.cat(feats, dim=1)).squeeze(1)
+            return wide, deep
+
+        def forward(self, dense, ids, offsets, weights, table=None, deep_ids=None, raw: bool = False):
+            """Logits; ``raw`` gives the unblended sum (wide + deep), the model before calibration."""
+            wide, deep = self.parts(dense, ids, offsets, weights, table, deep_ids)
+            if raw:
+                return wide + deep
+            return self.blend[0] * wide + self.blend[1] * deep + self.blend[2]
 
     return FraudNet()
 
@@ -442,20 +501,27 @@ class _RowAdam:
 
 
 class _Inputs:
-    """Model inputs as tensors, with fast batch gathering from the CSR."""
+    """Model inputs as tensors, with fast batch gathering from the CSR.
+
+    ``matrix`` is the same TF-IDF as a scipy CSR (each lexical group
+    L2-normalised on its own, then summed), which the linear part is fitted on.
+    """
 
     def __init__(self, feats: _Features, module) -> None:
         import torch
 
+        from fraud_assets.lexical import tfidf_matrix
+
         self.n = feats.n
         self.dense = torch.from_numpy(feats.dense) if feats.dense is not None else None
-        self.indptr = self.ids = self.weights = None
-        if feats.indptr is not None:
+        self.indptr = self.ids = self.weights = self.matrix = None
+        if feats.lexical:
             idf = module.idf.detach().cpu().numpy()
-            w = tfidf_weights(feats.indptr, feats.ids, feats.counts, idf)
-            self.indptr = torch.from_numpy(feats.indptr)
-            self.ids = torch.from_numpy(feats.ids)
-            self.weights = torch.from_numpy(w)
+            self.matrix = sum(tfidf_matrix(*group, idf) for group in feats.lexical).tocsr()
+            self.matrix.sort_indices()
+            self.indptr = torch.from_numpy(self.matrix.indptr.astype(np.int64))
+            self.ids = torch.from_numpy(self.matrix.indices.astype(np.int64))
+            self.weights = torch.from_numpy(self.matrix.data.astype(np.float32))
 
     def batch(self, rows):
         import torch
@@ -471,7 +537,8 @@ class _Inputs:
         return dense, self.ids[gather], offsets, self.weights[gather]
 
 
-def _logits(module, inputs: _Inputs, batch_size: int = 8192) -> np.ndarray:
+def _logits(module, inputs: _Inputs, batch_size: int = 8192, *, raw: bool = False, parts: bool = False):
+    """Logits for every row (``raw``: before the blend); ``parts``: the (wide, deep) pair instead."""
     import torch
 
     was_training = module.training
@@ -480,9 +547,13 @@ def _logits(module, inputs: _Inputs, batch_size: int = 8192) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, inputs.n, batch_size):
             rows = torch.arange(start, min(start + batch_size, inputs.n))
-            out.append(module(*inputs.batch(rows)))
+            batch = inputs.batch(rows)
+            out.append(torch.stack(module.parts(*batch), 1) if parts else module(*batch, raw=raw))
     module.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    if not out:
+        return np.zeros((0, 2) if parts else 0, np.float32)
+    result = torch.cat(out).numpy()
+    return (result[:, 0], result[:, 1]) if parts else result
 
 
 # --------------------------------------------------------------------------- #
@@ -528,17 +599,21 @@ class TrainedModel:
     spec: FeatureSpec
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+    #: how the parts were fitted and chosen: linear part (C per view), blend, calibration on validation
+    selection: dict[str, Any] = field(default_factory=dict)
 
-    def predict_proba(self, frame: pl.DataFrame, batch_size: int = 8192) -> np.ndarray:
+    def predict_proba(self, frame: pl.DataFrame, batch_size: int = 8192, *, calibrated: bool = True) -> np.ndarray:
         """Fraud probability per row (float64, same order as ``frame``).
 
         ``frame`` needs ``text``, ``embedding`` and the time columns, except for
-        feature groups the model was trained without.
+        feature groups the model was trained without. ``calibrated=False``
+        gives the model before the validation-fitted blend (wide + deep logit),
+        to show what calibration changed.
         """
         import torch
 
         feats = _featurise(frame, self.spec)
-        logits = _logits(self.module, _Inputs(feats, self.module), batch_size)
+        logits = _logits(self.module, _Inputs(feats, self.module), batch_size, raw=not calibrated)
         return torch.sigmoid(torch.from_numpy(logits)).numpy().astype(np.float64)
 
     @property
@@ -551,29 +626,36 @@ class TrainedModel:
 # training
 # --------------------------------------------------------------------------- #
 def _make_spec(train: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
+    deep = config.use_deep
     embedding_dim = 0
-    if config.use_embedding:
+    if config.use_embedding and deep:
         dtype = train.schema.get("embedding")
         if dtype is None:
             raise ValueError("use_embedding=True but the dataset has no 'embedding' column")
         embedding_dim = dtype.size if isinstance(dtype, pl.Array) else len(train["embedding"][0])
-    time_columns = (config.time_columns or default_time_columns()) if config.use_time else ()
+    time_columns = (config.time_columns or default_time_columns()) if config.use_time and deep else ()
     return FeatureSpec(
         embedding_dim=int(embedding_dim),
         time_columns=tuple(time_columns),
-        text_stat_columns=TEXT_STAT_COLUMNS if config.use_text_stats else (),
+        text_stat_columns=TEXT_STAT_COLUMNS if config.use_text_stats and deep else (),
         ngram_min=config.ngram_min,
         ngram_max=config.ngram_max,
-        ngram_buckets=config.ngram_buckets if config.use_ngrams else 0,
+        ngram_buckets=config.ngram_buckets if config.use_ngrams and deep else 0,
         ngram_lowercase=config.ngram_lowercase,
+        word_ngram_max=config.word_ngram_max if config.use_ngrams else 0,
+        wide_buckets=config.wide_buckets if config.use_ngrams and config.use_wide else 0,
     )
 
 
 def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     if not (config.use_embedding or config.use_time or config.use_ngrams or config.use_text_stats):
         raise ValueError("TrainConfig switches off every feature group; keep at least one")
+    if not (config.use_deep or (config.use_wide and config.use_ngrams)):
+        raise ValueError("TrainConfig switches off both the deep part and the linear n-gram part; keep one")
     if not 1 <= config.ngram_min <= config.ngram_max:
         raise ValueError("need 1 <= ngram_min <= ngram_max")
+    if config.wide_buckets % config.ngram_buckets:
+        raise ValueError("wide_buckets must be a multiple of ngram_buckets (deep ids are wide ids modulo ngram_buckets)")
     for col in ("label", "split"):
         if col not in dataset.columns:
             raise ValueError(f"dataset lacks the column {col!r}")
@@ -588,6 +670,84 @@ def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.DataFrame,
     return train, val
 
 
+def _val_record(y_val: np.ndarray, logits: np.ndarray, loss: float) -> dict[str, float]:
+    """Validation metrics of one epoch at the F1-maximising threshold (and at 0.5)."""
+    proba = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -50, 50)))
+    threshold, f1, precision, recall = best_f1_threshold(y_val, proba)
+    pred = (proba >= threshold).astype(np.int64)
+    pred05 = (proba >= 0.5).astype(np.int64)
+    tp05 = int(((pred05 == 1) & (y_val == 1)).sum())
+    return {
+        "val_loss": loss,
+        "val_accuracy": float((pred == y_val).mean()),
+        "val_f1": f1,
+        "val_precision": precision,
+        "val_recall": recall,
+        "val_threshold": threshold,
+        "val_f1_at_0_5": 2 * tp05 / max(1, int(pred05.sum()) + int(y_val.sum())),
+    }
+
+
+def _init_statistics(module, f_train: _Features, spec: FeatureSpec) -> None:
+    """Standardisation statistics and IDF from the train split, into the module's buffers."""
+    import torch
+
+    with torch.no_grad():
+        if spec.dense_dim:
+            mean = f_train.dense.astype(np.float64).mean(axis=0)
+            std = f_train.dense.astype(np.float64).std(axis=0)
+            std[std < 1e-6] = 1.0  # constant columns (e.g. no timestamps) become 0
+            module.dense_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+            module.dense_std.copy_(torch.from_numpy(std.astype(np.float32)))
+        if spec.hash_space:
+            module.idf.copy_(torch.from_numpy(f_train.idf(spec.hash_space)))
+
+
+def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log) -> dict:
+    """Fit the wide part as a logistic regression (fraud_assets.linear) and fix it in the module."""
+    import torch
+
+    from fraud_assets.linear import fit_wide
+
+    t0 = time.perf_counter()
+    fit = fit_wide(x_train.matrix, y_train, x_val.matrix, y_val, views=config.wide_views, cs=config.wide_cs, seed=config.seed)
+    with torch.no_grad():
+        module.wide_weight.copy_(torch.from_numpy(fit.weight))
+        module.wide_bias.fill_(fit.bias)
+    chosen = ", ".join(f"{v} C={fit.report[v]['C']:g}" for v in config.wide_views)
+    log(f"linear part fitted in {time.perf_counter() - t0:.1f}s ({chosen}), val log-loss {fit.report['val_log_loss']:.4f}")
+    return {**fit.report, "seconds": time.perf_counter() - t0}
+
+
+def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, log) -> dict:
+    """Stack the parts and calibrate on validation (fraud_assets.calibration); record before/after."""
+    import torch
+
+    from fraud_assets.calibration import expected_calibration_error, fit_blend
+
+    wide, deep = _logits(module, x_val, parts=True)
+    parts = {}
+    if module.use_wide:
+        parts["linear"] = wide.astype(np.float64)
+    if module.use_deep:
+        parts["deep"] = deep.astype(np.float64)
+    raw = 1.0 / (1.0 + np.exp(-np.clip(wide + deep, -50, 50)))
+    if config.calibrate:
+        blend = fit_blend(parts, y_val, seed=config.seed)
+        w = [blend.weights.get("linear", 0.0), blend.weights.get("deep", 0.0), blend.bias]
+        module.blend.copy_(torch.tensor(w, dtype=torch.float32))
+        report = {"chosen": blend.chosen, "weights": blend.weights, "bias": blend.bias, **blend.report}
+    else:
+        report = {"chosen": "uncalibrated"}
+    cal = 1.0 / (1.0 + np.exp(-np.clip(_logits(module, x_val).astype(np.float64), -50, 50)))
+    report["validation"] = {
+        "brier_before": float(np.mean((raw - y_val) ** 2)), "brier_after": float(np.mean((cal - y_val) ** 2)),
+        "ece_before": expected_calibration_error(y_val, raw), "ece_after": expected_calibration_error(y_val, cal),
+    }
+    log(f"blend: {report['chosen']} (cross-fitted val log-loss {report.get('candidates')})")
+    return report
+
+
 def train_classifier(
     dataset: pl.DataFrame,
     config: TrainConfig = TrainConfig(),
@@ -595,23 +755,19 @@ def train_classifier(
     tensorboard_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainedModel:
-    """Fit on ``split == "train"``, early-stop on ``split == "validation"``.
+    """Fit on ``split == "train"``; choose and calibrate on ``split == "validation"``.
 
-    Loss: BCE with logits, label smoothing (targets ``y(1-ε)+ε/2``) and
-    ``pos_weight = n_neg / n_pos`` from the train split. Optimisers: AdamW for
-    dense parameters (gradients clipped to ``grad_clip``), row-wise Adam for
-    the n-gram table; both follow linear warm-up (``warmup_epochs``) then
-    cosine decay over ``max_epochs``.
+    Three stages, so the fused model can only add to its linear part:
 
-    Early stopping: after each epoch the validation F1 is measured at the
-    threshold that maximises it on validation — the same rule the evaluation
-    step uses to pick the operating threshold, so the checkpoint is chosen by
-    what will be deployed, and the choice does not depend on calibration
-    (pos_weight and smoothing shift probabilities). Ties (common on easy data
-    where F1 saturates) go to the later epoch only when validation loss
-    dropped by more than ``min_loss_delta``. Training stops after
-    ``patience`` epochs without improvement and the best epoch's weights are
-    restored.
+    1. the linear part, a logistic regression over the TF-IDF n-grams, fitted
+       to convergence with its L2 strength chosen on validation
+       (:func:`fraud_assets.linear.fit_wide`), then fixed;
+    2. the deep part, trained by mini-batch on top of the fixed linear logit
+       (:func:`_train_deep`: it learns the residual), early-stopped on
+       validation F1 with the best epoch restored;
+    3. the blend: linear only, deep only or both, chosen by cross-fitted
+       validation log-loss and Platt-calibrated
+       (:func:`fraud_assets.calibration.fit_blend`).
 
     Deterministic: same data and seed give identical history and
     probabilities. Torch's global RNG state and thread count are left as found.
@@ -626,155 +782,155 @@ def train_classifier(
     t0 = time.perf_counter()
     f_train, f_val = _featurise(train, spec), _featurise(val, spec)
     log(f"featurised {train.height} train + {val.height} validation rows in {time.perf_counter() - t0:.1f}s")
+    y_train = train["label"].cast(pl.Int64).to_numpy()
+    y_val = val["label"].cast(pl.Int64).to_numpy()
 
-    y_train = torch.from_numpy(train["label"].cast(pl.Float32).to_numpy().copy())
-    y_val_np = val["label"].cast(pl.Int64).to_numpy()
+    selection: dict[str, Any] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        module = _build_module(config, spec)
+        _init_statistics(module, f_train, spec)
+        x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
+        if module.use_wide:
+            selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
+        history, best_epoch = [], 0
+        if module.use_deep:
+            history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
+        else:
+            logits = _logits(module, x_val, raw=True)
+            history = [{"epoch": 1, "train_loss": float("nan"), "train_accuracy": float("nan"), "learning_rate": 0.0,
+                        **_val_record(y_val, logits, float("nan")), "seconds": 0.0}]
+            best_epoch = 1
+        selection["blend"] = _fit_blend(module, x_val, y_val, config, log)
+        module.eval()
+    log(f"best epoch {best_epoch} of {len(history)}, total {time.perf_counter() - t_start:.1f}s")
+    return TrainedModel(module=module, config=config, spec=spec, history=history, best_epoch=best_epoch, selection=selection)
+
+
+def _lr_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to 2% over ``max_epochs``."""
+    total_steps = steps_per_epoch * config.max_epochs
+    warmup = max(1, int(round(config.warmup_epochs * steps_per_epoch)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _train_deep(module, x_train: _Inputs, x_val: _Inputs, y_train_np, y_val_np, config: TrainConfig, tensorboard_dir, log):
+    """Mini-batch training of the deep part on top of the (fixed) linear logit; returns (history, best epoch).
+
+    Loss: BCE with logits, label smoothing and ``pos_weight = n_neg / n_pos``.
+    AdamW for dense parameters (clipped gradients), row-wise Adam for the
+    n-gram table. Early stopping on validation F1 at its best threshold (the
+    rule that picks the operating threshold); ties go to the later epoch only
+    when validation loss dropped by more than ``min_loss_delta``.
+    """
+    import torch
+
+    y_train = torch.from_numpy(y_train_np.astype(np.float32))
     y_val = torch.from_numpy(y_val_np.astype(np.float32))
-    n_pos = float(y_train.sum())
-    pos_weight = torch.tensor((len(y_train) - n_pos) / n_pos)
-
+    pos_weight = torch.tensor((len(y_train) - float(y_train.sum())) / float(y_train.sum()))
     writer = None
     if tensorboard_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(tensorboard_dir))
-
-    history: list[dict[str, float]] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        module = _build_module(config, spec)
+    dense_params = [p for p in module.parameters() if p.requires_grad]
+    opt = {
+        "adamw": torch.optim.AdamW(dense_params, lr=config.lr, weight_decay=config.weight_decay),
+        "rows": _RowAdam(module.ngram_table.data) if module.deep_buckets else None,
+        "params": dense_params, "pos_weight": pos_weight, "writer": writer, "step": 0,
+        "factor": _lr_schedule(config, math.ceil(x_train.n / config.batch_size)),
+    }
+    shuffler = torch.Generator().manual_seed(config.seed)
+    history, best_key, best_state, best_epoch, stale = [], None, None, 0, 0
+    for epoch in range(1, config.max_epochs + 1):
+        t_epoch = time.perf_counter()
+        lr_now = config.lr * opt["factor"](opt["step"])
+        loss, acc = _train_epoch(module, x_train, y_train, torch.randperm(x_train.n, generator=shuffler), config, opt)
+        val_logits = torch.from_numpy(_logits(module, x_val, raw=True))
         with torch.no_grad():
-            if spec.dense_dim:
-                mean = f_train.dense.astype(np.float64).mean(axis=0)
-                std = f_train.dense.astype(np.float64).std(axis=0)
-                std[std < 1e-6] = 1.0  # constant columns (e.g. no timestamps) become 0
-                module.dense_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-                module.dense_std.copy_(torch.from_numpy(std.astype(np.float32)))
-            if spec.ngram_buckets:
-                module.idf.copy_(torch.from_numpy(compute_idf(f_train.indptr, f_train.ids, spec.ngram_buckets)))
-        x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
-
-        dense_params = [p for p in module.parameters() if p.requires_grad]
-        adamw = torch.optim.AdamW(dense_params, lr=config.lr, weight_decay=config.weight_decay)
-        row_adam = _RowAdam(module.ngram_table.data) if spec.ngram_buckets else None
-        steps_per_epoch = math.ceil(x_train.n / config.batch_size)
-        total_steps = steps_per_epoch * config.max_epochs
-        warmup = max(1, int(round(config.warmup_epochs * steps_per_epoch)))
-
-        def lr_factor(step: int) -> float:
-            """Linear warm-up, then cosine decay to 2% over max_epochs."""
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        shuffler = torch.Generator().manual_seed(config.seed)
-
-        best_key: tuple[float, float] | None = None  # (val F1, val loss) of the best epoch
-        best_state: dict[str, Any] | None = None
-        best_epoch, stale, step = 0, 0, 0
-        for epoch in range(1, config.max_epochs + 1):
-            t_epoch = time.perf_counter()
-            module.train()
-            lr_now = config.lr * lr_factor(step)
-            loss_sum, correct = 0.0, 0
-            order = torch.randperm(x_train.n, generator=shuffler)
-            for start in range(0, x_train.n, config.batch_size):
-                rows = order[start : start + config.batch_size]
-                factor = lr_factor(step)
-                for group in adamw.param_groups:
-                    group["lr"] = config.lr * factor
-                dense, ids, offsets, weights = x_train.batch(rows)
-                table_rows = table = None
-                if row_adam is not None:
-                    # autograd over the touched rows only; ids re-indexed into that slice
-                    table_rows, ids = torch.unique(ids, return_inverse=True)
-                    table = module.ngram_table.detach()[table_rows].requires_grad_()
-                logits = module(dense, ids, offsets, weights, table=table)
-                yb = y_train[rows]
-                loss = _smoothed_bce(logits, yb, pos_weight, config.label_smoothing)
-                adamw.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    # the n-gram rows are left out: Adam's per-row normalisation already bounds their steps
-                    torch.nn.utils.clip_grad_norm_(dense_params, config.grad_clip)
-                adamw.step()
-                if row_adam is not None:
-                    row_adam.step(table_rows, table.grad, config.sparse_lr * factor)
-                batch_loss = float(loss.detach())
-                loss_sum += batch_loss * len(rows)
-                correct += int(((logits.detach() > 0).float() == yb).sum())
-                if writer is not None:
-                    writer.add_scalar("Train/BatchLoss", batch_loss, step)
-                step += 1
-
-            val_logits = torch.from_numpy(_logits(module, x_val))
-            with torch.no_grad():
-                val_loss = float(_smoothed_bce(val_logits, y_val, pos_weight, config.label_smoothing))
-            val_proba = torch.sigmoid(val_logits).numpy().astype(np.float64)
-            threshold, f1, precision, recall = best_f1_threshold(y_val_np, val_proba)
-            pred = (val_proba >= threshold).astype(np.int64)
-            pred05 = (val_proba >= 0.5).astype(np.int64)
-            tp05 = int(((pred05 == 1) & (y_val_np == 1)).sum())
-            f1_05 = 2 * tp05 / max(1, int(pred05.sum()) + int(y_val_np.sum()))
-            record = {
-                "epoch": epoch,
-                "train_loss": loss_sum / x_train.n,
-                "train_accuracy": correct / x_train.n,
-                "learning_rate": lr_now,
-                "val_loss": val_loss,
-                "val_accuracy": float((pred == y_val_np).mean()),
-                "val_f1": f1,
-                "val_precision": precision,
-                "val_recall": recall,
-                "val_threshold": threshold,
-                "val_f1_at_0_5": f1_05,
-                "seconds": time.perf_counter() - t_epoch,
-            }
-            history.append(record)
-            if writer is not None:
-                for tag, key in (
-                    ("Train/EpochAccuracy", "train_accuracy"),
-                    ("Train/EpochLoss", "train_loss"),
-                    ("Train/LearningRate", "learning_rate"),
-                    ("Val/EpochAccuracy", "val_accuracy"),
-                    ("Val/EpochLoss", "val_loss"),
-                    ("Val/F1Score", "val_f1"),
-                    ("Val/Precision", "val_precision"),
-                    ("Val/Recall", "val_recall"),
-                ):
-                    writer.add_scalar(tag, record[key], epoch)
-
-            improved = (
-                best_key is None
-                or f1 > best_key[0]
-                or (f1 == best_key[0] and val_loss < best_key[1] - config.min_loss_delta)
-            )
-            if improved:
-                best_key, best_epoch, stale = (f1, val_loss), epoch, 0
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            else:
-                stale += 1
-            log(
-                f"epoch {epoch}/{config.max_epochs} loss {record['train_loss']:.4f} "
-                f"val_loss {val_loss:.4f} val_f1 {f1:.4f} (p {precision:.3f} r {recall:.3f} @ {threshold:.3f})"
-                f"{' *' if improved else ''} {record['seconds']:.1f}s"
-            )
-            if stale >= config.patience:
-                break
-
-        assert best_state is not None
-        module.load_state_dict(best_state)
-        module.eval()
-
+            val_loss = float(_smoothed_bce(val_logits, y_val, pos_weight, config.label_smoothing))
+        record = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "learning_rate": lr_now,
+                  **_val_record(y_val_np, val_logits.numpy(), val_loss), "seconds": time.perf_counter() - t_epoch}
+        history.append(record)
+        _log_epoch(writer, record)
+        f1 = record["val_f1"]
+        improved = best_key is None or f1 > best_key[0] or (f1 == best_key[0] and val_loss < best_key[1] - config.min_loss_delta)
+        if improved:
+            best_key, best_epoch, stale = (f1, val_loss), epoch, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            stale += 1
+        log(f"epoch {epoch}/{config.max_epochs} loss {loss:.4f} val_loss {val_loss:.4f} val_f1 {f1:.4f} "
+            f"(p {record['val_precision']:.3f} r {record['val_recall']:.3f} @ {record['val_threshold']:.3f})"
+            f"{' *' if improved else ''} {record['seconds']:.1f}s")
+        if stale >= config.patience:
+            break
+    module.load_state_dict(best_state)
     if writer is not None:
         writer.flush()
         writer.close()
-    log(f"best epoch {best_epoch} of {len(history)}, total {time.perf_counter() - t_start:.1f}s")
-    return TrainedModel(module=module, config=config, spec=spec, history=history, best_epoch=best_epoch)
+    return history, best_epoch
 
 
-def build_model(config: TrainConfig, spec: FeatureSpec, state_dict: dict[str, Any], history=None, best_epoch=0) -> TrainedModel:
+def _train_epoch(module, x_train: _Inputs, y_train, order, config: TrainConfig, opt: dict) -> tuple[float, float]:
+    """One pass over the train split; returns (mean loss, accuracy)."""
+    import torch
+
+    module.train()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, x_train.n, config.batch_size):
+        rows = order[start : start + config.batch_size]
+        factor = opt["factor"](opt["step"])
+        for group in opt["adamw"].param_groups:
+            group["lr"] = config.lr * factor
+        dense, ids, offsets, weights = x_train.batch(rows)
+        table_rows = table = deep_ids = None
+        if opt["rows"] is not None:
+            # autograd over the touched rows only; deep ids re-indexed into that slice
+            table_rows, deep_ids = torch.unique(torch.remainder(ids, module.deep_buckets), return_inverse=True)
+            table = module.ngram_table.detach()[table_rows].requires_grad_()
+        logits = module(dense, ids, offsets, weights, table=table, deep_ids=deep_ids, raw=True)
+        yb = y_train[rows]
+        loss = _smoothed_bce(logits, yb, opt["pos_weight"], config.label_smoothing)
+        opt["adamw"].zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            # the n-gram rows are left out: Adam's per-row normalisation already bounds their steps
+            torch.nn.utils.clip_grad_norm_(opt["params"], config.grad_clip)
+        opt["adamw"].step()
+        if opt["rows"] is not None:
+            opt["rows"].step(table_rows, table.grad, config.sparse_lr * factor)
+        batch_loss = float(loss.detach())
+        loss_sum += batch_loss * len(rows)
+        correct += int(((logits.detach() > 0).float() == yb).sum())
+        if opt["writer"] is not None:
+            opt["writer"].add_scalar("Train/BatchLoss", batch_loss, opt["step"])
+        opt["step"] += 1
+    return loss_sum / x_train.n, correct / x_train.n
+
+
+def _log_epoch(writer, record: dict) -> None:
+    if writer is None:
+        return
+    for tag, key in (
+        ("Train/EpochAccuracy", "train_accuracy"), ("Train/EpochLoss", "train_loss"),
+        ("Train/LearningRate", "learning_rate"), ("Val/EpochAccuracy", "val_accuracy"),
+        ("Val/EpochLoss", "val_loss"), ("Val/F1Score", "val_f1"),
+        ("Val/Precision", "val_precision"), ("Val/Recall", "val_recall"),
+    ):
+        writer.add_scalar(tag, record[key], record["epoch"])
+
+
+def build_model(
+    config: TrainConfig, spec: FeatureSpec, state_dict: dict[str, Any], history=None, best_epoch=0, selection=None
+) -> TrainedModel:
     """Rebuild a :class:`TrainedModel` from its parts (used by the registry)."""
     import torch
 
@@ -782,4 +938,6 @@ def build_model(config: TrainConfig, spec: FeatureSpec, state_dict: dict[str, An
         module = _build_module(config, spec)
     module.load_state_dict(state_dict, strict=True)
     module.eval()
-    return TrainedModel(module=module, config=config, spec=spec, history=list(history or []), best_epoch=best_epoch)
+    return TrainedModel(
+        module=module, config=config, spec=spec, history=list(history or []), best_epoch=best_epoch, selection=dict(selection or {})
+    )

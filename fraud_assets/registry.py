@@ -42,7 +42,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 CARD_FILE = "model_card.json"
 MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: linear part fitted first, blend / calibration buffers
 POINTER_VERSION = 1
 
 
@@ -260,7 +260,10 @@ def _build(files: dict[str, bytes], where: StoragePath):
     except Exception as exc:  # safetensors raises its own error types for bad headers / short files
         raise ModelLoadError(f"model weights in {where} are corrupt or truncated: {exc}") from exc
     try:
-        model = build_model(config, spec, state, history=config_doc.get("history"), best_epoch=int(config_doc.get("best_epoch", 0)))
+        model = build_model(
+            config, spec, state, history=config_doc.get("history"), best_epoch=int(config_doc.get("best_epoch", 0)),
+            selection=config_doc.get("selection"),
+        )
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"model weights in {where} do not match its configuration: {exc}") from exc
     return model, card

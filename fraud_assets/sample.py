@@ -17,10 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 import string
-import tempfile
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -222,6 +220,43 @@ _FRAUD_EN = {
         "Part-time job: review {en_shop} products from home, up to {en_amt_s} paid daily. Reply YES to start.",
     ],
 }
+# Genuine messages that read like fraud: anti-fraud warnings, real security,
+# delivery-compensation and loan notices, a friend who really changed number.
+# They share the scammers' vocabulary (安全账户, 转账, 验证码, 冻结, 贷款, 理赔),
+# so no single word separates the classes and the demo is not trivially easy.
+_HARD_NORMAL_ZH = [
+    "【{city}公安反诈】公安机关不会通过电话要求您把资金转入“安全账户”，接到此类电话请立即挂断并拨打96110。",
+    "【{bank}】您的账户因连续输错密码已临时冻结，请本人携带身份证到任一网点解冻，工作人员不会索要验证码。",
+    "【{express}】很抱歉您的快递{track}在运输中破损，理赔款{amt_s}元已退至您的付款账户，无需提供银行卡信息。",
+    "【{bank}】您申请的个人消费贷款{amt}元已审批通过并发放至尾号{card4}账户，请按时还款。",
+    "【{app}】您正在修改登录密码，验证码{code}，如非本人操作请立即冻结账户。",
+    "【{shop}】您的订单{track}退款申请已通过，{amt_s}元将原路退回，客服不会要求您开通任何借款服务。",
+    "{name}，我手机丢了，这是我新号码，存一下哈，周末还去不去{city}？",
+    "{boss}让你把上个月的报销单据今天下班前交到财务，别忘了签字。",
+    "上次借你的{amt_s}元我转你微信了，谢谢啦",
+]
+_HARD_NORMAL_EN = [
+    "{en_bank}: we will never ask you to move money to a safe account. If someone does, hang up and call us.",
+    "{en_courier}: sorry, your parcel {track} was damaged. A refund of {en_amt_s} is on its way to your card.",
+    "Hi mum, new number, my old phone broke. Save this one! See you Sunday",
+    "{en_bank}: your loan of {en_amt} has been paid into your account ending {card4}.",
+]
+# Fraud dressed as the genuine notices and chat above: the bank's format with a
+# scammer's number, a friend's casual tone.
+_SUBTLE_FRAUD_ZH = {
+    "refund_scam": ["【{express}】您的快递{track}在运输中破损，理赔款{amt_s}元待领取，请联系客服{phone}登记银行卡。"],
+    "impersonate_police": ["【{bank}】您尾号{card4}的账户涉嫌异常交易已被冻结，请致电{phone}配合核实，以免影响使用。"],
+    "fake_boss_friend": ["{name}，我手机丢了，这是我新号码，有点急事，方便先转我{amt_s}吗，明天还你"],
+    "loan_scam": ["【{bank}】您申请的贷款{amt}元已审批通过，因账户信息有误暂未发放，请联系{phone}处理。"],
+}
+_SUBTLE_FRAUD_EN = {
+    "fake_boss_friend": ["Hi mum, new number, my old phone broke. Can you send {en_amt_s} for a bill? I'll pay you back"],
+    "refund_scam": ["{en_courier}: sorry, your parcel {track} was damaged. Claim your {en_amt_s} refund at {url}"],
+}
+HARD_SHARE = 0.25  # of normal messages drawn from the hard negatives
+SUBTLE_SHARE = 0.25  # of fraud messages (of the types above) dressed as normal ones
+LABEL_NOISE = 0.01  # share of labels flipped, as in any hand-labelled export
+
 # Fixed texts re-sent verbatim: exact duplicates across files, as in real exports.
 _RESENT = [
     "【京东】11.11全球热爱季，爆款低至5折，戳 https://u.jd.com/Xy7kQ2 抢购，回T退订",
@@ -271,14 +306,17 @@ def _message(rng: random.Random, days: list[date], fraud: bool) -> tuple[datetim
         if rng.random() < 0.02:
             pool = [t for t in _RESENT if (any("\u4e00" <= c <= "\u9fff" for c in t)) == zh]
             return ts, rng.choice(pool), ""
-        return ts, rng.choice(_NORMAL_ZH if zh else _NORMAL_EN).format_map(_Slots(rng, ts, False)), ""
+        hard = rng.random() < HARD_SHARE
+        pool = (_HARD_NORMAL_ZH if zh else _HARD_NORMAL_EN) if hard else (_NORMAL_ZH if zh else _NORMAL_EN)
+        return ts, rng.choice(pool).format_map(_Slots(rng, ts, False)), ""
     if zh and rng.random() < 0.02:
         ftype, text = rng.choice(_RESENT_FRAUD)
         return ts, text, ftype
     types = list(_BASE)
     ftype = rng.choices(types, weights=[_BASE[t] * _campaign(t, day) for t in types])[0]
-    template = rng.choice((_FRAUD_ZH if zh else _FRAUD_EN)[ftype])
-    return ts, template.format_map(_Slots(rng, ts, True)), ftype
+    subtle = (_SUBTLE_FRAUD_ZH if zh else _SUBTLE_FRAUD_EN).get(ftype)
+    pool = subtle if subtle and rng.random() < SUBTLE_SHARE else (_FRAUD_ZH if zh else _FRAUD_EN)[ftype]
+    return ts, rng.choice(pool).format_map(_Slots(rng, ts, True)), ftype
 
 
 def _export_dates(n_files: int) -> list[date]:
@@ -294,6 +332,8 @@ def _rows(seed: int, index: int, export: date, n: int, offset_ts: bool) -> list[
     msgs = sorted((*_message(rng, days, f), f) for f in flags)  # a daily export is chronological
     rows = []
     for i, (ts, text, ftype, fraud) in enumerate(msgs):
+        if rng.random() < LABEL_NOISE:  # a mislabelled row; a "fraud" label still names a type
+            fraud, ftype = (not fraud), ("" if fraud else rng.choice(list(_BASE)))
         sent = ts.isoformat() + "+08:00" if offset_ts else ts.strftime("%Y-%m-%d %H:%M:%S")
         rows.append({"message_id": f"f{index}-{i:06d}", "text": text,
                      "label": "defraud" if fraud else "normal", "sent_at": sent, "fraud_type": ftype})
@@ -312,19 +352,14 @@ def _encode(rows: list[dict[str, str]], jsonl: bool) -> bytes:
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
-    """Atomic write (hidden temp file + rename) so a watcher never sees half a file;
-    skipped when the bytes are already there, so re-running keeps mtimes stable."""
-    if path.exists() and path.read_bytes() == data:
+    """Publish atomically (a watcher never sees half a file); skipped when the bytes are
+    already there, so re-running keeps mtimes stable."""
+    from fraud_assets.storage import Storage
+
+    storage = Storage(path.parent)
+    if storage.exists(path) and storage.read_bytes(path) == data:
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # data on disk before the rename publishes it
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    storage.write_bytes(data, path)
 
 
 def write_sample(landing_dir: Path, *, seed: int = 7, n_files: int = 8, messages_per_file: int = 400) -> list[Path]:

@@ -37,6 +37,14 @@ def _env_float(name: str, default: float, low: float, high: float) -> float:
     return value
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+
+
 def check_timezone(name: str, setting: str = "FRAUD_TIMEZONE") -> str:
     """The IANA zone name, or ConfigError naming the setting (``Asia/Shanghai``, ``UTC``, ...)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,6 +80,7 @@ class Settings:
     landing_settle_seconds: float = 2.0
     ingest_config: Path | None = None
     retrain_cron: str = "0 2 * * *"
+    seed: int = 0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -100,4 +109,5 @@ class Settings:
             landing_settle_seconds=_env_float("FRAUD_LANDING_SETTLE_SECONDS", 2.0, 0.0, 3600.0),
             ingest_config=Path(ingest_config).expanduser() if ingest_config else None,
             retrain_cron=_env("FRAUD_RETRAIN_CRON", "0 2 * * *"),
+            seed=_env_int("FRAUD_SEED", 0),
         )

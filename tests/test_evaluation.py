@@ -263,3 +263,30 @@ def test_tfidf_baseline_on_real_telecom_data():
     y_test = dataset.filter(pl.col("split") == "test").get_column("label").to_numpy()
     threshold = choose_threshold(y_val, scores["val"])
     assert binary_metrics(y_test, scores["test"], threshold)["f1"] >= 0.99
+
+
+def test_calibration_before_and_after_in_metrics_and_report():
+    dataset = synthetic_dataset()
+    calibrated = model_proba(dataset, "test", 0.1)
+    y = dataset.filter(pl.col("split") == "test")["label"].to_numpy()
+    squashed = 0.5 + (calibrated - 0.5) * 0.1  # same ranking, poorly calibrated
+    res = evaluate(dataset, model_proba(dataset, "validation", 0.1), calibrated,
+                   raw_val_proba=model_proba(dataset, "validation", 0.1), raw_test_proba=squashed)
+    cal = res.metrics["calibration"]
+    assert cal["before"]["brier"] == pytest.approx(float(np.mean((squashed - y) ** 2)))
+    assert cal["brier"] < cal["before"]["brier"] and cal["ece"] < cal["before"]["ece"]
+    assert "| before calibration |" in res.report_md and "| after calibration |" in res.report_md
+    plain = evaluate(dataset, model_proba(dataset, "validation", 0.1), calibrated, include_baselines=False, plots=False)
+    assert plain.metrics["calibration"]["before"] is None and plain.plots == {}
+
+
+def test_with_repeats_adds_the_summary_to_metrics_and_report(result):
+    from fraud_assets.evaluation import with_repeats
+    from fraud_assets.repeats import scores_of, summarise
+
+    _, res = result
+    runs = [{"seed": s, "scores": scores_of(res.metrics)} for s in (0, 1)]
+    out = with_repeats(res, summarise(runs))
+    assert out.metrics["repeated"]["runs"] == 2 and out.metrics["repeated"]["model"]["f1"]["sd"] == 0.0
+    assert "## Repeated evaluation (2 splits" in out.report_md and out.plots == res.plots
+    assert res.metrics["repeated"] is None  # the original is left alone

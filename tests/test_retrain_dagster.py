@@ -59,12 +59,19 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
     assert card["training_dataset"] == str(root / "assets" / "training_dataset" / f"{card['run_name']}.parquet")
     dataset = pl.read_parquet(card["training_dataset"])
     assert counts["train"] + counts["validation"] + counts["test"] == dataset.height
-    assert metrics["model"]["f1"] > 0.8  # the demo data is learnable
+    assert metrics["model"]["f1"] > 0.8  # the demo data is learnable (though no longer trivially: hard negatives, noise)
+    calibration = metrics["calibration"]
+    assert calibration["before"] is not None and {"brier", "ece", "reliability"} <= set(calibration["before"])
+    assert calibration["brier"] == pytest.approx(metrics["model"]["brier"])
     report = (root / "reports" / "latest" / "report.md").read_text()
     assert "tfidf" in report.lower() and (root / "reports" / "latest" / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
 
     assert card["threshold"] == metrics["model"]["threshold"] and summary["candidate"] == str(production)
     assert card["embedding_model"] == "all-MiniLM-L6-v2" and card["embedding_fingerprint"]
+    # how the parts were chosen and calibrated travels with the model
+    assert card["selection"]["blend"]["chosen"] in ("linear", "deep", "fused")
+    assert card["metrics"]["calibration"]["before"]["brier"] is not None
+    assert "before calibration" in report
     assert len(card["partitions"]) == 3
     assert list(production.glob("*.safetensors")) and not list(production.glob("*.pt")) and not list(production.glob("*.pkl"))
 
@@ -114,3 +121,17 @@ def test_nightly_schedule_runs_only_when_new_data_arrived(trained):
     (incoming / "late.csv").write_text("text,label\nA late message about your parcel,0\nTransfer now to the safe account,1\n")
     run_ingest(trained["instance"], log=lambda m: None)
     assert isinstance(_evaluate_schedule(trained["instance"]), dg.RunRequest)
+
+
+def test_evaluation_report_repeats_gives_mean_and_sd_over_splits(trained):
+    root, instance = trained["root"], trained["instance"]
+    summary = run_retrain(instance, {"ops": {"evaluation_report": {"config": {"repeats": 2}}}})
+    assert summary["success"]
+    metrics = json.loads((root / "reports" / "latest" / "metrics.json").read_text())
+    repeated = metrics["repeated"]
+    assert repeated["runs"] == 2 and repeated["seeds"] == [0, 1]
+    for name in ("model", "tfidf_logreg"):
+        assert 0.0 <= repeated[name]["f1"]["mean"] <= 1.0 and repeated[name]["f1"]["sd"] >= 0.0
+    assert repeated["model_minus_tfidf"]["f1"]["sd"] is not None
+    report = (root / "reports" / "latest" / "report.md").read_text()
+    assert "Repeated evaluation (2 splits" in report and "±" in report

@@ -25,7 +25,7 @@ class FraudSettings(dg.ConfigurableResource):
     max_rejected_share: float = 0.2
     landing_settle_seconds: float = 2.0
     landing_batch_size: int = 200  # new files hashed and archived per sensor tick; the rest wait for the next
-    seed: int = 0
+    seed: int = 0  # the train/validation/test split (FRAUD_SEED); the same seed gives the same split
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> "FraudSettings":
@@ -37,6 +37,7 @@ class FraudSettings(dg.ConfigurableResource):
             ingest_config=str(settings.ingest_config) if settings.ingest_config else None,
             max_rejected_share=settings.max_rejected_share,
             landing_settle_seconds=settings.landing_settle_seconds,
+            seed=settings.seed,
         )
         values.update(overrides)
         return cls(**values)

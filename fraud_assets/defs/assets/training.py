@@ -32,10 +32,13 @@ class ClassifierConfig(dg.Config):
 
 
 class EvaluationConfig(dg.Config):
-    """How the decision threshold is chosen on validation: max_f1, precision or recall (with target)."""
+    """How the decision threshold is chosen on validation (max_f1, precision or recall with target),
+    and on how many splits to evaluate: ``repeats`` > 1 re-splits the data with the next seeds, retrains
+    the same configuration on each and reports mean ± sd (the candidate itself is the first split)."""
 
     threshold_strategy: str = "max_f1"
     target: float | None = None
+    repeats: int = 1
 
 
 class PromotionConfig(dg.Config):
@@ -115,6 +118,7 @@ def fraud_classifier(
         "dataset_summary": lineage["summary"],
         "history": model.history,
         "best_epoch": model.best_epoch,
+        "selection": model.selection,
     }
     folder = save_model(model, storage.candidates_dir / name, card)
     best = model.history[model.best_epoch - 1] if model.history else {}
@@ -126,6 +130,7 @@ def fraud_classifier(
             "epochs": len(model.history),
             "best_epoch": model.best_epoch,
             "val_f1": float(best.get("val_f1", float("nan"))),
+            "blend": model.selection.get("blend", {}).get("chosen", "n/a"),
             "tensorboard": str(storage.tensorboard_dir / name),
         }
     )
@@ -134,21 +139,26 @@ def fraud_classifier(
 @dg.asset(group_name="training", deps=[fraud_classifier], kinds={"scikitlearn"})
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, fraud: FraudSettings) -> dg.MaterializeResult:
     """Test metrics at a validation-chosen threshold, baselines on the same split, plots and report."""
-    from fraud_assets.evaluation import evaluate, write_report
+    from fraud_assets.evaluation import evaluate, with_repeats, write_report
     from fraud_assets.registry import load_model, update_card
 
     storage = fraud.storage
     candidate_dir = run_output(context, "fraud_classifier")
     model, card = load_model(candidate_dir)
     dataset = storage.read_parquet(as_path(card["training_dataset"]))  # the split this candidate was trained on
+    val, test = (dataset.filter(pl.col("split") == s) for s in ("validation", "test"))
     result = evaluate(
         dataset,
-        model.predict_proba(dataset.filter(pl.col("split") == "validation")),
-        model.predict_proba(dataset.filter(pl.col("split") == "test")),
+        model.predict_proba(val),
+        model.predict_proba(test),
         history=card.get("history"),
         strategy=config.threshold_strategy,
         target=config.target,
+        raw_val_proba=model.predict_proba(val, calibrated=False),
+        raw_test_proba=model.predict_proba(test, calibrated=False),
     )
+    if config.repeats > 1:
+        result = with_repeats(result, _repeated(dataset, result, seed=fraud.seed, model=model, config=config, log=context.log.info))
     for folder in (storage.reports_dir / card["run_name"], storage.reports_dir / "latest"):
         write_report(result, folder, storage)
     update_card(candidate_dir, threshold=result.metrics["model"]["threshold"], metrics=result.metrics)
@@ -167,6 +177,15 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
             "candidate": candidate_dir,
         }
     )
+
+
+def _repeated(dataset: pl.DataFrame, first, *, seed: int, model, config: EvaluationConfig, log) -> dict:
+    """Mean ± sd over ``config.repeats`` splits: the candidate's own, plus retrains on re-splits with the next seeds."""
+    from fraud_assets.repeats import repeated_evaluation, scores_of, summarise
+
+    seeds = [seed + i for i in range(1, config.repeats)]
+    runs = repeated_evaluation(dataset, model.config, seeds, strategy=config.threshold_strategy, target=config.target, log=log)
+    return summarise([{"seed": seed, "scores": scores_of(first.metrics)}, *runs])
 
 
 @dg.asset(

@@ -1,0 +1,132 @@
+"""The linear part (logistic regression fitted first), the blend / calibration, word n-grams, repeats.
+
+Real sklearn / jieba / torch on small synthetic data: each test runs in well under a few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from fraud_assets.calibration import expected_calibration_error, fit_blend
+from fraud_assets.lexical import hash_word_ngrams, tokenize
+from fraud_assets.linear import fit_logreg, fit_wide, nb_ratio
+from fraud_assets.repeats import summarise, summary_markdown
+from tests.test_model import FAST, make_dataset
+
+
+def test_jieba_splits_chinese_words_and_plain_text_splits_on_word_characters():
+    zh, en = tokenize(["请立即转账到安全账户", "Verify your ACCOUNT now!"])
+    assert "安全" in zh or "安全账户" in zh
+    assert en == ["verify", "your", "account", "now"]
+
+
+def test_word_ngrams_are_stable_and_bigrams_are_counted():
+    a = hash_word_ngrams(["hello big world", "hello"], 2**20)
+    b = hash_word_ngrams(["hello big world", "hello"], 2**20)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    indptr, ids, _ = a
+    assert list(np.diff(indptr)) == [5, 1]  # 3 words + 2 bigrams; 1 word
+    assert set(ids[indptr[1]:]) <= set(ids[: indptr[1]])  # "hello" hashes the same in both texts
+
+
+def _separable(n: int = 400, seed: int = 0):
+    """Column 0 occurs mostly in fraud rows (noisily), the other columns are noise."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(np.int64)
+    x = rng.random((n, 20)) * (rng.random((n, 20)) < 0.2)
+    present = np.where(y == 1, rng.random(n) < 0.8, rng.random(n) < 0.1)
+    x[:, 0] = present * (0.5 + rng.random(n))
+    return sp.csr_matrix(x), y
+
+
+def test_nb_ratio_points_to_the_class_a_feature_belongs_to():
+    x, y = _separable()
+    r = nb_ratio(x, y)
+    assert r[0] > 0.5 and np.abs(r[1:]).max() < r[0]
+
+
+def test_logreg_chooses_c_on_validation_and_records_the_path():
+    x, y = _separable()
+    coef, _, info = fit_logreg(x[:300], y[:300], x[300:], y[300:], cs=(0.01, 1.0, 100.0))
+    assert [p["C"] for p in info["path"]] == [0.01, 1.0, 100.0]
+    assert info["val_log_loss"] == min(p["val_log_loss"] for p in info["path"])
+    assert coef[0] > 0 and coef.argmax() == 0
+
+
+def test_wide_fit_folds_the_views_into_one_vector():
+    x, y = _separable()
+    fit = fit_wide(x[:300], y[:300], x[300:], y[300:], views=("plain", "nb"), cs=(1.0,))
+    plain = fit_wide(x[:300], y[:300], x[300:], y[300:], views=("plain",), cs=(1.0,))
+    nb = fit_wide(x[:300], y[:300], x[300:], y[300:], views=("nb",), cs=(1.0,))
+    # averaging the views' logits == averaging their folded weight vectors
+    np.testing.assert_allclose(fit.weight, (plain.weight + nb.weight) / 2, rtol=1e-5, atol=1e-6)
+    assert fit.bias == pytest.approx((plain.bias + nb.bias) / 2)
+
+
+def test_blend_drops_a_useless_part_and_calibrates():
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.3).astype(np.int64)
+    linear = 3.0 * (2 * y - 1) + rng.normal(scale=2.0, size=y.size) + 2.0  # informative, badly calibrated
+    noise = rng.normal(scale=3.0, size=y.size)  # a deep part that learned nothing
+    blend = fit_blend({"linear": linear, "deep": noise}, y)
+    assert blend.chosen == "linear" and blend.weights["deep"] == 0.0
+    assert set(blend.report["candidates"]) == {"linear", "deep", "fused"}
+    raw = 1 / (1 + np.exp(-(linear + noise)))
+    cal = 1 / (1 + np.exp(-(blend.weights["linear"] * linear + blend.bias)))
+    assert np.mean((cal - y) ** 2) < np.mean((raw - y) ** 2)
+    assert expected_calibration_error(y, cal) < expected_calibration_error(y, raw)
+
+
+def test_blend_keeps_both_parts_when_both_carry_signal():
+    rng = np.random.default_rng(1)
+    y = (rng.random(3000) < 0.4).astype(np.int64)
+    a = (2 * y - 1) + rng.normal(size=y.size)
+    b = (2 * y - 1) + rng.normal(size=y.size)  # independent evidence
+    blend = fit_blend({"linear": a, "deep": b}, y)
+    assert blend.chosen == "fused" and blend.weights["linear"] > 0.5 and blend.weights["deep"] > 0.5
+
+
+def test_ece_of_a_perfectly_calibrated_constant_is_zero():
+    assert expected_calibration_error([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.0
+    assert expected_calibration_error([1, 1], [0.0, 0.0]) == 1.0
+
+
+def test_trained_model_is_never_worse_on_validation_than_its_linear_part():
+    """The shipped model is chosen on validation among linear / deep / fused: its held-out
+    validation log-loss is the minimum of the candidates, and calibration does not raise Brier."""
+    import torch
+
+    torch.set_num_threads(1)
+    from fraud_assets.model import train_classifier
+
+    data = make_dataset(800, seed=3)
+    model = train_classifier(data, FAST)
+    blend = model.selection["blend"]
+    assert blend["candidates"][blend["chosen"]] == min(blend["candidates"].values())
+    assert model.selection["linear"]["plain"]["C"] in FAST.wide_cs
+    v = blend["validation"]
+    assert v["brier_after"] <= v["brier_before"] + 1e-9
+    # uncalibrated = the plain sum of the parts; calibrated = the blend
+    val = data.filter(pl.col("split") == "validation")
+    assert not np.allclose(model.predict_proba(val), model.predict_proba(val, calibrated=False))
+    linear_only = train_classifier(data, dataclasses.replace(FAST, use_deep=False))
+    assert linear_only.selection["blend"]["chosen"] == "linear" and not hasattr(linear_only.module, "head")
+
+
+def test_repeats_summary_gives_mean_sd_and_the_paired_difference():
+    runs = [
+        {"seed": s, "scores": {"model": {"f1": m, "pr_auc": 0.9}, "tfidf_logreg": {"f1": t, "pr_auc": 0.8}}}
+        for s, m, t in [(0, 0.90, 0.88), (1, 0.86, 0.85), (2, 0.88, 0.85)]
+    ]
+    s = summarise(runs)
+    assert s["model"]["f1"]["mean"] == pytest.approx(0.88)
+    assert s["model"]["f1"]["sd"] == pytest.approx(0.02)
+    assert s["model_minus_tfidf"]["f1"]["mean"] == pytest.approx(0.02)
+    assert s["model_minus_tfidf"]["f1"]["sd"] == pytest.approx(np.std([0.02, 0.01, 0.03], ddof=1))
+    md = summary_markdown(s)
+    assert "0.8800 ± 0.0200" in md and "Paired difference" in md
