@@ -5,7 +5,10 @@ filling (names, amounts, banks, links, codes...). It exists so that a fresh
 checkout has something realistic to drop into the landing folder: mostly
 Chinese (about 75 %) with some English, 15-25 % fraud, time-of-day / weekday /
 seasonal patterns that differ by class (so the time features have something to
-learn), a few exact duplicates across files (re-sent marketing), one JSON Lines
+learn), hard negatives (genuine bank, delivery and verification-code notices
+that read like fraud), fraud dressed as those notices, late-night "are you
+there?" openers whose text is the same as a friend's (only the hour gives them
+away, so a text-only baseline misses them), 1 % flipped labels, a few exact duplicates across files (re-sent marketing), one JSON Lines
 file and one file with offset-aware timestamps (to exercise multi-format ingest).
 
 The same seed always gives byte-identical files; dates are fixed (the last
@@ -70,6 +73,8 @@ class _Slots(dict):
         makers = {
             "name": lambda: r.choice(_ZH["surname"]) + r.choice(_ZH["given"]) + r.choice(["", *_ZH["given"]]),
             "boss": lambda: r.choice(_ZH["surname"]) + r.choice(_ZH["title"]),
+            "opener": lambda: r.choice(_OPENER_TAILS_ZH),
+            "en_opener": lambda: r.choice(_OPENER_TAILS_EN),
             "amt_s": lambda: f"{r.uniform(3, 2999):.2f}",
             "amt": lambda: str(r.choice([r.randint(3, 200) * 1000, r.randint(3000, 99999)])),
             "bal": lambda: f"{r.uniform(100, 60000):.2f}",
@@ -253,6 +258,18 @@ _SUBTLE_FRAUD_EN = {
     "fake_boss_friend": ["Hi mum, new number, my old phone broke. Can you send {en_amt_s} for a bill? I'll pay you back"],
     "refund_scam": ["{en_courier}: sorry, your parcel {track} was damaged. Claim your {en_amt_s} refund at {url}"],
 }
+# Openers: the first message of a fake-friend scam reads like any friend's "are you there?"; the
+# same templates are sent by friends. Nothing in the text tells them apart; the hour does (the
+# scammers' openers come late at night). A text-only model cannot catch these, a model that also
+# reads the time features can: the demo shows what the fused features add.
+_OPENER_ZH = [
+    "{name}，在吗？{opener}", "在吗{name}？{opener}", "{name}，睡了吗？{opener}", "{name}，{opener}",
+]
+_OPENER_EN = ["Hey {en_name}, are you up? {en_opener}", "{en_name}? {en_opener}", "Hi {en_name}, {en_opener}"]
+_OPENER_TAILS_ZH = ["有点事想问你", "方便说话吗", "有空吗", "想跟你说个事", "在忙吗", "回我一下", "看到回个消息", "有事找你"]
+_OPENER_TAILS_EN = ["got a minute?", "can you talk?", "need to ask you something", "text me back", "are you free?"]
+OPENER_SHARE_FRAUD = 0.12  # of fraud messages: a late-night opener
+OPENER_SHARE_NORMAL = 0.04  # of normal messages: the same openers, at ordinary hours
 HARD_SHARE = 0.25  # of normal messages drawn from the hard negatives
 SUBTLE_SHARE = 0.25  # of fraud messages (of the types above) dressed as normal ones
 LABEL_NOISE = 0.01  # share of labels flipped, as in any hand-labelled export
@@ -271,6 +288,7 @@ _RESENT_FRAUD = [("refund_scam", "您的ETC已失效，请点击 https://etc-ren
 # the evening and keeps going at night, when victims are tired and banks closed.
 _HOURS_NORMAL = [.3, .2, .1, .1, .1, .2, .5, 1.5, 3, 6, 6, 6, 4, 5, 6, 6, 6, 5, 3, 2, 1.5, 1, .7, .4]
 _HOURS_FRAUD = [2, 1.5, 1, .6, .5, .6, 1, 1.5, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3.5, 5, 6, 6, 5, 3.5]
+_HOURS_OPENER = [6, 6, 6, 5, 4, 2, .5, .2, .1, .1, .1, .1, .1, .1, .1, .1, .1, .1, .1, .2, .5, 1, 3, 5]
 _BASE = {"impersonate_police": 1.0, "refund_scam": 1.2, "loan_scam": 1.0,
          "fake_boss_friend": 1.0, "investment_scam": 1.0, "part_time_job": 1.2}
 
@@ -299,9 +317,14 @@ def _day_weight(day: date, fraud: bool) -> float:
 def _message(rng: random.Random, days: list[date], fraud: bool) -> tuple[datetime, str, str]:
     """One (sent_at, text, fraud_type) triple; fraud_type is "" for normal messages."""
     day = rng.choices(days, weights=[_day_weight(x, fraud) for x in days])[0]
-    hour = rng.choices(range(24), weights=_HOURS_FRAUD if fraud else _HOURS_NORMAL)[0]
+    opener = rng.random() < (OPENER_SHARE_FRAUD if fraud else OPENER_SHARE_NORMAL)
+    hours = _HOURS_OPENER if (opener and fraud) else _HOURS_FRAUD if fraud else _HOURS_NORMAL
+    hour = rng.choices(range(24), weights=hours)[0]
     ts = datetime(day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60))
     zh = rng.random() < ZH_SHARE
+    if opener:
+        text = rng.choice(_OPENER_ZH if zh else _OPENER_EN).format_map(_Slots(rng, ts, fraud))
+        return ts, text, "fake_boss_friend" if fraud else ""
     if not fraud:
         if rng.random() < 0.02:
             pool = [t for t in _RESENT if (any("\u4e00" <= c <= "\u9fff" for c in t)) == zh]
