@@ -261,6 +261,10 @@ def test_configuration_mistakes_exit_2_naming_the_setting(tmp_path, monkeypatch,
     monkeypatch.setenv("FRAUD_MAX_REJECTED_SHARE", "twenty percent")
     assert main(["retrain"]) == 2
     assert "FRAUD_MAX_REJECTED_SHARE must be a number, not 'twenty percent'" in capsys.readouterr().err
+    monkeypatch.delenv("FRAUD_MAX_REJECTED_SHARE")
+    monkeypatch.setenv("FRAUD_SEED", "1.5")
+    assert main(["retrain"]) == 2
+    assert "FRAUD_SEED must be a whole number, not '1.5'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- shapes of real exports
