@@ -5,7 +5,8 @@ deep part (trained afterwards on top of it). How much of the deep part to keep
 is decided here, on validation, among these candidates:
 
 - ``linear``: ``a * z_linear + c``      (the deep part is dropped)
-- ``deep``:   ``b * z_deep + c``
+- ``deep``:   ``b * z_deep + c``  (only for a model without a linear part: the deep
+  part is trained as a residual on top of the linear logit, so alone it means nothing)
 - ``fused``:  ``a * z_linear + b * z_deep + c``
 
 each a logistic regression on the parts' logits, i.e. Platt scaling; the
@@ -84,6 +85,8 @@ def fit_blend(parts: dict[str, np.ndarray], y_val: Any, *, folds: int = 5, seed:
     """
     y = np.asarray(y_val).astype(np.int64).ravel()
     names = [c for c, needs in CANDIDATES.items() if all(p in parts for p in needs)]
+    if "linear" in parts:
+        names = [c for c in names if "linear" in CANDIDATES[c]]
     report: dict[str, Any] = {"raw_val_log_loss": _log_loss(y, sum(parts.values())), "candidates": {}}
     if min(np.bincount(y, minlength=2)) < folds:
         return Blend({p: 1.0 for p in parts}, 0.0, "uncalibrated", {**report, "note": "too few validation rows per class"})

@@ -115,7 +115,7 @@ class TrainConfig:
     # the linear part: logistic regression fitted first, to convergence (fraud_assets.linear)
     use_wide: bool = True
     wide_views: tuple[str, ...] = ("plain", "nb")
-    wide_cs: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # L2 strengths tried per view, chosen on validation
+    wide_cs: tuple[float, ...] = tuple(2.0**k for k in range(-4, 11))  # L2 strengths tried per view, chosen on validation
     # the deep part (MLP over dense features + n-gram bag), trained on top of the fixed linear part
     use_deep: bool = True
     # stack the parts and calibrate them on validation (fraud_assets.calibration)

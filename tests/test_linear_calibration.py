@@ -75,11 +75,28 @@ def test_blend_drops_a_useless_part_and_calibrates():
     noise = rng.normal(scale=3.0, size=y.size)  # a deep part that learned nothing
     blend = fit_blend({"linear": linear, "deep": noise}, y)
     assert blend.chosen == "linear" and blend.weights["deep"] == 0.0
-    assert set(blend.report["candidates"]) == {"linear", "deep", "fused"}
+    # the deep part is a residual on top of the linear logit: never a candidate on its own
+    assert set(blend.report["candidates"]) == {"linear", "fused"}
     raw = 1 / (1 + np.exp(-(linear + noise)))
     cal = 1 / (1 + np.exp(-(blend.weights["linear"] * linear + blend.bias)))
     assert np.mean((cal - y) ** 2) < np.mean((raw - y) ** 2)
     assert expected_calibration_error(y, cal) < expected_calibration_error(y, raw)
+
+
+def test_without_a_linear_part_the_deep_part_alone_is_calibrated():
+    rng = np.random.default_rng(2)
+    y = (rng.random(1500) < 0.3).astype(np.int64)
+    deep = 2.0 * (2 * y - 1) + rng.normal(size=y.size) + 1.5
+    blend = fit_blend({"deep": deep}, y)
+    assert blend.chosen == "deep" and set(blend.report["candidates"]) == {"deep"} and blend.weights["deep"] > 0
+
+
+def test_logreg_walks_up_to_a_weak_penalty_on_separable_data():
+    rng = np.random.default_rng(3)
+    y = (rng.random(600) < 0.3).astype(np.int64)
+    x = sp.csr_matrix(np.column_stack([y, rng.random(600)]).astype(float))
+    _, _, info = fit_logreg(x[:400], y[:400], x[400:], y[400:])
+    assert info["C"] >= 256 and info["path"][0]["C"] == 1.0  # started at 1, never looked below
 
 
 def test_blend_keeps_both_parts_when_both_carry_signal():
