@@ -65,7 +65,7 @@ def main() -> None:
 
     import torch
 
-    from fraud_assets.lexical import hash_word_ngrams
+    from fraud_assets.model.lexical import hash_word_ngrams
     from fraud_assets.model import TrainConfig, hash_char_ngrams, train_classifier
 
     if args.threads:

@@ -1,6 +1,8 @@
 """The training dataset: every partition joined, de-duplicated and split.
 
-Plain polars and numpy, no Dagster. :func:`build_training_dataset` turns the
+Plain polars and numpy, no Dagster. :func:`ingested_partitions` says which
+partitions are ready (every per-file output written) and :func:`load_partitions`
+reads them back from storage. :func:`build_training_dataset` turns the
 per-partition ``validated_messages``, ``message_embeddings`` and
 ``time_features`` frames into one ``training_dataset`` frame (one row per
 unique text, with a ``split`` column) plus a summary dict for metadata.
@@ -20,10 +22,14 @@ Two rules matter for honest evaluation:
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
+
+from fraud_assets.storage import Storage
 
 SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 
@@ -33,6 +39,28 @@ TIME_SPLIT_MIN_TIMESTAMP_SHARE = 0.5
 _MESSAGE_COLUMNS = ["message_id", "text", "text_hash", "label", "sent_at", "fraud_type", "source_file"]
 _JOIN_KEYS = ["message_id", "text_hash"]
 _SENT_AT_DTYPE = pl.Datetime("us", "UTC")
+
+PER_FILE_OUTPUTS = ("validated_messages", "message_embeddings", "time_features")
+
+
+# --------------------------------------------------------------------------- #
+# partitions ready for training
+# --------------------------------------------------------------------------- #
+def ingested_partitions(storage: Storage, registered: Iterable[str]) -> list[str]:
+    """Registered partitions whose per-file outputs all exist (fully ingested), sorted."""
+    return sorted(k for k in registered if all(storage.exists(storage.asset_path(a, k)) for a in PER_FILE_OUTPUTS))
+
+
+def partitions_fingerprint(keys: Iterable[str]) -> str:
+    """A short digest of a set of partition keys: equal sets give equal digests."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def load_partitions(storage: Storage, keys: list[str]) -> tuple[list[pl.DataFrame], list[pl.DataFrame], list[pl.DataFrame]]:
+    """Per-partition (validated, embeddings, time features) frames, in key order."""
+    return tuple(  # type: ignore[return-value]
+        [storage.read_parquet(storage.asset_path(asset, key)) for key in keys] for asset in PER_FILE_OUTPUTS
+    )
 
 
 # --------------------------------------------------------------------------- #

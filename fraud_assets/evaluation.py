@@ -521,7 +521,7 @@ def with_repeats(result: EvaluationResult, summary: dict[str, Any]) -> Evaluatio
 
 def _calibration_section(y: np.ndarray, p: np.ndarray, reliability: list, raw_test_proba: Any) -> dict[str, Any]:
     """Brier, ECE and reliability on test; the same ``before`` calibration when raw scores are given."""
-    from fraud_assets.calibration import expected_calibration_error
+    from fraud_assets.model.calibration import expected_calibration_error
 
     section: dict[str, Any] = {
         "brier": float(np.mean((p - y) ** 2)) if y.size else None,

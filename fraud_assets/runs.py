@@ -20,7 +20,7 @@ from fraud_assets.defs.partitions import message_files
 from fraud_assets.landing import candidate_files, register_files
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage, as_path
-from fraud_assets.training_data import ingested_partitions
+from fraud_assets.dataset import ingested_partitions
 
 DAGSTER_YAML = """\
 # Written by fraud-assets on first use. Embedding and training share the "gpu"

@@ -34,7 +34,7 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     Vectors are shared with the training cache under the storage root.
     """
     from fraud_assets.embeddings import Embedder, EmbeddingCache, embed_texts
-    from fraud_assets.registry import ModelLoadError, load_model
+    from fraud_assets.model.io import ModelLoadError, load_model
     from fraud_assets.time_features import time_features
 
     settings = settings or Settings.from_env()

@@ -25,7 +25,7 @@ from fraud_assets.model import (
     hash_char_ngrams,
     train_classifier,
 )
-from fraud_assets.registry import ModelLoadError, load_model, save_model
+from fraud_assets.model.io import ModelLoadError, load_model, save_model
 
 TIME_COLUMNS = (
     "hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos",
@@ -249,7 +249,7 @@ def test_an_unfinished_save_never_loads(trained, dataset, tmp_path):
 
 
 def test_production_pointer_pins_one_model_whole(trained, dataset, tmp_path):
-    from fraud_assets.registry import promote, prune_candidates, read_pointer, update_card
+    from fraud_assets.model.io import promote, prune_candidates, read_pointer, update_card
 
     model, _, _ = trained
     models = tmp_path / "models"
@@ -283,7 +283,7 @@ def test_loading_while_promotions_happen_never_mixes_two_models(trained, dataset
 
     import torch
 
-    from fraud_assets.registry import promote, prune_candidates
+    from fraud_assets.model.io import promote, prune_candidates
 
     model, _, _ = trained
     models = tmp_path / "models"

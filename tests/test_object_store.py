@@ -78,7 +78,7 @@ def test_a_run_killed_mid_write_leaves_nothing_that_reads_as_complete(s3_bucket,
     import time
 
     from fraud_assets.storage import Storage
-    from fraud_assets.training_data import ingested_partitions
+    from fraud_assets.dataset import ingested_partitions
 
     landing = tmp_path / "incoming"
     write_sample(landing, seed=11, n_files=1, messages_per_file=1500)

@@ -13,7 +13,7 @@ from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.promotion import compare_with_champion
 from fraud_assets.storage import as_path
-from fraud_assets.training_data import ingested_partitions, load_partitions, partitions_fingerprint
+from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint
 
 
 NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset="production_model")
@@ -97,7 +97,7 @@ def fraud_classifier(
 ) -> dg.MaterializeResult:
     """The torch classifier (embedding + time + n-gram + text statistics), with TensorBoard logs."""
     from fraud_assets.model import TrainConfig, train_classifier
-    from fraud_assets.registry import save_model
+    from fraud_assets.model.io import save_model
 
     storage = fraud.storage
     dataset_path = as_path(run_output(context, "training_dataset"))
@@ -140,7 +140,7 @@ def fraud_classifier(
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, fraud: FraudSettings) -> dg.MaterializeResult:
     """Test metrics at a validation-chosen threshold, baselines on the same split, plots and report."""
     from fraud_assets.evaluation import evaluate, with_repeats, write_report
-    from fraud_assets.registry import load_model, update_card
+    from fraud_assets.model.io import load_model, update_card
 
     storage = fraud.storage
     candidate_dir = run_output(context, "fraud_classifier")
@@ -201,7 +201,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     A refusal is an expected outcome, not an error: the check is a WARN and the run
     succeeds, so a night on which the challenger is simply not better stays green.
     """
-    from fraud_assets.registry import promote, prune_candidates, read_card
+    from fraud_assets.model.io import promote, prune_candidates, read_card
 
     storage = fraud.storage
     candidate_dir = run_output(context, "evaluation_report", "candidate")  # the candidate this run evaluated
