@@ -18,6 +18,24 @@ Two rules matter for honest evaluation:
   because that is how the model will be used; otherwise a seeded split
   stratified by label. Either way the assignment depends only on the data
   and the seed, never on the order in which partitions arrive.
+
+Split strategy (``summary["split_strategy"]``):
+
+- ``"time"``: every row has a timestamp. Rows are ordered by sent_at
+  (ties by text_hash); the oldest go to train, the next to validation,
+  the newest to test, so the model is tested on a future it never saw.
+- ``"time+stratified"``: at least 50 % of rows
+  (:data:`TIME_SPLIT_MIN_TIMESTAMP_SHARE`) have a timestamp. Those are
+  split by time as above; the rows without one cannot be placed in time
+  and are split stratified (below) with the same shares.
+- ``"stratified"``: fewer than 50 % of rows have a timestamp. Seeded
+  shuffle within each label, so every split keeps the class balance.
+  After de-duplication each text is one row, so the split is grouped by
+  text hash: copies of a text never straddle splits.
+- ``"stratified (time split had no fraud in ...)"``: the time split left
+  a split without any fraud row (say all fraud is old), which would make
+  threshold choice or test recall meaningless, so the whole dataset is
+  split stratified instead.
 """
 
 from __future__ import annotations
@@ -273,47 +291,16 @@ def build_training_dataset(
     last; ties by source_file, then message_id). A text seen with both labels
     is dropped entirely and counted.
 
-    Split strategy (``summary["split_strategy"]``):
-
-    - ``"time"``: every row has a timestamp. Rows are ordered by sent_at
-      (ties by text_hash); the oldest go to train, the next to validation,
-      the newest to test, so the model is tested on a future it never saw.
-    - ``"time+stratified"``: at least 50 % of rows
-      (:data:`TIME_SPLIT_MIN_TIMESTAMP_SHARE`) have a timestamp. Those are
-      split by time as above; the rows without one cannot be placed in time
-      and are split stratified (below) with the same shares.
-    - ``"stratified"``: fewer than 50 % of rows have a timestamp. Seeded
-      shuffle within each label, so every split keeps the class balance.
-      After de-duplication each text is one row, so the split is grouped by
-      text hash: copies of a text never straddle splits.
-    - ``"stratified (time split had no fraud in ...)"``: the time split left
-      a split without any fraud row (say all fraud is old), which would make
-      threshold choice or test recall meaningless, so the whole dataset is
-      split stratified instead.
+    Split strategy: see the module docstring.
 
     Rows are sorted by text_hash before any seeded shuffle, so the result does
     not depend on the order of the partitions.
     """
-    if not (len(validated) == len(embeddings) == len(time_features)):
-        raise ValueError(
-            f"need one frame per partition in each list, got {len(validated)} validated, "
-            f"{len(embeddings)} embeddings, {len(time_features)} time_features"
-        )
-    if not validated:
-        raise ValueError("no partitions: ingest at least one file before building the training dataset")
-    if not (0 <= validation_share < 1 and 0 <= test_share < 1 and validation_share + test_share < 1):
-        raise ValueError(f"invalid shares: validation {validation_share}, test {test_share}")
-
-    parts = [_join_partition(i, v, e, t) for i, (v, e, t) in enumerate(zip(validated, embeddings, time_features))]
-    try:
-        joined = pl.concat(parts, how="vertical")
-    except (pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
-        # Typically partitions embedded with different models (vector sizes differ).
-        raise ValueError(f"partitions do not share one schema; re-embed them with one model: {exc}") from exc
+    _check_inputs(validated, embeddings, time_features, validation_share, test_share)
+    joined = _join_all(validated, embeddings, time_features)
     deduped, dedup_stats = _deduplicate(joined)
     dataset, strategy = _split(deduped, seed, validation_share, test_share)
     dataset = dataset.sort("text_hash")
-
     summary: dict[str, Any] = {
         "rows_in": joined.height,
         **dedup_stats,
@@ -326,6 +313,28 @@ def build_training_dataset(
         "splits": _split_counts(dataset),
     }
     return dataset, summary
+
+
+def _check_inputs(validated, embeddings, time_features, validation_share: float, test_share: float) -> None:
+    if not (len(validated) == len(embeddings) == len(time_features)):
+        raise ValueError(
+            f"need one frame per partition in each list, got {len(validated)} validated, "
+            f"{len(embeddings)} embeddings, {len(time_features)} time_features"
+        )
+    if not validated:
+        raise ValueError("no partitions: ingest at least one file before building the training dataset")
+    if not (0 <= validation_share < 1 and 0 <= test_share < 1 and validation_share + test_share < 1):
+        raise ValueError(f"invalid shares: validation {validation_share}, test {test_share}")
+
+
+def _join_all(validated, embeddings, time_features) -> pl.DataFrame:
+    """Every partition joined (see :func:`_join_partition`), stacked."""
+    parts = [_join_partition(i, v, e, t) for i, (v, e, t) in enumerate(zip(validated, embeddings, time_features))]
+    try:
+        return pl.concat(parts, how="vertical")
+    except (pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
+        # Typically partitions embedded with different models (vector sizes differ).
+        raise ValueError(f"partitions do not share one schema; re-embed them with one model: {exc}") from exc
 
 
 def resplit(

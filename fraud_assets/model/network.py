@@ -29,28 +29,11 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
 
         def __init__(self) -> None:
             super().__init__()
-            fused = 0
             self.dense_dim = spec.dense_dim
             self.deep_buckets = spec.ngram_buckets
             self.use_wide = spec.wide_buckets > 0
-            self.register_buffer("idf", torch.zeros(spec.hash_space))
-            self.register_buffer("blend", torch.tensor([1.0, 1.0, 0.0]))  # wide, deep, bias
-            if self.use_wide:
-                self.register_buffer("wide_weight", torch.zeros(spec.wide_buckets))
-                self.register_buffer("wide_bias", torch.zeros(1))
-            if self.dense_dim:
-                self.register_buffer("dense_mean", torch.zeros(self.dense_dim))
-                self.register_buffer("dense_std", torch.ones(self.dense_dim))
-                self.dense = nn.Sequential(
-                    nn.Linear(self.dense_dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout)
-                )
-                fused += config.hidden
-            if self.deep_buckets:
-                table = torch.empty(spec.ngram_buckets, config.ngram_dim)
-                nn.init.normal_(table, std=0.05)
-                # updated by _RowAdam, not by autograd on the full table
-                self.ngram_table = nn.Parameter(table, requires_grad=False)
-                fused += config.ngram_dim
+            _add_buffers(self, spec)
+            fused = _add_deep_inputs(self, config, spec)
             self.use_deep = fused > 0
             if self.use_deep:
                 self.head = nn.Sequential(
@@ -83,6 +66,38 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
             return self.blend[0] * wide + self.blend[1] * deep + self.blend[2]
 
     return FraudNet()
+
+
+def _add_buffers(net, spec: FeatureSpec) -> None:
+    """Statistics and fitted parts that are not trained by the optimiser, so they travel with the weights."""
+    import torch
+
+    net.register_buffer("idf", torch.zeros(spec.hash_space))
+    net.register_buffer("blend", torch.tensor([1.0, 1.0, 0.0]))  # wide, deep, bias
+    if net.use_wide:
+        net.register_buffer("wide_weight", torch.zeros(spec.wide_buckets))
+        net.register_buffer("wide_bias", torch.zeros(1))
+    if net.dense_dim:
+        net.register_buffer("dense_mean", torch.zeros(net.dense_dim))
+        net.register_buffer("dense_std", torch.ones(net.dense_dim))
+
+
+def _add_deep_inputs(net, config: TrainConfig, spec: FeatureSpec) -> int:
+    """The dense MLP and the n-gram table (in this order: it fixes the seeded init draws); returns the fused width."""
+    import torch
+    from torch import nn
+
+    fused = 0
+    if net.dense_dim:
+        net.dense = nn.Sequential(nn.Linear(net.dense_dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout))
+        fused += config.hidden
+    if net.deep_buckets:
+        table = torch.empty(spec.ngram_buckets, config.ngram_dim)
+        nn.init.normal_(table, std=0.05)
+        # updated by _RowAdam, not by autograd on the full table
+        net.ngram_table = nn.Parameter(table, requires_grad=False)
+        fused += config.ngram_dim
+    return fused
 
 
 class _RowAdam:
