@@ -605,7 +605,7 @@ def embed_texts(
 def _in_input_order(frame: pl.DataFrame, pieces: list[pl.DataFrame], embedder: Embedder) -> tuple[pl.DataFrame, int]:
     """One vector per input row (duplicates share one), in input order; and the dimension."""
     # Cached shards carry their dimension, so a fully warm run never loads the model.
-    dim = pieces[0].schema["embedding"].size if pieces else embedder.dimension
+    dim = pieces[0].schema["embedding"].size if pieces else embedder.dimension  # type: ignore[attr-defined]  # an Array dtype
     dtype = pl.Array(pl.Float32, dim)
     vectors_by_hash = pl.concat(pieces) if pieces else pl.DataFrame(schema={"text_hash": pl.Utf8, "embedding": dtype})
     result = frame.select("text_hash").join(vectors_by_hash, on="text_hash", how="left", maintain_order="left")

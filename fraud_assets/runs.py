@@ -14,13 +14,13 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from fraud_assets.dataset import ingested_partitions
 from fraud_assets.definitions import defs as load_definitions
 from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.landing import candidate_files, register_files
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage, as_path
-from fraud_assets.dataset import ingested_partitions
 
 DAGSTER_YAML = """\
 # Written by fraud-assets on first use. Embedding and training share the "gpu"
@@ -153,7 +153,8 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
     if registration.new:
         instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in registration.new])
     complete = set(ingested_partitions(storage, {f.partition_key for f in registration.landed}))
-    results, statuses = [], {}
+    results: list = []
+    statuses: dict = {}
     for item in registration.landed:
         key, reason = item.partition_key, None
         if item.duplicate_of or key in statuses:

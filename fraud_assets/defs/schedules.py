@@ -3,10 +3,10 @@
 
 import dagster as dg
 
+from fraud_assets.dataset import ingested_partitions, partitions_fingerprint
 from fraud_assets.defs import jobs
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.settings import Settings
-from fraud_assets.dataset import ingested_partitions, partitions_fingerprint
 
 _settings = Settings.from_env()
 

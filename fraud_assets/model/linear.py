@@ -79,7 +79,8 @@ def fit_logreg(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0) -> 
     from sklearn.linear_model import LogisticRegression
 
     y_val = np.asarray(y_val)
-    best, path = None, []
+    best: tuple[float, float, np.ndarray, float] | None = None
+    path: list[dict[str, Any]] = []
     for c in sorted(cs):
         model = LogisticRegression(C=c, class_weight="balanced", solver="liblinear", random_state=seed)
         model.fit(x_train, np.asarray(y_train))
@@ -89,6 +90,8 @@ def fit_logreg(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0) -> 
             best = (loss, c, model.coef_.ravel().copy(), float(model.intercept_[0]))
         elif len(path) >= 2 and path[-2]["val_log_loss"] < loss:
             break
+    if best is None:
+        raise ValueError("cs must name at least one C")
     loss, c, coef, intercept = best
     return coef, intercept, {"C": c, "val_log_loss": loss, "path": path}
 
@@ -110,7 +113,7 @@ def fit_wide(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, views=VI
     full_width = x_train.shape[1]
     x_train, x_val = x_train[:, used], x_val[:, used]
     weight = np.zeros(len(used), np.float64)
-    bias, report = 0.0, {}
+    bias, report = 0.0, dict[str, Any]()
     for view in views:
         scale = nb_ratio(x_train, y_train) if view == "nb" else None
         xt, xv = (x_train, x_val) if scale is None else (x_train @ sp.diags(scale), x_val @ sp.diags(scale))

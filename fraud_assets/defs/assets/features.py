@@ -3,10 +3,10 @@
 
 import dagster as dg
 
-from fraud_assets.metadata import table_metadata
 from fraud_assets.defs.partitions import file_check, message_files
-from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
+from fraud_assets.metadata import table_metadata
+from fraud_assets.placement import GPU_OP_TAGS
 
 # Above this share of [UNK] tokens the embedding model does not know the language.
 UNK_WARN_SHARE = 0.10

@@ -3,13 +3,12 @@
 
 import dagster as dg
 
-from fraud_assets.metadata import label_balance, preview_markdown, table_metadata
 from fraud_assets.defs.partitions import file_check, message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.landing import archived_file
+from fraud_assets.metadata import label_balance, preview_markdown, table_metadata
 from fraud_assets.readers import file_quarantine, read_messages
 from fraud_assets.validation import validate_messages
-
 
 FILE_READABLE = file_check("file_readable", "raw_messages", blocking=True)
 EXPECTATION_SUITE = file_check("expectation_suite", "validated_messages")

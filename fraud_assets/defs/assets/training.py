@@ -7,14 +7,13 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from fraud_assets.metadata import table_metadata
+from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
+from fraud_assets.metadata import table_metadata
 from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.promotion import compare_with_champion
 from fraud_assets.storage import as_path
-from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint
-
 
 NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset="production_model")
 
