@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from fraud_assets.text import inert
+from fraud_assets.thresholds import threshold_table
 
 THRESHOLD_STRATEGIES = ("max_f1", "precision", "recall")
 BASELINE_DESCRIPTIONS = {
@@ -44,26 +45,6 @@ def _as_arrays(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
     if y.shape != p.shape:
         raise ValueError(f"y_true has {y.size} values, proba has {p.size}")
     return y, p
-
-
-def _threshold_table(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate thresholds (distinct scores, descending) with precision, recall, F1.
-
-    Candidate k predicts fraud for every score >= thresholds[k].
-    """
-    order = np.argsort(-p, kind="stable")
-    p_sorted, y_sorted = p[order], y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(1 - y_sorted)
-    last_of_run = np.r_[np.flatnonzero(np.diff(p_sorted)), p_sorted.size - 1]
-    thresholds = p_sorted[last_of_run]
-    tp, fp = tp[last_of_run].astype(np.float64), fp[last_of_run].astype(np.float64)
-    positives = float(y.sum())
-    precision = tp / (tp + fp)
-    recall = tp / positives
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    return thresholds, precision, recall, f1
 
 
 def choose_threshold(
@@ -96,7 +77,7 @@ def choose_threshold(
     if y.size == 0 or np.unique(y).size < 2:
         return 0.5
 
-    thresholds, precision, recall, f1 = _threshold_table(y, p)
+    thresholds, precision, recall, f1 = threshold_table(y, p)
     # Candidates run from the highest threshold to the lowest; np.argmax
     # returns the first maximum, i.e. the highest threshold among ties.
     if strategy == "max_f1":

@@ -48,8 +48,9 @@ from fraud_assets.model.config import (
 )
 from fraud_assets.model.featurize import text_stats
 from fraud_assets.model.hashing import compute_idf, hash_char_ngrams, tfidf_weights
-from fraud_assets.model.train import best_f1_threshold, train_classifier
+from fraud_assets.model.train import train_classifier
 from fraud_assets.model.trained import TrainedModel, build_model
+from fraud_assets.thresholds import best_f1_threshold
 
 __all__ = [
     "HISTORY_KEYS", "TENSORBOARD_TAGS", "TEXT_STAT_COLUMNS", "FeatureSpec", "TrainConfig", "TrainedModel",

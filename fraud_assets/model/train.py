@@ -16,28 +16,7 @@ from fraud_assets.model.featurize import _Features, _featurise
 from fraud_assets.model.linear import fit_wide
 from fraud_assets.model.network import _build_module, _Inputs, _logits, _RowAdam
 from fraud_assets.model.trained import TrainedModel
-
-
-def best_f1_threshold(y_true: np.ndarray, proba: np.ndarray) -> tuple[float, float, float, float]:
-    """Threshold maximising F1 (fraud positive): ``(threshold, f1, precision, recall)``.
-
-    Predict fraud when ``proba >= threshold``. Ties are broken towards the
-    higher threshold (fewer false alarms). Returns F1 0 when there is no fraud.
-    """
-    y = np.asarray(y_true).astype(np.int64)
-    p = np.asarray(proba, dtype=np.float64)
-    n_pos = int(y.sum())
-    if n_pos == 0 or len(y) == 0:
-        return 1.0, 0.0, 0.0, 0.0
-    order = np.argsort(-p, kind="stable")
-    p_sorted, y_sorted = p[order], y[order]
-    # only cut where the score changes, so equal scores fall on the same side
-    last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True]
-    tp = np.cumsum(y_sorted)[last_of_run]
-    predicted = (np.arange(len(p_sorted)) + 1)[last_of_run]
-    f1 = 2 * tp / (predicted + n_pos)
-    i = int(np.argmax(f1))  # first max = highest threshold
-    return float(p_sorted[last_of_run][i]), float(f1[i]), float(tp[i] / predicted[i]), float(tp[i] / n_pos)
+from fraud_assets.thresholds import best_f1_threshold
 
 
 def _smoothed_bce(logits, y, pos_weight, eps: float):
