@@ -10,6 +10,7 @@ import polars as pl
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec
 from fraud_assets.model.hashing import compute_idf, hash_char_ngrams
 from fraud_assets.model.lexical import hash_word_ngrams
+from fraud_assets.text import PHONE_IN_TEXT, URL_PATTERN
 
 
 def text_stats(texts: pl.Series) -> np.ndarray:
@@ -25,10 +26,8 @@ def text_stats(texts: pl.Series) -> np.ndarray:
         (pl.col("t").str.count_matches(r"\s") / pl.col("d")).alias("space_share"),
         (pl.col("t").str.count_matches(r"[^\w\s]") / pl.col("d")).alias("punct_share"),
         (pl.col("t").str.count_matches(r"\p{Lu}") / pl.col("d")).alias("upper_share"),
-        pl.col("t").str.contains(r"(?i)https?://|www\.|\b[a-z0-9-]+\.(?:com|cn|net|org|cc|top|xyz|io|me|ly)\b")
-        .cast(pl.Float64)
-        .alias("has_url"),
-        pl.col("t").str.contains(r"\+?\d[\d\- ]{6,}\d").cast(pl.Float64).alias("has_phone"),
+        pl.col("t").str.contains(f"(?i){URL_PATTERN}").cast(pl.Float64).alias("has_url"),
+        pl.col("t").str.contains(PHONE_IN_TEXT).cast(pl.Float64).alias("has_phone"),
         (pl.col("t").str.count_matches(r"\d+").cast(pl.Float64).log1p()).alias("log_digit_runs"),
     )
     return frame.select(TEXT_STAT_COLUMNS).to_numpy().astype(np.float32)
