@@ -2,15 +2,20 @@
 
 
 import base64
+import dataclasses
 import datetime as dt
+import types
+import typing
 
 import dagster as dg
 import polars as pl
+import pydantic
 
 from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 from fraud_assets.metadata import table_metadata
+from fraud_assets.model.config import TrainConfig
 from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.promotion import compare_with_champion
 from fraud_assets.storage import as_path
@@ -18,16 +23,37 @@ from fraud_assets.storage import as_path
 NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset="production_model")
 
 
-class ClassifierConfig(dg.Config):
-    """Feature groups and the main training knobs (see fraud_assets.model.TrainConfig)."""
+def _launchpad_type(annotation):
+    """Dagster config has lists, not tuples: ``tuple[X, ...]`` becomes ``list[X]`` (also inside Optional)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return typing.Optional[_launchpad_type(inner)]
+    if origin is tuple:
+        return list[typing.get_args(annotation)[0]]  # type: ignore[misc]
+    return annotation
 
-    use_embedding: bool = True
-    use_time: bool = True
-    use_ngrams: bool = True
-    use_text_stats: bool = True
-    max_epochs: int = 40
-    patience: int = 5
-    seed: int = 0
+
+def config_class_for(dataclass_type: type, name: str, doc: str) -> type[dg.Config]:
+    """A Dagster config class with one field per dataclass field, same names and defaults.
+
+    Generated, so a knob added to the dataclass is in the Launchpad at once and the two never drift.
+    """
+    hints = typing.get_type_hints(dataclass_type)
+    fields = {
+        f.name: (_launchpad_type(hints[f.name]), list(f.default) if isinstance(f.default, tuple) else f.default)
+        for f in dataclasses.fields(dataclass_type)
+    }
+    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields)  # type: ignore[call-overload]
+
+
+if typing.TYPE_CHECKING:  # type checkers cannot follow a generated class
+    ClassifierConfig = dg.Config
+else:
+    #: Every TrainConfig knob (feature groups, n-grams, network, optimisation), generated from TrainConfig.
+    ClassifierConfig = config_class_for(
+        TrainConfig, "ClassifierConfig", "Feature groups and training knobs: every field of fraud_assets.model.TrainConfig."
+    )
 
 
 class EvaluationConfig(dg.Config):
@@ -92,10 +118,13 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) ->
 
 @dg.asset(group_name="training", deps=[training_dataset], kinds={"pytorch"}, pool="gpu", op_tags=GPU_OP_TAGS)
 def fraud_classifier(
-    context: dg.AssetExecutionContext, config: ClassifierConfig, fraud: FraudSettings, embedder: EmbedderResource
+    context: dg.AssetExecutionContext,
+    config: ClassifierConfig,
+    fraud: FraudSettings,
+    embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     """The torch classifier (embedding + time + n-gram + text statistics), with TensorBoard logs."""
-    from fraud_assets.model import TrainConfig, train_classifier
+    from fraud_assets.model import train_classifier
     from fraud_assets.model.io import save_model
 
     storage = fraud.storage
@@ -103,7 +132,7 @@ def fraud_classifier(
     dataset = storage.read_parquet(dataset_path)
     lineage = storage.read_json(dataset_path.with_suffix(".json"))
     name = run_name(context)
-    train_config = TrainConfig(**config.model_dump())
+    train_config = TrainConfig.from_dict(config.model_dump())
     with storage.local_folder(storage.tensorboard_dir / name) as tensorboard:
         model = train_classifier(dataset, train_config, tensorboard_dir=tensorboard, log=context.log.info)
     embedding = embedder.get_embedder()
