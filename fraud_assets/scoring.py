@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from fraud_assets.features import FeatureUnavailable, ServingContext, serving_features
 from fraud_assets.readers import IngestConfig, read_messages, stable_message_id
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage
@@ -48,13 +49,16 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     rows = rows.filter(pl.col("norm") != "").with_columns(pl.col("norm").map_elements(text_hash, return_dtype=pl.Utf8).alias("text_hash"))
 
     started = time.perf_counter()
-    frame = _with_features(rows, card, settings)
-    features = frame.drop("text").rename({"text_normalized": "text"})
-    probability = model.predict_proba(features) if frame.height else []
+    messages = rows.select("message_id", "text_hash", pl.col("norm").alias("text"), "sent_at")
+    try:
+        features = serving_features(messages, ServingContext(settings=settings, card=card))
+    except FeatureUnavailable as exc:
+        raise ScoringError(str(exc)) from None
+    probability = model.predict_proba(features) if rows.height else []
     seconds = time.perf_counter() - started
 
     threshold = float(card["threshold"])
-    scored = frame.select("message_id", "source_row", "sent_at", "text").with_columns(
+    scored = rows.select("message_id", "source_row", "sent_at", "text").with_columns(
         pl.Series("probability", probability, dtype=pl.Float64),
     ).with_columns((pl.col("probability") >= threshold).cast(pl.Int8).alias("label"), pl.lit(None, pl.Utf8).alias("reason"))
     out = pl.concat([scored, unscored.select(scored.columns).cast(scored.schema)]).sort("source_row")
@@ -91,25 +95,6 @@ def _load_scoring_model(model_dir: str | Path):
     except (TypeError, ValueError):
         raise ScoringError(f"model card in {model_dir}: threshold must be a number, not {card['threshold']!r}") from None
     return model, card
-
-
-def _with_features(rows: pl.DataFrame, card: dict, settings: Settings) -> pl.DataFrame:
-    """``rows`` plus the embedding (same model and settings as in training) and the time features."""
-    from fraud_assets.embeddings import Embedder, EmbeddingCache, embed_texts
-    from fraud_assets.time_features import time_features
-
-    embed_settings = card.get("embedding_settings", {})
-    embedder = Embedder(card["embedding_model"], device=settings.device, **embed_settings)
-    if embedder.fingerprint != card["embedding_fingerprint"]:
-        raise ScoringError(
-            f"embedding model {card['embedding_model']!r} here has fingerprint {embedder.fingerprint}, but the model was "
-            f"trained with {card['embedding_fingerprint']}: install the same embedding model or retrain"
-        )
-    cache = EmbeddingCache(Storage(settings.data_dir).embedding_cache_dir, embedder.fingerprint)
-    vectors, _ = embed_texts(rows.select("text_hash", pl.col("norm").alias("text")), embedder, cache)
-    frame = rows.with_columns(vectors["embedding"], pl.col("norm").alias("text_normalized"))
-    times = time_features(frame.select("message_id", "text_hash", "sent_at"), timezone=settings.timezone)
-    return pl.concat([frame, times.drop("message_id", "text_hash")], how="horizontal")
 
 
 def _unscored_rows(parsed, empty: pl.DataFrame) -> pl.DataFrame:

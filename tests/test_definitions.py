@@ -111,3 +111,11 @@ def test_classifier_config_is_generated_from_train_config():
     assert TrainConfig.from_dict(changed) == dataclasses.replace(
         TrainConfig(), max_epochs=3, wide_views=("plain",), time_columns=("hour_sin",)
     )
+
+
+def test_asset_name_constants_match_the_location():
+    from definitions import defs
+    from fraud_assets import asset_names
+
+    repo = defs().get_repository_def()
+    assert set(asset_names.ALL) == {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}

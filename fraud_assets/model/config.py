@@ -121,6 +121,8 @@ class FeatureSpec:
     ngram_lowercase: bool
     word_ngram_max: int = 0  # 0 when word n-grams are off
     wide_buckets: int = 0  # 0 when the linear part is off
+    #: columns of the registered ``dense`` feature groups (fraud_assets.features), read as they are
+    group_columns: tuple[str, ...] = ()
 
     @property
     def hash_space(self) -> int:
@@ -129,7 +131,7 @@ class FeatureSpec:
 
     @property
     def dense_dim(self) -> int:
-        return self.embedding_dim + len(self.time_columns) + len(self.text_stat_columns)
+        return self.embedding_dim + len(self.time_columns) + len(self.text_stat_columns) + len(self.group_columns)
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -138,7 +140,7 @@ class FeatureSpec:
             cols.append("text")
         if self.embedding_dim:
             cols.append("embedding")
-        return (*cols, *self.time_columns)
+        return (*cols, *self.time_columns, *self.group_columns)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,4 +157,5 @@ class FeatureSpec:
             ngram_lowercase=bool(data["ngram_lowercase"]),
             word_ngram_max=int(data.get("word_ngram_max", 0)),
             wide_buckets=int(data.get("wide_buckets", 0)),
+            group_columns=tuple(data.get("group_columns", ())),
         )

@@ -76,6 +76,9 @@ def _featurise(frame: pl.DataFrame, spec: FeatureSpec) -> _Features:
         parts.append(t.to_numpy().astype(np.float32))
     if spec.text_stat_columns:
         parts.append(text_stats(frame.get_column("text")))
+    if spec.group_columns:
+        g = frame.select(pl.col(c).cast(pl.Float32).fill_null(0.0).fill_nan(0.0) for c in spec.group_columns)
+        parts.append(g.to_numpy().astype(np.float32))
     dense = np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else None
     lexical = []
     if spec.hash_space:

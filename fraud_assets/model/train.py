@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
+from fraud_assets.features import dense_columns
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfig, default_time_columns
 from fraud_assets.model.featurize import _Features, _featurise
@@ -44,6 +45,7 @@ def _make_spec(train: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
         ngram_lowercase=config.ngram_lowercase,
         word_ngram_max=config.word_ngram_max if config.use_ngrams else 0,
         wide_buckets=config.wide_buckets if config.use_ngrams and config.use_wide else 0,
+        group_columns=dense_columns() if deep else (),
     )
 
 

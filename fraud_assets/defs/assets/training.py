@@ -11,7 +11,13 @@ import dagster as dg
 import polars as pl
 import pydantic
 
-from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint
+from fraud_assets.asset_names import (
+    EVALUATION_REPORT,
+    FRAUD_CLASSIFIER,
+    PRODUCTION_MODEL,
+    TRAINING_DATASET,
+)
+from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint, per_file_outputs
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
 from fraud_assets.metadata import table_metadata
@@ -20,7 +26,7 @@ from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.promotion import compare_with_champion
 from fraud_assets.storage import as_path
 
-NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset="production_model")
+NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset=PRODUCTION_MODEL)
 
 
 def _launchpad_type(annotation):
@@ -92,7 +98,7 @@ def run_name(context: dg.AssetExecutionContext) -> str:
     return f"{when:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
 
 
-@dg.asset(group_name="training", deps=["message_embeddings", "time_features", "validated_messages"], kinds={"polars"})
+@dg.asset(group_name="training", deps=list(per_file_outputs()), kinds={"polars"})
 def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """All ingested partitions joined, de-duplicated across files and split train/validation/test."""
     from fraud_assets.dataset import build_training_dataset
@@ -102,7 +108,7 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) ->
     if not keys:
         raise dg.Failure("no ingested partitions: drop files into the landing folder and run ingest first")
     dataset, summary = build_training_dataset(*load_partitions(storage, keys), seed=fraud.seed)
-    path = storage.asset_path("training_dataset", run_name(context))  # one file per run: retrains never share one
+    path = storage.asset_path(TRAINING_DATASET, run_name(context))  # one file per run: retrains never share one
     storage.write_json({"partitions": keys, "summary": summary}, path.with_suffix(".json"))
     storage.write_parquet(dataset, path)
     return dg.MaterializeResult(
@@ -128,7 +134,7 @@ def fraud_classifier(
     from fraud_assets.model.io import save_model
 
     storage = fraud.storage
-    dataset_path = as_path(run_output(context, "training_dataset"))
+    dataset_path = as_path(run_output(context, TRAINING_DATASET))
     dataset = storage.read_parquet(dataset_path)
     lineage = storage.read_json(dataset_path.with_suffix(".json"))
     name = run_name(context)
@@ -171,7 +177,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     from fraud_assets.model.io import load_model, update_card
 
     storage = fraud.storage
-    candidate_dir = run_output(context, "fraud_classifier")
+    candidate_dir = run_output(context, FRAUD_CLASSIFIER)
     model, card = load_model(candidate_dir)
     dataset = storage.read_parquet(as_path(card["training_dataset"]))  # the split this candidate was trained on
     val, test = (dataset.filter(pl.col("split") == s) for s in ("validation", "test"))
@@ -232,7 +238,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     from fraud_assets.model.io import promote, prune_candidates, read_card
 
     storage = fraud.storage
-    candidate_dir = run_output(context, "evaluation_report", "candidate")  # the candidate this run evaluated
+    candidate_dir = run_output(context, EVALUATION_REPORT, "candidate")  # the candidate this run evaluated
     dataset = storage.read_parquet(as_path(read_card(candidate_dir)["training_dataset"]))
     decision = compare_with_champion(candidate_dir, storage.production_pointer, dataset, tolerance=config.tolerance)
     yield dg.AssetCheckResult(
