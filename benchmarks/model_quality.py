@@ -128,14 +128,15 @@ def summary_table(rows: list[dict]) -> str:
         runs = [r for r in rows if r["dataset"] == name]
         s = summarise([{"seed": r["seed"], "scores": {m: r[m] for m in MODEL_NAMES if m in r}} for r in runs])
 
+        # the helpers are called within this iteration only, so late binding of s / runs is harmless
         def ms(model: str, metric: str) -> str:
-            if model not in s:
+            if model not in s:  # noqa: B023
                 return "n/a"
-            d = s[model][metric]
+            d = s[model][metric]  # noqa: B023
             return f"{d['mean']:.4f} ± {d['sd']:.4f}"
 
         def cal(key: str) -> str:
-            vals = [(r["calibration"][f"{key}_before"], r["calibration"][f"{key}_after"]) for r in runs]
+            vals = [(r["calibration"][f"{key}_before"], r["calibration"][f"{key}_after"]) for r in runs]  # noqa: B023
             if any(v[0] is None for v in vals):
                 return "n/a"
             return f"{sum(v[0] for v in vals) / len(vals):.4f} → {sum(v[1] for v in vals) / len(vals):.4f}"

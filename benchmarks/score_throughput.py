@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from fraud_assets.embeddings import Embedder
-    from fraud_assets.registry import load_model
+    from fraud_assets.model.io import load_model
     from fraud_assets.scoring import score_file
 
     card = json.loads((Path(args.model) / "model_card.json").read_text())

@@ -65,8 +65,8 @@ def main() -> None:
 
     import torch
 
-    from fraud_assets.lexical import hash_word_ngrams
     from fraud_assets.model import TrainConfig, hash_char_ngrams, train_classifier
+    from fraud_assets.model.lexical import hash_word_ngrams
 
     if args.threads:
         torch.set_num_threads(args.threads)

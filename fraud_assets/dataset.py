@@ -1,6 +1,8 @@
 """The training dataset: every partition joined, de-duplicated and split.
 
-Plain polars and numpy, no Dagster. :func:`build_training_dataset` turns the
+Plain polars and numpy, no Dagster. :func:`ingested_partitions` says which
+partitions are ready (every per-file output written) and :func:`load_partitions`
+reads them back from storage. :func:`build_training_dataset` turns the
 per-partition ``validated_messages``, ``message_embeddings`` and
 ``time_features`` frames into one ``training_dataset`` frame (one row per
 unique text, with a ``split`` column) plus a summary dict for metadata.
@@ -16,14 +18,37 @@ Two rules matter for honest evaluation:
   because that is how the model will be used; otherwise a seeded split
   stratified by label. Either way the assignment depends only on the data
   and the seed, never on the order in which partitions arrive.
+
+Split strategy (``summary["split_strategy"]``):
+
+- ``"time"``: every row has a timestamp. Rows are ordered by sent_at
+  (ties by text_hash); the oldest go to train, the next to validation,
+  the newest to test, so the model is tested on a future it never saw.
+- ``"time+stratified"``: at least 50 % of rows
+  (:data:`TIME_SPLIT_MIN_TIMESTAMP_SHARE`) have a timestamp. Those are
+  split by time as above; the rows without one cannot be placed in time
+  and are split stratified (below) with the same shares.
+- ``"stratified"``: fewer than 50 % of rows have a timestamp. Seeded
+  shuffle within each label, so every split keeps the class balance.
+  After de-duplication each text is one row, so the split is grouped by
+  text hash: copies of a text never straddle splits.
+- ``"stratified (time split had no fraud in ...)"``: the time split left
+  a split without any fraud row (say all fraud is old), which would make
+  threshold choice or test recall meaningless, so the whole dataset is
+  split stratified instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
+
+from fraud_assets.features import JOIN_KEYS, feature_groups, per_file_outputs
+from fraud_assets.storage import Storage
 
 SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 
@@ -31,17 +56,35 @@ SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 TIME_SPLIT_MIN_TIMESTAMP_SHARE = 0.5
 
 _MESSAGE_COLUMNS = ["message_id", "text", "text_hash", "label", "sent_at", "fraud_type", "source_file"]
-_JOIN_KEYS = ["message_id", "text_hash"]
+_JOIN_KEYS = list(JOIN_KEYS)
 _SENT_AT_DTYPE = pl.Datetime("us", "UTC")
+
+# --------------------------------------------------------------------------- #
+# partitions ready for training
+# --------------------------------------------------------------------------- #
+def ingested_partitions(storage: Storage, registered: Iterable[str]) -> list[str]:
+    """Registered partitions whose per-file outputs all exist (fully ingested), sorted."""
+    outputs = per_file_outputs()  # validated_messages and every registered feature group (fraud_assets.features)
+    return sorted(k for k in registered if all(storage.exists(storage.asset_path(a, k)) for a in outputs))
+
+
+def partitions_fingerprint(keys: Iterable[str]) -> str:
+    """A short digest of a set of partition keys: equal sets give equal digests."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def load_partitions(storage: Storage, keys: list[str]) -> tuple[list[pl.DataFrame], ...]:
+    """Per-partition frames, in key order: validated messages, then each registered feature group's."""
+    return tuple([storage.read_parquet(storage.asset_path(asset, key)) for key in keys] for asset in per_file_outputs())
 
 
 # --------------------------------------------------------------------------- #
 # join
 # --------------------------------------------------------------------------- #
-def _join_partition(index: int, validated: pl.DataFrame, embeddings: pl.DataFrame, times: pl.DataFrame) -> pl.DataFrame:
-    """Join one partition's three frames.
+def _join_partition(index: int, validated: pl.DataFrame, groups: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Join one partition's validated messages with its feature-group frames (registry order).
 
-    The contract says the three frames share row order, so the cheap path is a
+    The contract says the frames share row order, so the cheap path is a
     positional join, verified on (message_id, text_hash). When the order
     differs (an upstream asset sorted its output), fall back to a key join,
     which must match every row exactly once.
@@ -49,36 +92,29 @@ def _join_partition(index: int, validated: pl.DataFrame, embeddings: pl.DataFram
     messages = validated.select(_MESSAGE_COLUMNS).with_columns(
         pl.col("sent_at").cast(_SENT_AT_DTYPE), pl.col("label").cast(pl.Int8)
     )
-    emb = embeddings.select([*(k for k in _JOIN_KEYS if k in embeddings.columns), "embedding"])
-    time_cols = [c for c in times.columns if c not in _JOIN_KEYS]
-    tf = times.select([*(k for k in _JOIN_KEYS if k in times.columns), *time_cols])
-
-    def aligned(other: pl.DataFrame) -> bool:
-        keys = [k for k in _JOIN_KEYS if k in other.columns]
-        return other.height == messages.height and bool(keys) and other.select(keys).equals(messages.select(keys))
-
     parts = [messages]
-    for name, other, value_cols in (("message_embeddings", emb, ["embedding"]), ("time_features", tf, time_cols)):
-        if aligned(other):
-            parts.append(other.select(value_cols))
-            continue
-        keys = [k for k in _JOIN_KEYS if k in other.columns]
-        if other.height != messages.height or not keys:
-            raise ValueError(
-                f"partition {index}: {name} has {other.height} rows, validated_messages has "
-                f"{messages.height}; they must describe the same rows"
-            )
-        joined = messages.select(keys).join(
-            other.with_columns(pl.lit(True).alias("_matched")),
-            on=keys,
-            how="left",
-            validate="1:1",
-            maintain_order="left",
-        )
-        if joined.get_column("_matched").null_count():
-            raise ValueError(f"partition {index}: {name} lacks rows for some messages (matched on {keys})")
-        parts.append(joined.select(value_cols))
+    for group, other in zip(feature_groups(), groups):
+        parts.append(_attach(index, group.asset, messages, other))
     return pl.concat(parts, how="horizontal")
+
+
+def _attach(index: int, name: str, messages: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
+    """``other``'s value columns in the row order of ``messages`` (positionally when aligned, else by key)."""
+    keys = [k for k in _JOIN_KEYS if k in other.columns]
+    value_cols = [c for c in other.columns if c not in _JOIN_KEYS]
+    if other.height == messages.height and keys and other.select(keys).equals(messages.select(keys)):
+        return other.select(value_cols)
+    if other.height != messages.height or not keys:
+        raise ValueError(
+            f"partition {index}: {name} has {other.height} rows, validated_messages has "
+            f"{messages.height}; they must describe the same rows"
+        )
+    joined = messages.select(keys).join(
+        other.with_columns(pl.lit(True).alias("_matched")), on=keys, how="left", validate="1:1", maintain_order="left"
+    )
+    if joined.get_column("_matched").null_count():
+        raise ValueError(f"partition {index}: {name} lacks rows for some messages (matched on {keys})")
+    return joined.select(value_cols)
 
 
 # --------------------------------------------------------------------------- #
@@ -212,9 +248,7 @@ def _split(
 # --------------------------------------------------------------------------- #
 def build_training_dataset(
     validated: Sequence[pl.DataFrame],
-    embeddings: Sequence[pl.DataFrame],
-    time_features: Sequence[pl.DataFrame],
-    *,
+    *group_frames: Sequence[pl.DataFrame],
     seed: int = 0,
     validation_share: float = 0.15,
     test_share: float = 0.15,
@@ -222,10 +256,12 @@ def build_training_dataset(
     """Join, de-duplicate and split all partitions into the training dataset.
 
     Args:
-        validated, embeddings, time_features: one frame per partition, in the
-            same partition order, each describing the same rows (see the data
-            contract). Rows are matched by position, verified on
-            (message_id, text_hash), else joined on those keys.
+        validated: one validated_messages frame per partition.
+        group_frames: for each registered feature group (:mod:`fraud_assets.features`,
+            by default message_embeddings then time_features) one frame per
+            partition, in the same partition order, each describing the same
+            rows (see the data contract). Rows are matched by position,
+            verified on (message_id, text_hash), else joined on those keys.
         seed: seeds the stratified shuffle; same input + seed, same split.
         validation_share, test_share: fractions of rows held out; train gets
             the rest. With three or more rows of a class, each split gets at
@@ -235,7 +271,7 @@ def build_training_dataset(
         ``(dataset, summary)``. ``dataset`` has one row per unique text_hash,
         sorted by text_hash, with the columns message_id, text, text_hash,
         label, sent_at, fraud_type, source_file, embedding, the time feature
-        columns and ``split`` ("train" | "validation" | "test"). ``summary``
+        columns, the columns of any other registered group and ``split`` ("train" | "validation" | "test"). ``summary``
         holds rows_in, duplicates_dropped, conflicting_label_texts_dropped,
         conflicting_label_rows_dropped, rows_out, timestamp_share,
         split_strategy and ``splits``: {split: {rows, fraud, normal,
@@ -245,47 +281,16 @@ def build_training_dataset(
     last; ties by source_file, then message_id). A text seen with both labels
     is dropped entirely and counted.
 
-    Split strategy (``summary["split_strategy"]``):
-
-    - ``"time"``: every row has a timestamp. Rows are ordered by sent_at
-      (ties by text_hash); the oldest go to train, the next to validation,
-      the newest to test, so the model is tested on a future it never saw.
-    - ``"time+stratified"``: at least 50 % of rows
-      (:data:`TIME_SPLIT_MIN_TIMESTAMP_SHARE`) have a timestamp. Those are
-      split by time as above; the rows without one cannot be placed in time
-      and are split stratified (below) with the same shares.
-    - ``"stratified"``: fewer than 50 % of rows have a timestamp. Seeded
-      shuffle within each label, so every split keeps the class balance.
-      After de-duplication each text is one row, so the split is grouped by
-      text hash: copies of a text never straddle splits.
-    - ``"stratified (time split had no fraud in ...)"``: the time split left
-      a split without any fraud row (say all fraud is old), which would make
-      threshold choice or test recall meaningless, so the whole dataset is
-      split stratified instead.
+    Split strategy: see the module docstring.
 
     Rows are sorted by text_hash before any seeded shuffle, so the result does
     not depend on the order of the partitions.
     """
-    if not (len(validated) == len(embeddings) == len(time_features)):
-        raise ValueError(
-            f"need one frame per partition in each list, got {len(validated)} validated, "
-            f"{len(embeddings)} embeddings, {len(time_features)} time_features"
-        )
-    if not validated:
-        raise ValueError("no partitions: ingest at least one file before building the training dataset")
-    if not (0 <= validation_share < 1 and 0 <= test_share < 1 and validation_share + test_share < 1):
-        raise ValueError(f"invalid shares: validation {validation_share}, test {test_share}")
-
-    parts = [_join_partition(i, v, e, t) for i, (v, e, t) in enumerate(zip(validated, embeddings, time_features))]
-    try:
-        joined = pl.concat(parts, how="vertical")
-    except (pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
-        # Typically partitions embedded with different models (vector sizes differ).
-        raise ValueError(f"partitions do not share one schema; re-embed them with one model: {exc}") from exc
+    _check_inputs(validated, group_frames, validation_share, test_share)
+    joined = _join_all(validated, group_frames)
     deduped, dedup_stats = _deduplicate(joined)
     dataset, strategy = _split(deduped, seed, validation_share, test_share)
     dataset = dataset.sort("text_hash")
-
     summary: dict[str, Any] = {
         "rows_in": joined.height,
         **dedup_stats,
@@ -298,6 +303,29 @@ def build_training_dataset(
         "splits": _split_counts(dataset),
     }
     return dataset, summary
+
+
+def _check_inputs(validated, group_frames, validation_share: float, test_share: float) -> None:
+    names = [g.asset for g in feature_groups()]
+    if len(group_frames) != len(names):
+        raise ValueError(f"need one list of frames per feature group {names}, got {len(group_frames)} lists")
+    if any(len(frames) != len(validated) for frames in group_frames):
+        counts = ", ".join(f"{len(f)} {n}" for n, f in zip(names, group_frames))
+        raise ValueError(f"need one frame per partition in each list, got {len(validated)} validated, {counts}")
+    if not validated:
+        raise ValueError("no partitions: ingest at least one file before building the training dataset")
+    if not (0 <= validation_share < 1 and 0 <= test_share < 1 and validation_share + test_share < 1):
+        raise ValueError(f"invalid shares: validation {validation_share}, test {test_share}")
+
+
+def _join_all(validated, group_frames) -> pl.DataFrame:
+    """Every partition joined (see :func:`_join_partition`), stacked."""
+    parts = [_join_partition(i, v, [frames[i] for frames in group_frames]) for i, v in enumerate(validated)]
+    try:
+        return pl.concat(parts, how="vertical")
+    except (pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
+        # Typically partitions embedded with different models (vector sizes differ).
+        raise ValueError(f"partitions do not share one schema; re-embed them with one model: {exc}") from exc
 
 
 def resplit(

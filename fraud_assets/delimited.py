@@ -92,7 +92,7 @@ def split_records(
     header: list[str] | None = None
     records: list[Record] = []
     feed = _Feed(lines, delimiter)
-    fit: Callable[[list[str]], list[str] | None] = lambda fields: fields
+    fit: Callable[[list[str]], list[str] | None] = lambda fields: fields  # noqa: E731 (replaced once the header is known)
     reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
     while feed.pos < len(lines):
         fields, error = _next_fields(reader, feed)
@@ -108,7 +108,8 @@ def split_records(
                 header = fields
                 plausible, text_index = shape_for(fields)
                 fit = _fitter(header, delimiter, plausible, text_index)
-                feed.plausible = lambda f: (fitted := fit(f)) is not None and plausible(fitted)
+                # bound once: the header (and with it fit and plausible) is set a single time
+                feed.plausible = lambda f: (fitted := fit(f)) is not None and plausible(fitted)  # noqa: B023
             continue
         fields, end, error = _settle(lines, start, end, fields, error, delimiter, quoting, fit, len(header))
         feed.pos = end

@@ -78,9 +78,9 @@ def _quantization_config(onnx_file: Path):
 
 def _export(source: Path, folder: Path) -> None:
     try:
-        from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
         import onnxruntime  # noqa: F401  (the helpers import it lazily; fail here with the hint)
         import optimum.onnxruntime  # noqa: F401
+        from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
     except ImportError as exc:
         raise RuntimeError(
             f"the ONNX embedding backends need optimum and onnxruntime ({exc}); "

@@ -510,6 +510,36 @@ class EmbeddingCache:
         return target
 
 
+def _embed_missing(
+    missing: pl.DataFrame, embedder: Embedder, cache: EmbeddingCache, chunk_size: int, say: Callable[[str], None]
+) -> tuple[list[pl.DataFrame], float]:
+    """Encode ``missing`` chunk by chunk, committing each chunk to the cache before the next (resumability).
+
+    Returns the new (text_hash, embedding) pieces and the seconds spent encoding and committing.
+    """
+    pieces: list[pl.DataFrame] = []
+    if missing.height:
+        embedder.load()  # keep the one-off model load out of the msg/s figures
+    n_chunks = (missing.height + chunk_size - 1) // chunk_size
+    work_seconds = 0.0
+    for i in range(n_chunks):
+        chunk = missing.slice(i * chunk_size, chunk_size)
+        t0 = time.perf_counter()
+        vectors = embedder.encode(chunk["text"].to_list())
+        part = pl.DataFrame(
+            {
+                "text_hash": chunk["text_hash"],
+                "embedding": pl.Series("embedding", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])),
+            }
+        )
+        cache.add(part)
+        elapsed = time.perf_counter() - t0
+        work_seconds += elapsed
+        pieces.append(part)
+        say(f"chunk {i + 1}/{n_chunks}, {chunk.height} messages, {chunk.height / max(elapsed, 1e-9):.1f} msg/s")
+    return pieces, work_seconds
+
+
 # --------------------------------------------------------------------------- #
 # embed_texts
 # --------------------------------------------------------------------------- #
@@ -554,49 +584,31 @@ def embed_texts(
     )
 
     pieces: list[pl.DataFrame] = [cached] if not cached.is_empty() else []
-    if missing.height:
-        embedder.load()  # keep the one-off model load out of the msg/s figures
-    n_chunks = (missing.height + chunk_size - 1) // chunk_size
-    work_seconds = 0.0
-    for i in range(n_chunks):
-        chunk = missing.slice(i * chunk_size, chunk_size)
-        t0 = time.perf_counter()
-        vectors = embedder.encode(chunk["text"].to_list())
-        part = pl.DataFrame(
-            {
-                "text_hash": chunk["text_hash"],
-                "embedding": pl.Series("embedding", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])),
-            }
-        )
-        cache.add(part)
-        elapsed = time.perf_counter() - t0
-        work_seconds += elapsed
-        pieces.append(part)
-        say(f"chunk {i + 1}/{n_chunks}, {chunk.height} messages, {chunk.height / max(elapsed, 1e-9):.1f} msg/s")
+    fresh, work_seconds = _embed_missing(missing, embedder, cache, chunk_size, say)
+    pieces += fresh
 
-    # Cached shards carry their dimension, so a fully warm run never loads the model.
-    dim = pieces[0].schema["embedding"].size if pieces else embedder.dimension
-    dtype = pl.Array(pl.Float32, dim)
-    vectors_by_hash = (
-        pl.concat(pieces)
-        if pieces
-        else pl.DataFrame(schema={"text_hash": pl.Utf8, "embedding": dtype})
-    )
-    result = frame.select("text_hash").join(vectors_by_hash, on="text_hash", how="left", maintain_order="left")
-    if result["embedding"].null_count():
-        raise RuntimeError("internal error: some rows got no embedding")
-
-    newly = missing.height
-    stats = {
+    result, dim = _in_input_order(frame, pieces, embedder)
+    return result, {
         "rows": frame.height,
         "unique_texts": unique.height,
-        "newly_embedded": newly,
-        "reused": unique.height - newly,
+        "newly_embedded": missing.height,
+        "reused": unique.height - missing.height,
         "seconds": round(time.perf_counter() - started, 4),
-        "messages_per_s": round(newly / work_seconds, 2) if work_seconds > 0 else 0.0,
+        "messages_per_s": round(missing.height / work_seconds, 2) if work_seconds > 0 else 0.0,
         "device": embedder.device,
         "model": embedder.model_name,
         "fingerprint": embedder.fingerprint,
         "dimension": dim,
     }
-    return result, stats
+
+
+def _in_input_order(frame: pl.DataFrame, pieces: list[pl.DataFrame], embedder: Embedder) -> tuple[pl.DataFrame, int]:
+    """One vector per input row (duplicates share one), in input order; and the dimension."""
+    # Cached shards carry their dimension, so a fully warm run never loads the model.
+    dim = pieces[0].schema["embedding"].size if pieces else embedder.dimension  # type: ignore[attr-defined]  # an Array dtype
+    dtype = pl.Array(pl.Float32, dim)
+    vectors_by_hash = pl.concat(pieces) if pieces else pl.DataFrame(schema={"text_hash": pl.Utf8, "embedding": dtype})
+    result = frame.select("text_hash").join(vectors_by_hash, on="text_hash", how="left", maintain_order="left")
+    if result["embedding"].null_count():
+        raise RuntimeError("internal error: some rows got no embedding")
+    return result, dim

@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from fraud_assets.text import inert
+from fraud_assets.thresholds import threshold_table
 
 THRESHOLD_STRATEGIES = ("max_f1", "precision", "recall")
 BASELINE_DESCRIPTIONS = {
@@ -44,26 +45,6 @@ def _as_arrays(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
     if y.shape != p.shape:
         raise ValueError(f"y_true has {y.size} values, proba has {p.size}")
     return y, p
-
-
-def _threshold_table(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate thresholds (distinct scores, descending) with precision, recall, F1.
-
-    Candidate k predicts fraud for every score >= thresholds[k].
-    """
-    order = np.argsort(-p, kind="stable")
-    p_sorted, y_sorted = p[order], y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(1 - y_sorted)
-    last_of_run = np.r_[np.flatnonzero(np.diff(p_sorted)), p_sorted.size - 1]
-    thresholds = p_sorted[last_of_run]
-    tp, fp = tp[last_of_run].astype(np.float64), fp[last_of_run].astype(np.float64)
-    positives = float(y.sum())
-    precision = tp / (tp + fp)
-    recall = tp / positives
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    return thresholds, precision, recall, f1
 
 
 def choose_threshold(
@@ -96,7 +77,7 @@ def choose_threshold(
     if y.size == 0 or np.unique(y).size < 2:
         return 0.5
 
-    thresholds, precision, recall, f1 = _threshold_table(y, p)
+    thresholds, precision, recall, f1 = threshold_table(y, p)
     # Candidates run from the highest threshold to the lowest; np.argmax
     # returns the first maximum, i.e. the highest threshold among ties.
     if strategy == "max_f1":
@@ -430,49 +411,73 @@ def evaluate(
     Returns an :class:`EvaluationResult` with the metrics.json content, the
     markdown report and the PNG plots.
     """
-    from sklearn.metrics import classification_report
-
     val, test = _split(dataset, "validation"), _split(dataset, "test")
-    val_p = np.asarray(val_proba, dtype=np.float64).ravel()
-    test_p = np.asarray(test_proba, dtype=np.float64).ravel()
-    if val_p.size != val.height or test_p.size != test.height:
-        raise ValueError(
-            f"got {val_p.size} validation and {test_p.size} test probabilities for "
-            f"{val.height} validation and {test.height} test rows"
-        )
+    val_p, test_p = _checked_probabilities(val_proba, test_proba, val.height, test.height)
     y_val = val.get_column("label").to_numpy().astype(np.int64)
     y_test = test.get_column("label").to_numpy().astype(np.int64)
 
     threshold = choose_threshold(y_val, val_p, strategy=strategy, target=target)
     model = binary_metrics(y_test, test_p, threshold)
-    model_validation = binary_metrics(y_val, val_p, threshold)
-    test_pred = (test_p >= threshold).astype(np.int64)
-
-    baselines: dict[str, dict[str, Any]] = {}
-    curves = {"model": test_p}
-    if include_baselines:
-        for name, scores in baseline_scores(dataset).items():
-            t = choose_threshold(y_val, scores["val"], strategy=strategy, target=target)
-            baselines[name] = {**binary_metrics(y_test, scores["test"], t), "description": BASELINE_DESCRIPTIONS[name]}
-            curves[name] = scores["test"]
-
-    counts = {"train": _split(dataset, "train").height, "validation": val.height, "test": test.height}
-    class_balance = {}
-    for name in counts:
-        labels = _split(dataset, name).get_column("label")
-        fraud = int(labels.sum() or 0)
-        class_balance[name] = {
-            "fraud": fraud,
-            "normal": labels.len() - fraud,
-            "fraud_share": fraud / labels.len() if labels.len() else None,
-        }
-
-    fraud_types = test.get_column("fraud_type").to_list() if "fraud_type" in test.columns else [None] * test.height
+    baselines = _baselines(dataset, y_val, y_test, strategy, target) if include_baselines else {}
     reliability = _reliability_table(y_test, test_p)
     calibration = _calibration_section(y_test, test_p, reliability, raw_test_proba)
-    tfidf = baselines.get("tfidf_logreg")
-    length = baselines.get("length_logreg")
-    metrics: dict[str, Any] = {
+    metrics = _metrics_document(
+        dataset, test, y_test, (test_p >= threshold).astype(np.int64),
+        model=model, model_validation=binary_metrics(y_val, val_p, threshold), baselines=baselines,
+        calibration=calibration, strategy=strategy, target=target, history=history,
+    )
+    figures = {}
+    if plots:
+        curves = {"model": test_p, **{name: b["test_scores"] for name, b in baselines.items()}}
+        figures = _figures(y_test, curves, model, threshold, reliability, calibration, history)
+    return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, [f for f in PLOT_FILES if f in figures]), plots=figures)
+
+
+def _checked_probabilities(val_proba: Any, test_proba: Any, n_val: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+    val_p = np.asarray(val_proba, dtype=np.float64).ravel()
+    test_p = np.asarray(test_proba, dtype=np.float64).ravel()
+    if val_p.size != n_val or test_p.size != n_test:
+        raise ValueError(
+            f"got {val_p.size} validation and {test_p.size} test probabilities for "
+            f"{n_val} validation and {n_test} test rows"
+        )
+    return val_p, test_p
+
+
+def _baselines(dataset: pl.DataFrame, y_val: np.ndarray, y_test: np.ndarray, strategy: str, target: float | None) -> dict:
+    """Each baseline's test metrics at its own validation-chosen threshold (same rule as the model).
+
+    ``test_scores`` rides along for the PR curves and is dropped from the metrics document.
+    """
+    baselines: dict[str, dict[str, Any]] = {}
+    for name, scores in baseline_scores(dataset).items():
+        t = choose_threshold(y_val, scores["val"], strategy=strategy, target=target)
+        baselines[name] = {
+            **binary_metrics(y_test, scores["test"], t), "description": BASELINE_DESCRIPTIONS[name], "test_scores": scores["test"],
+        }
+    return baselines
+
+
+def _class_balance(dataset: pl.DataFrame) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """Rows per split, and fraud / normal counts and fraud share per split."""
+    counts, balance = {}, {}
+    for name in ("train", "validation", "test"):
+        labels = _split(dataset, name).get_column("label")
+        fraud = int(labels.sum() or 0)
+        counts[name] = labels.len()
+        balance[name] = {"fraud": fraud, "normal": labels.len() - fraud, "fraud_share": fraud / labels.len() if labels.len() else None}
+    return counts, balance
+
+
+def _metrics_document(dataset, test, y_test, test_pred, *, model, model_validation, baselines, calibration, strategy, target, history) -> dict:
+    """The metrics.json content (JSON-safe)."""
+    from sklearn.metrics import classification_report
+
+    baselines = {name: {k: v for k, v in b.items() if k != "test_scores"} for name, b in baselines.items()}
+    counts, class_balance = _class_balance(dataset)
+    fraud_types = test.get_column("fraud_type").to_list() if "fraud_type" in test.columns else [None] * test.height
+    tfidf, length = baselines.get("tfidf_logreg"), baselines.get("length_logreg")
+    return _jsonable({
         "model": model,
         "model_validation": model_validation,
         "baselines": baselines,
@@ -488,28 +493,24 @@ def evaluate(
         "calibration": calibration,
         "repeated": None,
         "beats_tfidf_baseline": None if tfidf is None else bool(model["f1"] >= tfidf["f1"]),
-        "length_only": None
-        if length is None
-        else {
+        "length_only": None if length is None else {
             "f1": length["f1"],
             "pr_auc": length["pr_auc"],
             "note": "logistic regression on log(text length) alone, same split and threshold rule",
         },
         "epochs_trained": len(history) if history else None,
-    }
-    metrics = _jsonable(metrics)
+    })
 
-    figures = {}
-    if plots:
-        figures = {
-            "pr_curve.png": _plot_pr_curves(y_test, curves),
-            "confusion_matrix.png": _plot_confusion(model["confusion_matrix"], threshold),
-            "reliability.png": _plot_reliability(reliability, model["brier"], calibration["before"]),
-        }
-        if history:
-            figures["training_curves.png"] = _plot_training_curves(history)
-    plots = figures
-    return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, [f for f in PLOT_FILES if f in plots]), plots=plots)
+
+def _figures(y_test, curves, model, threshold, reliability, calibration, history) -> dict[str, bytes]:
+    figures = {
+        "pr_curve.png": _plot_pr_curves(y_test, curves),
+        "confusion_matrix.png": _plot_confusion(model["confusion_matrix"], threshold),
+        "reliability.png": _plot_reliability(reliability, model["brier"], calibration["before"]),
+    }
+    if history:
+        figures["training_curves.png"] = _plot_training_curves(history)
+    return figures
 
 
 def with_repeats(result: EvaluationResult, summary: dict[str, Any]) -> EvaluationResult:
@@ -521,7 +522,7 @@ def with_repeats(result: EvaluationResult, summary: dict[str, Any]) -> Evaluatio
 
 def _calibration_section(y: np.ndarray, p: np.ndarray, reliability: list, raw_test_proba: Any) -> dict[str, Any]:
     """Brier, ECE and reliability on test; the same ``before`` calibration when raw scores are given."""
-    from fraud_assets.calibration import expected_calibration_error
+    from fraud_assets.model.calibration import expected_calibration_error
 
     section: dict[str, Any] = {
         "brier": float(np.mean((p - y) ** 2)) if y.size else None,
@@ -548,9 +549,17 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
-    model, baselines = metrics["model"], metrics["baselines"]
     lines = ["# Fraud classifier evaluation", ""]
+    for section in (_md_headline, _md_threshold_and_data, _md_confusion_and_report, _md_per_type, _md_calibration, _md_extras):
+        lines += section(metrics)
+    lines += _md_plots(plot_files)
+    lines.append("")
+    return "\n".join(lines)
 
+
+def _md_headline(metrics: dict[str, Any]) -> list[str]:
+    model, baselines = metrics["model"], metrics["baselines"]
+    lines = []
     tfidf = baselines.get("tfidf_logreg")
     if tfidf is not None and model["f1"] < tfidf["f1"]:
         lines += [
@@ -558,7 +567,6 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
             f"(F1 {_fmt(tfidf['f1'])}) on the same test split.",
             "",
         ]
-
     lines += ["## Headline (test split)", "", "| | F1 | precision | recall | PR-AUC | ROC-AUC | threshold |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in [("**model**", model), *baselines.items()]:
@@ -572,17 +580,20 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
     if tfidf is not None:
         lines.append("- The TF-IDF baseline is the bar to clear: a model that cannot beat it is not worth its cost.")
     lines.append("")
+    return lines
 
+
+def _md_threshold_and_data(metrics: dict[str, Any]) -> list[str]:
     strategy = metrics["threshold_strategy"]
     rule = {
         "max_f1": "the threshold with the highest F1",
         "precision": f"the lowest threshold with precision >= {metrics['threshold_target']} (best recall there)",
         "recall": f"the highest threshold with recall >= {metrics['threshold_target']}",
     }.get(strategy, strategy)
-    lines += [
+    lines = [
         "## Threshold",
         "",
-        f"Fraud is predicted when P(fraud) >= **{_fmt(model['threshold'])}**, chosen on the validation split as "
+        f"Fraud is predicted when P(fraud) >= **{_fmt(metrics['model']['threshold'])}**, chosen on the validation split as "
         f"{rule} (strategy `{strategy}`). Each baseline's threshold is chosen the same way on the same validation "
         f"split. Validation F1 at this threshold: {_fmt(metrics['model_validation']['f1'])}.",
         "",
@@ -594,9 +605,12 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
     for name, rows in metrics["counts"].items():
         cb = metrics["class_balance"][name]
         lines.append(f"| {name} | {rows} | {cb['fraud']} | {cb['normal']} | {_fmt(cb['fraud_share'], 3)} |")
+    return lines
 
-    cm = model["confusion_matrix"]
-    lines += [
+
+def _md_confusion_and_report(metrics: dict[str, Any]) -> list[str]:
+    cm = metrics["model"]["confusion_matrix"]
+    lines = [
         "",
         "## Confusion matrix (test)",
         "",
@@ -618,21 +632,27 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
             )
         else:
             lines.append(f"| {name} | | | {_fmt(row)} | |")
+    return lines
 
-    lines += ["", "## Recall per fraud type (test)", ""]
+
+def _md_per_type(metrics: dict[str, Any]) -> list[str]:
+    lines = ["", "## Recall per fraud type (test)", ""]
     per_type = metrics["per_fraud_type_recall"]
     if per_type:
         lines += ["| fraud type | recall | support |", "| --- | --- | --- |"]
         lines += [f"| {inert(name)} | {_fmt(v['recall'])} | {v['support']} |" for name, v in per_type.items()]  # names come from input
     else:
         lines.append("No fraud rows in the test split.")
+    return lines
 
+
+def _md_calibration(metrics: dict[str, Any]) -> list[str]:
     calibration = metrics["calibration"]
-    lines += [
+    lines = [
         "",
         "## Calibration",
         "",
-        f"Brier score {_fmt(model['brier'])}, ECE {_fmt(calibration['ece'])} (0 is perfect; always predicting the "
+        f"Brier score {_fmt(metrics['model']['brier'])}, ECE {_fmt(calibration['ece'])} (0 is perfect; always predicting the "
         f"test fraud share would score Brier {_fmt(_prior_brier(metrics))}).",
         "",
     ]
@@ -648,18 +668,22 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
             f"| after calibration | {_fmt(calibration['brier'])} | {_fmt(calibration['ece'])} |",
             "",
         ]
-    if metrics["calibration"]["reliability"]:
+    if calibration["reliability"]:
         lines += ["| P(fraud) bin | mean predicted | observed fraud rate | rows |", "| --- | --- | --- | --- |"]
         lines += [
             f"| {r['bin']} | {_fmt(r['mean_predicted'], 3)} | {_fmt(r['observed_fraud_rate'], 3)} | {r['count']} |"
-            for r in metrics["calibration"]["reliability"]
+            for r in calibration["reliability"]
         ]
+    return lines
 
+
+def _md_extras(metrics: dict[str, Any]) -> list[str]:
+    """Repeated evaluation and the length-only line, when present."""
+    lines = []
     if metrics.get("repeated"):
         from fraud_assets.repeats import summary_markdown
 
         lines += ["", summary_markdown(metrics["repeated"])]
-
     length = metrics.get("length_only")
     if length is not None:
         lines += [
@@ -671,18 +695,19 @@ def _report_markdown(metrics: dict[str, Any], plot_files: list[str]) -> str:
             "normal ones, so part of any model's score comes from length; the gap between this line and the "
             "model is what the content adds.",
         ]
+    return lines
 
-    if plot_files:
-        lines += ["", "## Plots", ""]
-        titles = {
-            "pr_curve.png": "Precision-recall curves",
-            "confusion_matrix.png": "Confusion matrix",
-            "reliability.png": "Reliability diagram",
-            "training_curves.png": "Training curves",
-        }
-        lines += [f"![{titles.get(f, f)}]({f})" for f in plot_files]
-    lines.append("")
-    return "\n".join(lines)
+
+def _md_plots(plot_files: list[str]) -> list[str]:
+    if not plot_files:
+        return []
+    titles = {
+        "pr_curve.png": "Precision-recall curves",
+        "confusion_matrix.png": "Confusion matrix",
+        "reliability.png": "Reliability diagram",
+        "training_curves.png": "Training curves",
+    }
+    return ["", "## Plots", "", *(f"![{titles.get(f, f)}]({f})" for f in plot_files)]
 
 
 def _prior_brier(metrics: dict[str, Any]) -> float | None:

@@ -28,7 +28,7 @@ def compare_with_champion(
     recorded test F1 is used instead, and the reason says so.
     """
     from fraud_assets.evaluation import binary_metrics
-    from fraud_assets.registry import ModelLoadError, load_model, read_card, read_pointer
+    from fraud_assets.model.io import ModelLoadError, load_model, read_card, read_pointer
 
     challenger_card = read_card(candidate_dir)
     challenger_f1 = float(challenger_card["metrics"]["model"]["f1"])

@@ -16,13 +16,13 @@ import hashlib
 import json
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
+import tomllib
 
 from fraud_assets.delimited import split_records
 from fraud_assets.settings import ConfigError, check_timezone
@@ -393,6 +393,7 @@ def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    stamp: dt.datetime | None
     if isinstance(value, dt.datetime):
         stamp = value
     elif isinstance(value, dt.date):
@@ -620,7 +621,8 @@ def _to_rows(records: list, header: list[str], columns: dict[str, Any], config: 
     for index, record, raw, error in records:
         raw_text = _printable(raw.rstrip("\r\n"))[:_RAW_PREVIEW_CHARS]
         if error is None and record is not None:
-            get = (lambda col: record.get(col)) if isinstance(record, dict) else (lambda col: record[positions[col]])
+            # used only within this iteration, so the late binding of record is harmless
+            get = (lambda col: record.get(col)) if isinstance(record, dict) else (lambda col: record[positions[col]])  # noqa: B023
             values = {
                 name: (combine_date_time(get(col[0]), get(col[1])) if isinstance(col, tuple) else get(col) if col is not None else None)
                 for name, col in columns.items()
@@ -692,7 +694,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict | None, s
     except Exception as exc:  # polars raises several error types for corrupt files
         raise UnreadableFile(f"cannot read Parquet: {exc}") from exc
     frame = frame.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.Utf8))
-    records = [
+    records: list[tuple[int, dict | None, str, str | None]] = [
         (i, row, json.dumps(row, ensure_ascii=False, default=_json_default), None)
         for i, row in enumerate(frame.iter_rows(named=True))
     ]

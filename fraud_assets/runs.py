@@ -14,13 +14,15 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from fraud_assets.asset_names import EVALUATION_REPORT, RAW_MESSAGES, VALIDATED_MESSAGES
+from fraud_assets.dataset import ingested_partitions
 from fraud_assets.definitions import defs as load_definitions
 from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
+from fraud_assets.features import per_file_outputs
 from fraud_assets.landing import candidate_files, register_files
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage, as_path
-from fraud_assets.training_data import ingested_partitions
 
 DAGSTER_YAML = """\
 # Written by fraud-assets on first use. Embedding and training share the "gpu"
@@ -104,10 +106,10 @@ def blocking_checks(job: dg.JobDefinition) -> set[str]:
 
 def file_summary(storage, key: str) -> dict[str, int]:
     """rows_read / accepted / quarantined for one partition, from what is in storage."""
-    raw = storage.height(storage.asset_path("raw_messages", key))
-    raw_q = storage.height(storage.quarantine_path("raw_messages", key))
-    accepted = storage.height(storage.asset_path("validated_messages", key))
-    val_q = storage.height(storage.quarantine_path("validated_messages", key))
+    raw = storage.height(storage.asset_path(RAW_MESSAGES, key))
+    raw_q = storage.height(storage.quarantine_path(RAW_MESSAGES, key))
+    accepted = storage.height(storage.asset_path(VALIDATED_MESSAGES, key))
+    val_q = storage.height(storage.quarantine_path(VALIDATED_MESSAGES, key))
     whole = raw == 0 and _file_reason(storage, key) is not None
     return {
         "rows_read": 0 if whole else raw + raw_q,
@@ -153,7 +155,8 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
     if registration.new:
         instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in registration.new])
     complete = set(ingested_partitions(storage, {f.partition_key for f in registration.landed}))
-    results, statuses = [], {}
+    results: list = []
+    statuses: dict = {}
     for item in registration.landed:
         key, reason = item.partition_key, None
         if item.duplicate_of or key in statuses:
@@ -178,13 +181,13 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
 
 
 def _file_reason(storage, key: str) -> str | None:
-    path = storage.quarantine_path("raw_messages", key)
+    path = storage.quarantine_path(RAW_MESSAGES, key)
     frame = storage.read_parquet(path).filter(pl.col("stage") == "file") if storage.exists(path) else pl.DataFrame()
     return frame["reason"][0] if frame.height else None
 
 
 def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str, blocking: set[str]) -> tuple[str, str | None]:
-    if all(storage.exists(storage.asset_path(asset, key)) for asset in ("message_embeddings", "time_features")):
+    if all(storage.exists(storage.asset_path(asset, key)) for asset in per_file_outputs()):
         return "ingested", None
     failed = [e for e in result.get_asset_check_evaluations() if e.check_name in blocking and not e.passed]
     if failed:  # unreadable file, or too many rejected rows: nothing downstream was built
@@ -215,7 +218,7 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
         failures = [e.message for e in result.all_events if e.is_failure]
         summary["error"] = failures[-1] if failures else "retrain failed"
         return summary
-    report = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("evaluation_report"))
+    report = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(EVALUATION_REPORT))
     report_dir = as_path(report.materialization.metadata["dagster/uri"].value)  # this run's report, not the latest
     metrics = storage.read_json(report_dir / "metrics.json")
     gate = next((e for e in result.get_asset_check_evaluations() if e.check_name == "not_worse_than_champion"), None)

@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from fraud_assets.features import FeatureUnavailable, ServingContext, serving_features
 from fraud_assets.readers import IngestConfig, read_messages, stable_message_id
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage
@@ -33,28 +34,12 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     trained with, so scores are never computed on vectors from another model.
     Vectors are shared with the training cache under the storage root.
     """
-    from fraud_assets.embeddings import Embedder, EmbeddingCache, embed_texts
-    from fraud_assets.registry import ModelLoadError, load_model
-    from fraud_assets.time_features import time_features
-
     settings = settings or Settings.from_env()
     if output_path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ScoringError(f"output must end in one of {OUTPUT_SUFFIXES}, not {output_path.name!r}")
     if not input_path.exists():
         raise ScoringError(f"input file {input_path} does not exist")
-    try:
-        model, card = load_model(model_dir)
-    except ModelLoadError as exc:
-        raise ScoringError(f"{exc}. Train and promote a model first with `fraud-assets run` or `fraud-assets retrain`.") from exc
-    if "threshold" not in card:
-        raise ScoringError(f"model card in {model_dir} has no threshold: the model was never evaluated")
-    missing = [name for name in REQUIRED_CARD_FIELDS if name not in card]
-    if missing:
-        raise ScoringError(f"model card of {model_dir} lacks the field(s) {missing}: it was not written by this project's training")
-    try:
-        float(card["threshold"])
-    except (TypeError, ValueError):
-        raise ScoringError(f"model card in {model_dir}: threshold must be a number, not {card['threshold']!r}") from None
+    model, card = _load_scoring_model(model_dir)
 
     parsed = read_messages(input_path, IngestConfig.load(settings.ingest_config), timezone=settings.timezone, require_label=False)
     if parsed.error:
@@ -64,24 +49,16 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     rows = rows.filter(pl.col("norm") != "").with_columns(pl.col("norm").map_elements(text_hash, return_dtype=pl.Utf8).alias("text_hash"))
 
     started = time.perf_counter()
-    embed_settings = card.get("embedding_settings", {})
-    embedder = Embedder(card["embedding_model"], device=settings.device, **embed_settings)
-    if embedder.fingerprint != card["embedding_fingerprint"]:
-        raise ScoringError(
-            f"embedding model {card['embedding_model']!r} here has fingerprint {embedder.fingerprint}, but the model was "
-            f"trained with {card['embedding_fingerprint']}: install the same embedding model or retrain"
-        )
-    cache = EmbeddingCache(Storage(settings.data_dir).embedding_cache_dir, embedder.fingerprint)
-    vectors, _ = embed_texts(rows.select("text_hash", pl.col("norm").alias("text")), embedder, cache)
-    frame = rows.with_columns(vectors["embedding"], pl.col("norm").alias("text_normalized"))
-    times = time_features(frame.select("message_id", "text_hash", "sent_at"), timezone=settings.timezone)
-    frame = pl.concat([frame, times.drop("message_id", "text_hash")], how="horizontal")
-    features = frame.drop("text").rename({"text_normalized": "text"})
-    probability = model.predict_proba(features) if frame.height else []
+    messages = rows.select("message_id", "text_hash", pl.col("norm").alias("text"), "sent_at")
+    try:
+        features = serving_features(messages, ServingContext(settings=settings, card=card))
+    except FeatureUnavailable as exc:
+        raise ScoringError(str(exc)) from None
+    probability = model.predict_proba(features) if rows.height else []
     seconds = time.perf_counter() - started
 
     threshold = float(card["threshold"])
-    scored = frame.select("message_id", "source_row", "sent_at", "text").with_columns(
+    scored = rows.select("message_id", "source_row", "sent_at", "text").with_columns(
         pl.Series("probability", probability, dtype=pl.Float64),
     ).with_columns((pl.col("probability") >= threshold).cast(pl.Int8).alias("label"), pl.lit(None, pl.Utf8).alias("reason"))
     out = pl.concat([scored, unscored.select(scored.columns).cast(scored.schema)]).sort("source_row")
@@ -98,6 +75,26 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
         "seconds": round(seconds, 3),
         "messages_per_s": round(out.height / seconds, 1) if seconds > 0 else None,
     }
+
+
+def _load_scoring_model(model_dir: str | Path):
+    """The model and its card, refusing a card that lacks what scoring needs (never evaluated, foreign)."""
+    from fraud_assets.model.io import ModelLoadError, load_model
+
+    try:
+        model, card = load_model(model_dir)
+    except ModelLoadError as exc:
+        raise ScoringError(f"{exc}. Train and promote a model first with `fraud-assets run` or `fraud-assets retrain`.") from exc
+    if "threshold" not in card:
+        raise ScoringError(f"model card in {model_dir} has no threshold: the model was never evaluated")
+    missing = [name for name in REQUIRED_CARD_FIELDS if name not in card]
+    if missing:
+        raise ScoringError(f"model card of {model_dir} lacks the field(s) {missing}: it was not written by this project's training")
+    try:
+        float(card["threshold"])
+    except (TypeError, ValueError):
+        raise ScoringError(f"model card in {model_dir}: threshold must be a number, not {card['threshold']!r}") from None
+    return model, card
 
 
 def _unscored_rows(parsed, empty: pl.DataFrame) -> pl.DataFrame:

@@ -14,7 +14,7 @@ Publishing is atomic on every backend:
   would publish a zero-length file);
 - object stores: one object is written in one PUT and becomes visible whole or
   not at all; a set of files is published by writing a small manifest or
-  pointer object last (see ``fraud_assets.registry``), never by renaming.
+  pointer object last (see ``fraud_assets.model.io``), never by renaming.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class Storage:
 
     @property
     def candidates_dir(self) -> StoragePath:
-        """One folder per trained model, named by its training run (see fraud_assets.registry)."""
+        """One folder per trained model, named by its training run (see fraud_assets.model.io)."""
         return self.models_dir / "candidates"
 
     @property

@@ -6,10 +6,20 @@ import hashlib
 import re
 import unicodedata
 
+#: What counts as a link and as a phone number, for masking here and for the model's text statistics
+#: (``has_url``, ``has_phone`` in :func:`fraud_assets.model.featurize.text_stats`). Written without
+#: look-arounds so that polars' regex engine runs them too; case-insensitive.
+URL_PATTERN = r"(?:https?://|www\.)\S+|\b[a-z0-9-]+\.(?:com|cn|net|org|cc|top|xyz|io|me|ly)\b"
+#: A phone number: Chinese mobile, area code + number, or North-American style; optional country code.
+#: Not glued to further digits (see :data:`PHONE_IN_TEXT` and ``_PHONE``).
+PHONE_PATTERN = r"(?:\+?\d{1,3}[ -]?)?(?:1[3-9]\d{9}|\d{3,4}[ -]?\d{7,8}|\d{3}[ -]\d{3}[ -]\d{4})"
+#: "The text contains a phone number", for engines without look-behind (polars).
+PHONE_IN_TEXT = rf"(?:^|\D){PHONE_PATTERN}(?:\D|$)"
+
 _WS = re.compile(r"\s+")
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_URL = re.compile(URL_PATTERN, re.IGNORECASE)
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){13,19}(?!\d)")
-_PHONE = re.compile(r"(?<!\d)(?:\+?\d{1,3}[ -]?)?(?:1[3-9]\d{9}|\d{3,4}[ -]?\d{7,8}|\d{3}[ -]\d{3}[ -]\d{4})(?!\d)")
+_PHONE = re.compile(rf"(?<!\d){PHONE_PATTERN}(?!\d)")
 
 
 def normalize_text(text: str) -> str:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-
-from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from conftest import job_assets
+
+from fraud_assets.dataset import ingested_partitions
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.landing import register_files
+from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
 from fraud_assets.storage import Storage
-from fraud_assets.training_data import ingested_partitions
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import job_assets
 from dagster_graphql import DagsterGraphQLClient
 
-from fraud_assets.runs import DAGSTER_YAML
-from conftest import job_assets
 from fraud_assets.landing import partition_key_for
+from fraud_assets.runs import DAGSTER_YAML
 from fraud_assets.sample import write_sample
 
 INGEST_ASSETS, RETRAIN_ASSETS = job_assets("ingest_job"), job_assets("retrain_job")

@@ -91,3 +91,31 @@ def test_retrains_are_limited_to_one_at_a_time_in_the_written_instance(tmp_path,
     assert defs().resolve_job_def("retrain_job").tags["fraud/job"] == "retrain"
     limits = get_instance().get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert {"key": "fraud/job", "value": "retrain", "limit": 1} in limits
+
+
+def test_classifier_config_is_generated_from_train_config():
+    """One source of truth: every TrainConfig knob is a Launchpad field with the same default, and the
+    Launchpad's values (lists for tuples) come back as the same TrainConfig."""
+    import dataclasses
+
+    from fraud_assets.defs.assets.training import ClassifierConfig
+    from fraud_assets.model import TrainConfig
+
+    launchpad = ClassifierConfig().model_dump()
+    defaults = TrainConfig().to_dict()
+    assert set(launchpad) == set(defaults)
+    for name, value in defaults.items():
+        assert launchpad[name] == (list(value) if isinstance(value, tuple) else value), name
+    assert TrainConfig.from_dict(launchpad) == TrainConfig()
+    changed = ClassifierConfig(max_epochs=3, wide_views=["plain"], time_columns=["hour_sin"]).model_dump()
+    assert TrainConfig.from_dict(changed) == dataclasses.replace(
+        TrainConfig(), max_epochs=3, wide_views=("plain",), time_columns=("hour_sin",)
+    )
+
+
+def test_asset_name_constants_match_the_location():
+    from definitions import defs
+    from fraud_assets import asset_names
+
+    repo = defs().get_repository_def()
+    assert set(asset_names.ALL) == {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}

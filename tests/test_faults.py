@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 
 from fraud_assets.cli import main
-from fraud_assets.runs import get_instance, run_ingest, run_retrain
+from fraud_assets.dataset import ingested_partitions
 from fraud_assets.landing import partition_key_for
-from fraud_assets.registry import load_model
+from fraud_assets.model.io import load_model
+from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
 from fraud_assets.storage import Storage
-from fraud_assets.training_data import ingested_partitions
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import dagster as dg
 import polars as pl
 
 from fraud_assets.cli import main
-from fraud_assets.runs import get_instance
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.defs.sensors import landing_sensor
+from fraud_assets.runs import get_instance
 
 GOOD = "text,label,sent_at\n您的验证码是4821,0,2026-03-01 10:00:00\n【公安局】您涉嫌洗钱请转账至安全账户,1,2026-03-01 23:10:00\nYour parcel is waiting,0,2026-03-02 09:00:00\n"
 
@@ -132,8 +132,7 @@ def _latest_embedding_metadata(instance):
 def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, capsys):
     from fraud_assets.defs.assets import features
     from fraud_assets.defs.jobs import RUN_CONFIG
-    from fraud_assets.defs.resources import default_resources
-    from fraud_assets.defs.resources import EmbedderResource
+    from fraud_assets.defs.resources import EmbedderResource, default_resources
 
     incoming = env / "incoming"
     (incoming / "first.csv").write_text(GOOD)

@@ -12,10 +12,10 @@ import pytest
 
 from fraud_assets import landing
 from fraud_assets.cli import main
-from fraud_assets.runs import get_instance, wait_until_settled
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.landing import archived_file, landing_quarantine_path, load_index, register_files
+from fraud_assets.runs import get_instance, wait_until_settled
 from fraud_assets.storage import Storage
 from tests.test_ingest_dagster import GOOD, evaluate_sensor
 

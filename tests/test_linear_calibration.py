@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from fraud_assets.calibration import expected_calibration_error, fit_blend
-from fraud_assets.lexical import hash_word_ngrams, tokenize
-from fraud_assets.linear import fit_logreg, fit_wide, nb_ratio
+from fraud_assets.model.calibration import expected_calibration_error, fit_blend
+from fraud_assets.model.lexical import hash_word_ngrams, tokenize
+from fraud_assets.model.linear import fit_logreg, fit_wide, nb_ratio
 from fraud_assets.repeats import summarise, summary_markdown
 from tests.test_model import FAST, make_dataset
 

@@ -25,7 +25,7 @@ from fraud_assets.model import (
     hash_char_ngrams,
     train_classifier,
 )
-from fraud_assets.registry import ModelLoadError, load_model, save_model
+from fraud_assets.model.io import ModelLoadError, load_model, save_model
 
 TIME_COLUMNS = (
     "hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos",
@@ -45,7 +45,10 @@ NORMAL_PHRASES = [
 FILLER = ["好的", "谢谢", "今天", "请", "您好", "ok", "please", "today", "hello", "的", "了"]
 
 # Small model so each training run takes a second or two on a shared 2-core box.
-FAST = TrainConfig(ngram_buckets=2**14, wide_buckets=2**16, hidden=32, ngram_dim=16, max_epochs=10, patience=3, batch_size=64)
+# Small and quick; the linear part is held to strong penalties (C <= 1) so that on this easy data it
+# stays imperfect and the deep part's training loop (early stopping, best-epoch restore) has work to do.
+FAST = TrainConfig(ngram_buckets=2**14, wide_buckets=2**16, hidden=32, ngram_dim=16, max_epochs=10, patience=3, batch_size=64,
+                   wide_cs=(0.0625, 0.125, 0.25, 0.5, 1.0))
 
 
 def make_dataset(n: int = 600, seed: int = 0, emb_dim: int = 16) -> pl.DataFrame:
@@ -249,7 +252,7 @@ def test_an_unfinished_save_never_loads(trained, dataset, tmp_path):
 
 
 def test_production_pointer_pins_one_model_whole(trained, dataset, tmp_path):
-    from fraud_assets.registry import promote, prune_candidates, read_pointer, update_card
+    from fraud_assets.model.io import promote, prune_candidates, read_pointer, update_card
 
     model, _, _ = trained
     models = tmp_path / "models"
@@ -283,7 +286,7 @@ def test_loading_while_promotions_happen_never_mixes_two_models(trained, dataset
 
     import torch
 
-    from fraud_assets.registry import promote, prune_candidates
+    from fraud_assets.model.io import promote, prune_candidates
 
     model, _, _ = trained
     models = tmp_path / "models"

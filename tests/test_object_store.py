@@ -6,10 +6,10 @@ import os
 
 import polars as pl
 import pytest
+from services.s3 import S3_ENV, s3_server
 
 from fraud_assets.cli import main
 from fraud_assets.sample import write_sample
-from services.s3 import S3_ENV, s3_server
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
@@ -77,8 +77,8 @@ def test_a_run_killed_mid_write_leaves_nothing_that_reads_as_complete(s3_bucket,
     import sys
     import time
 
+    from fraud_assets.dataset import ingested_partitions
     from fraud_assets.storage import Storage
-    from fraud_assets.training_data import ingested_partitions
 
     landing = tmp_path / "incoming"
     write_sample(landing, seed=11, n_files=1, messages_per_file=1500)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from services.postgres import pg_bin, postgres_server
 
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.defs.sensors import landing_sensor
 from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
-from services.postgres import pg_bin, postgres_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 pytestmark = pytest.mark.skipif(pg_bin("pg_ctl") is None, reason="PostgreSQL server not installed (.ci/run installs it)")

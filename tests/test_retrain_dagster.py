@@ -9,8 +9,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fraud_assets.cli import main
 from fraud_assets.defs.resources import default_resources
-from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.defs.schedules import nightly_retrain
+from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
 
 TAGS = {

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import polars as pl
 import pytest
+from services.s3 import S3_ENV, s3_server
 
 from fraud_assets.embeddings import EmbeddingCache
 from fraud_assets.storage import Storage, as_path, is_local
-from services.s3 import S3_ENV, s3_server
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,11 @@
 
 import dagster as dg
 
+from fraud_assets.asset_names import FRAUD_CLASSIFIER
+from fraud_assets.dataset import ingested_partitions, partitions_fingerprint
 from fraud_assets.defs import jobs
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.settings import Settings
-from fraud_assets.training_data import ingested_partitions, partitions_fingerprint
 
 _settings = Settings.from_env()
 
@@ -22,7 +23,7 @@ def nightly_retrain(context: dg.ScheduleEvaluationContext, fraud: FraudSettings)
     keys = ingested_partitions(fraud.storage, context.instance.get_dynamic_partitions("message_files"))
     if not keys:
         return dg.SkipReason("no ingested partitions yet: drop files into the landing folder first")
-    last = context.instance.get_latest_materialization_event(dg.AssetKey("fraud_classifier"))
+    last = context.instance.get_latest_materialization_event(dg.AssetKey(FRAUD_CLASSIFIER))
     if last is not None:
         previous = last.asset_materialization.metadata.get("partitions_fingerprint")
         if previous is not None and previous.value == partitions_fingerprint(keys):

@@ -5,11 +5,11 @@ import json
 
 import dagster as dg
 
+from fraud_assets.dataset import ingested_partitions
 from fraud_assets.defs import jobs
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.landing import Registration, register_files
-from fraud_assets.training_data import ingested_partitions
 
 MAX_RETRIED_PER_TICK = 100
 

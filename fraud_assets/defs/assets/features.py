@@ -3,21 +3,22 @@
 
 import dagster as dg
 
-from fraud_assets.metadata import table_metadata
+from fraud_assets.asset_names import MESSAGE_EMBEDDINGS, TIME_FEATURES, VALIDATED_MESSAGES
 from fraud_assets.defs.partitions import file_check, message_files
-from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
+from fraud_assets.metadata import table_metadata
+from fraud_assets.placement import GPU_OP_TAGS
 
 # Above this share of [UNK] tokens the embedding model does not know the language.
 UNK_WARN_SHARE = 0.10
 UNK_SAMPLE = 500
-VOCABULARY_COVERAGE = file_check("vocabulary_coverage", "message_embeddings")
+VOCABULARY_COVERAGE = file_check("vocabulary_coverage", MESSAGE_EMBEDDINGS)
 
 
 @dg.asset(
     partitions_def=message_files,
     group_name="features",
-    deps=["validated_messages"],
+    deps=[VALIDATED_MESSAGES],
     kinds={"pytorch", "parquet"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
@@ -30,18 +31,18 @@ def message_embeddings(
     from fraud_assets.embeddings import EmbeddingCache, embed_texts
 
     storage, key = fraud.storage, context.partition_key
-    validated = storage.read_parquet(storage.asset_path("validated_messages", key))
+    validated = storage.read_parquet(storage.asset_path(VALIDATED_MESSAGES, key))
     model = embedder.get_embedder()
     cache = EmbeddingCache(storage.embedding_cache_dir, model.fingerprint)
     vectors, stats = embed_texts(
         validated.select("text_hash", "text"), model, cache, chunk_size=embedder.chunk_size, log=context.log.info
     )
     embeddings = validated.select("message_id", "text_hash").with_columns(vectors["embedding"])
-    storage.write_parquet(embeddings, storage.asset_path("message_embeddings", key))
+    storage.write_parquet(embeddings, storage.asset_path(MESSAGE_EMBEDDINGS, key))
     unk = model.unk_share(validated["text"].head(UNK_SAMPLE).to_list()) if validated.height else 0.0
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(embeddings, storage.asset_path("message_embeddings", key), partitioned=True),
+            **table_metadata(embeddings, storage.asset_path(MESSAGE_EMBEDDINGS, key), partitioned=True),
             **stats,
             "unk_share": round(unk, 4),
         },
@@ -64,19 +65,19 @@ def message_embeddings(
     )
 
 
-@dg.asset(partitions_def=message_files, group_name="features", deps=["validated_messages"], kinds={"polars", "parquet"})
+@dg.asset(partitions_def=message_files, group_name="features", deps=[VALIDATED_MESSAGES], kinds={"polars", "parquet"})
 def time_features(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """Hour, weekday, month, day of month, ISO week and season in the configured zone, cyclically encoded."""
     from fraud_assets.time_features import time_features as compute_time_features
 
     storage, key = fraud.storage, context.partition_key
-    validated = storage.read_parquet(storage.asset_path("validated_messages", key))
+    validated = storage.read_parquet(storage.asset_path(VALIDATED_MESSAGES, key))
     features = compute_time_features(validated.select("message_id", "text_hash", "sent_at"), timezone=fraud.timezone)
-    storage.write_parquet(features, storage.asset_path("time_features", key))
+    storage.write_parquet(features, storage.asset_path(TIME_FEATURES, key))
     with_time = int(features["has_timestamp"].sum() or 0)
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(features, storage.asset_path("time_features", key), partitioned=True),
+            **table_metadata(features, storage.asset_path(TIME_FEATURES, key), partitioned=True),
             "rows": features.height,
             "with_timestamp": with_time,
             "timestamp_share": round(with_time / features.height, 4) if features.height else 0.0,

@@ -3,17 +3,17 @@
 
 import dagster as dg
 
-from fraud_assets.metadata import label_balance, preview_markdown, table_metadata
+from fraud_assets.asset_names import RAW_MESSAGES, VALIDATED_MESSAGES
 from fraud_assets.defs.partitions import file_check, message_files
 from fraud_assets.defs.resources import FraudSettings
 from fraud_assets.landing import archived_file
+from fraud_assets.metadata import label_balance, preview_markdown, table_metadata
 from fraud_assets.readers import file_quarantine, read_messages
 from fraud_assets.validation import validate_messages
 
-
-FILE_READABLE = file_check("file_readable", "raw_messages", blocking=True)
-EXPECTATION_SUITE = file_check("expectation_suite", "validated_messages")
-REJECTED_SHARE = file_check("rejected_share", "validated_messages", blocking=True)
+FILE_READABLE = file_check("file_readable", RAW_MESSAGES, blocking=True)
+EXPECTATION_SUITE = file_check("expectation_suite", VALIDATED_MESSAGES)
+REJECTED_SHARE = file_check("rejected_share", VALIDATED_MESSAGES, blocking=True)
 
 
 @dg.asset(
@@ -29,13 +29,13 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
     with storage.local_copy(path) as local:  # the readers need a local file; the archive may be in a bucket
         parsed = read_messages(local, fraud.load_ingest_config(), timezone=fraud.timezone, source_file=original_name)
         quarantine = file_quarantine(original_name, parsed.error, local) if parsed.error else parsed.quarantine
-    storage.write_parquet(quarantine, storage.quarantine_path("raw_messages", key))
-    storage.write_parquet(parsed.rows, storage.asset_path("raw_messages", key))
+    storage.write_parquet(quarantine, storage.quarantine_path(RAW_MESSAGES, key))
+    storage.write_parquet(parsed.rows, storage.asset_path(RAW_MESSAGES, key))
     if parsed.error:
         context.log.error(f"{original_name}: quarantined whole file: {parsed.error}")
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(parsed.rows, storage.asset_path("raw_messages", key), partitioned=True),
+            **table_metadata(parsed.rows, storage.asset_path(RAW_MESSAGES, key), partitioned=True),
             "source_file": original_name,
             "format": parsed.file_format or "unknown",
             "encoding": parsed.encoding or "n/a",
@@ -66,11 +66,11 @@ def raw_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.
 def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """Rows that pass the Great Expectations suite, text normalised and hashed, duplicates resolved."""
     storage, key = fraud.storage, context.partition_key
-    raw = storage.read_parquet(storage.asset_path("raw_messages", key))
-    raw_quarantined = storage.height(storage.quarantine_path("raw_messages", key))
+    raw = storage.read_parquet(storage.asset_path(RAW_MESSAGES, key))
+    raw_quarantined = storage.height(storage.quarantine_path(RAW_MESSAGES, key))
     result = validate_messages(raw, fraud.load_ingest_config())
-    storage.write_parquet(result.quarantine, storage.quarantine_path("validated_messages", key))
-    storage.write_parquet(result.accepted, storage.asset_path("validated_messages", key))
+    storage.write_parquet(result.quarantine, storage.quarantine_path(VALIDATED_MESSAGES, key))
+    storage.write_parquet(result.accepted, storage.asset_path(VALIDATED_MESSAGES, key))
 
     rows_read = raw.height + raw_quarantined
     quarantined = raw_quarantined + result.quarantine.height
@@ -78,7 +78,7 @@ def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) 
     failed = {f"{e['expectation']}({e['column']})": e["unexpected_count"] for e in result.expectations if not e["success"]}
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(result.accepted, storage.asset_path("validated_messages", key), partitioned=True),
+            **table_metadata(result.accepted, storage.asset_path(VALIDATED_MESSAGES, key), partitioned=True),
             "rows_read": rows_read,
             "accepted": result.accepted.height,
             "quarantined": quarantined,

@@ -2,33 +2,64 @@
 
 
 import base64
+import dataclasses
 import datetime as dt
+import types
+import typing
 
 import dagster as dg
 import polars as pl
+import pydantic
 
-from fraud_assets.metadata import table_metadata
+from fraud_assets.asset_names import (
+    EVALUATION_REPORT,
+    FRAUD_CLASSIFIER,
+    PRODUCTION_MODEL,
+    TRAINING_DATASET,
+)
+from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint, per_file_outputs
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.defs.resources import EmbedderResource, FraudSettings
+from fraud_assets.metadata import table_metadata
+from fraud_assets.model.config import TrainConfig
 from fraud_assets.placement import GPU_OP_TAGS
 from fraud_assets.promotion import compare_with_champion
 from fraud_assets.storage import as_path
-from fraud_assets.training_data import ingested_partitions, load_partitions, partitions_fingerprint
+
+NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset=PRODUCTION_MODEL)
 
 
-NOT_WORSE_THAN_CHAMPION = dg.AssetCheckSpec("not_worse_than_champion", asset="production_model")
+def _launchpad_type(annotation):
+    """Dagster config has lists, not tuples: ``tuple[X, ...]`` becomes ``list[X]`` (also inside Optional)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return typing.Optional[_launchpad_type(inner)]
+    if origin is tuple:
+        return list[typing.get_args(annotation)[0]]  # type: ignore[misc]
+    return annotation
 
 
-class ClassifierConfig(dg.Config):
-    """Feature groups and the main training knobs (see fraud_assets.model.TrainConfig)."""
+def config_class_for(dataclass_type: type, name: str, doc: str) -> type[dg.Config]:
+    """A Dagster config class with one field per dataclass field, same names and defaults.
 
-    use_embedding: bool = True
-    use_time: bool = True
-    use_ngrams: bool = True
-    use_text_stats: bool = True
-    max_epochs: int = 40
-    patience: int = 5
-    seed: int = 0
+    Generated, so a knob added to the dataclass is in the Launchpad at once and the two never drift.
+    """
+    hints = typing.get_type_hints(dataclass_type)
+    fields = {
+        f.name: (_launchpad_type(hints[f.name]), list(f.default) if isinstance(f.default, tuple) else f.default)
+        for f in dataclasses.fields(dataclass_type)
+    }
+    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields)  # type: ignore[call-overload]
+
+
+if typing.TYPE_CHECKING:  # type checkers cannot follow a generated class
+    ClassifierConfig = dg.Config
+else:
+    #: Every TrainConfig knob (feature groups, n-grams, network, optimisation), generated from TrainConfig.
+    ClassifierConfig = config_class_for(
+        TrainConfig, "ClassifierConfig", "Feature groups and training knobs: every field of fraud_assets.model.TrainConfig."
+    )
 
 
 class EvaluationConfig(dg.Config):
@@ -67,7 +98,7 @@ def run_name(context: dg.AssetExecutionContext) -> str:
     return f"{when:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
 
 
-@dg.asset(group_name="training", deps=["message_embeddings", "time_features", "validated_messages"], kinds={"polars"})
+@dg.asset(group_name="training", deps=list(per_file_outputs()), kinds={"polars"})
 def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
     """All ingested partitions joined, de-duplicated across files and split train/validation/test."""
     from fraud_assets.dataset import build_training_dataset
@@ -77,7 +108,7 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) ->
     if not keys:
         raise dg.Failure("no ingested partitions: drop files into the landing folder and run ingest first")
     dataset, summary = build_training_dataset(*load_partitions(storage, keys), seed=fraud.seed)
-    path = storage.asset_path("training_dataset", run_name(context))  # one file per run: retrains never share one
+    path = storage.asset_path(TRAINING_DATASET, run_name(context))  # one file per run: retrains never share one
     storage.write_json({"partitions": keys, "summary": summary}, path.with_suffix(".json"))
     storage.write_parquet(dataset, path)
     return dg.MaterializeResult(
@@ -93,18 +124,21 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) ->
 
 @dg.asset(group_name="training", deps=[training_dataset], kinds={"pytorch"}, pool="gpu", op_tags=GPU_OP_TAGS)
 def fraud_classifier(
-    context: dg.AssetExecutionContext, config: ClassifierConfig, fraud: FraudSettings, embedder: EmbedderResource
+    context: dg.AssetExecutionContext,
+    config: ClassifierConfig,
+    fraud: FraudSettings,
+    embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     """The torch classifier (embedding + time + n-gram + text statistics), with TensorBoard logs."""
-    from fraud_assets.model import TrainConfig, train_classifier
-    from fraud_assets.registry import save_model
+    from fraud_assets.model import train_classifier
+    from fraud_assets.model.io import save_model
 
     storage = fraud.storage
-    dataset_path = as_path(run_output(context, "training_dataset"))
+    dataset_path = as_path(run_output(context, TRAINING_DATASET))
     dataset = storage.read_parquet(dataset_path)
     lineage = storage.read_json(dataset_path.with_suffix(".json"))
     name = run_name(context)
-    train_config = TrainConfig(**config.model_dump())
+    train_config = TrainConfig.from_dict(config.model_dump())
     with storage.local_folder(storage.tensorboard_dir / name) as tensorboard:
         model = train_classifier(dataset, train_config, tensorboard_dir=tensorboard, log=context.log.info)
     embedding = embedder.get_embedder()
@@ -140,10 +174,10 @@ def fraud_classifier(
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, fraud: FraudSettings) -> dg.MaterializeResult:
     """Test metrics at a validation-chosen threshold, baselines on the same split, plots and report."""
     from fraud_assets.evaluation import evaluate, with_repeats, write_report
-    from fraud_assets.registry import load_model, update_card
+    from fraud_assets.model.io import load_model, update_card
 
     storage = fraud.storage
-    candidate_dir = run_output(context, "fraud_classifier")
+    candidate_dir = run_output(context, FRAUD_CLASSIFIER)
     model, card = load_model(candidate_dir)
     dataset = storage.read_parquet(as_path(card["training_dataset"]))  # the split this candidate was trained on
     val, test = (dataset.filter(pl.col("split") == s) for s in ("validation", "test"))
@@ -201,10 +235,10 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     A refusal is an expected outcome, not an error: the check is a WARN and the run
     succeeds, so a night on which the challenger is simply not better stays green.
     """
-    from fraud_assets.registry import promote, prune_candidates, read_card
+    from fraud_assets.model.io import promote, prune_candidates, read_card
 
     storage = fraud.storage
-    candidate_dir = run_output(context, "evaluation_report", "candidate")  # the candidate this run evaluated
+    candidate_dir = run_output(context, EVALUATION_REPORT, "candidate")  # the candidate this run evaluated
     dataset = storage.read_parquet(as_path(read_card(candidate_dir)["training_dataset"]))
     decision = compare_with_champion(candidate_dir, storage.production_pointer, dataset, tolerance=config.tolerance)
     yield dg.AssetCheckResult(

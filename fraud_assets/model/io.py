@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fraud_assets.model.config import FeatureSpec, TrainConfig
+from fraud_assets.model.trained import build_model
 from fraud_assets.storage import Storage, StoragePath, as_path
 
 WEIGHTS_FILE = "model.safetensors"
@@ -240,8 +242,6 @@ def _read_pointed_files(pointer: StoragePath) -> dict[str, bytes]:
 
 
 def _build(files: dict[str, bytes], where: StoragePath):
-    from fraud_assets.model import FeatureSpec, TrainConfig, build_model
-
     config_doc = _parse_json(files[CONFIG_FILE], f"{where}: {CONFIG_FILE}")
     card = _parse_json(files[CARD_FILE], f"{where}: {CARD_FILE}")
     if config_doc.get("format_version") != FORMAT_VERSION:

@@ -123,7 +123,7 @@ def fit_wide(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, views=VI
     full_width = x_train.shape[1]
     x_train, x_val = x_train[:, used], x_val[:, used]
     weight = np.zeros(len(used), np.float64)
-    bias, report = 0.0, {}
+    bias, report = 0.0, dict[str, Any]()
     for view in views:
         scale = nb_ratio(x_train, y_train) if view == "nb" else None
         xt, xv = (x_train, x_val) if scale is None else (x_train @ sp.diags(scale), x_val @ sp.diags(scale))

@@ -1,6 +1,6 @@
 """Lexical features: hashed word n-grams and TF-IDF matrices over the hashed space.
 
-Character n-grams (``fraud_assets.model.hash_char_ngrams``) need no tokenizer;
+Character n-grams (``fraud_assets.model.hashing.hash_char_ngrams``) need no tokenizer;
 word n-grams add what a run of characters cannot see: word boundaries in
 Chinese (from ``jieba``) and whole words elsewhere. Both are hashed into the
 same bucket space with different salts, so one weight vector covers both.
@@ -8,7 +8,7 @@ same bucket space with different salts, so one weight vector covers both.
 Measured on the two Chinese proxy sets (3 stratified splits, logistic
 regression with C chosen on validation): char 1-4-grams + jieba word
 1-2-grams gave +0.4 / +0.6 F1 points over char 1-3-grams, consistently across
-splits; NB-weighting (see :mod:`fraud_assets.linear`) of the same features
+splits; NB-weighting (see :mod:`fraud_assets.model.linear`) of the same features
 was stronger on one set and noisier on the other, and averaging the two views
 was the most stable. The README's ablation table has the full figures.
 
@@ -22,6 +22,8 @@ import zlib
 
 import numpy as np
 import polars as pl
+
+from fraud_assets.model.hashing import _hash_sequences, tfidf_weights
 
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -54,8 +56,6 @@ def hash_word_ngrams(
     splitmix scheme as the character n-grams, salted so that the two never
     share a hash on purpose.
     """
-    from fraud_assets.model import _hash_sequences
-
     values = texts.fill_null("").to_list() if isinstance(texts, pl.Series) else [t or "" for t in texts]
     tokens = tokenize(values, lowercase)
     lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
@@ -68,8 +68,6 @@ def hash_word_ngrams(
 def tfidf_matrix(indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: np.ndarray):
     """Sublinear-tf x IDF, L2-normalised per text, as a scipy CSR ``[n, len(idf)]``."""
     import scipy.sparse as sp
-
-    from fraud_assets.model import tfidf_weights
 
     weights = tfidf_weights(indptr, ids, counts, idf)
     return sp.csr_matrix((weights, ids, indptr), shape=(len(indptr) - 1, len(idf)))

@@ -1,0 +1,357 @@
+"""Training: the linear part first, the deep part on top of it, then the blend and calibration."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from fraud_assets.features import dense_columns
+from fraud_assets.model.calibration import expected_calibration_error, fit_blend
+from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfig, default_time_columns
+from fraud_assets.model.featurize import _Features, _featurise
+from fraud_assets.model.linear import fit_wide
+from fraud_assets.model.network import _build_module, _Inputs, _logits, _RowAdam
+from fraud_assets.model.trained import TrainedModel
+from fraud_assets.thresholds import best_f1_threshold
+
+
+def _smoothed_bce(logits, y, pos_weight, eps: float):
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(logits, y * (1 - eps) + eps / 2, pos_weight=pos_weight)
+
+
+def _make_spec(train: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
+    deep = config.use_deep
+    embedding_dim = 0
+    if config.use_embedding and deep:
+        dtype = train.schema.get("embedding")
+        if dtype is None:
+            raise ValueError("use_embedding=True but the dataset has no 'embedding' column")
+        embedding_dim = dtype.size if isinstance(dtype, pl.Array) else len(train["embedding"][0])
+    time_columns = (config.time_columns or default_time_columns()) if config.use_time and deep else ()
+    return FeatureSpec(
+        embedding_dim=int(embedding_dim),
+        time_columns=tuple(time_columns),
+        text_stat_columns=TEXT_STAT_COLUMNS if config.use_text_stats and deep else (),
+        ngram_min=config.ngram_min,
+        ngram_max=config.ngram_max,
+        ngram_buckets=config.ngram_buckets if config.use_ngrams and deep else 0,
+        ngram_lowercase=config.ngram_lowercase,
+        word_ngram_max=config.word_ngram_max if config.use_ngrams else 0,
+        wide_buckets=config.wide_buckets if config.use_ngrams and config.use_wide else 0,
+        group_columns=dense_columns() if deep else (),
+    )
+
+
+def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if not (config.use_embedding or config.use_time or config.use_ngrams or config.use_text_stats):
+        raise ValueError("TrainConfig switches off every feature group; keep at least one")
+    if not (config.use_deep or (config.use_wide and config.use_ngrams)):
+        raise ValueError("TrainConfig switches off both the deep part and the linear n-gram part; keep one")
+    if not 1 <= config.ngram_min <= config.ngram_max:
+        raise ValueError("need 1 <= ngram_min <= ngram_max")
+    if config.wide_buckets % config.ngram_buckets:
+        raise ValueError("wide_buckets must be a multiple of ngram_buckets (deep ids are wide ids modulo ngram_buckets)")
+    for col in ("label", "split"):
+        if col not in dataset.columns:
+            raise ValueError(f"dataset lacks the column {col!r}")
+    train = dataset.filter(pl.col("split") == "train")
+    val = dataset.filter(pl.col("split") == "validation")
+    if train.height == 0 or val.height == 0:
+        raise ValueError(f"need train and validation rows, got {train.height} train / {val.height} validation")
+    if train["label"].null_count() or val["label"].null_count():
+        raise ValueError("labels must not be null")
+    if train["label"].n_unique() < 2:
+        raise ValueError("the train split holds only one class")
+    return train, val
+
+
+def _val_record(y_val: np.ndarray, logits: np.ndarray, loss: float) -> dict[str, float]:
+    """Validation metrics of one epoch at the F1-maximising threshold (and at 0.5)."""
+    proba = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -50, 50)))
+    threshold, f1, precision, recall = best_f1_threshold(y_val, proba)
+    pred = (proba >= threshold).astype(np.int64)
+    pred05 = (proba >= 0.5).astype(np.int64)
+    tp05 = int(((pred05 == 1) & (y_val == 1)).sum())
+    return {
+        "val_loss": loss,
+        "val_accuracy": float((pred == y_val).mean()),
+        "val_f1": f1,
+        "val_precision": precision,
+        "val_recall": recall,
+        "val_threshold": threshold,
+        "val_f1_at_0_5": 2 * tp05 / max(1, int(pred05.sum()) + int(y_val.sum())),
+    }
+
+
+def _init_statistics(module, f_train: _Features, spec: FeatureSpec) -> None:
+    """Standardisation statistics and IDF from the train split, into the module's buffers."""
+    import torch
+
+    with torch.no_grad():
+        if spec.dense_dim:
+            mean = f_train.dense.astype(np.float64).mean(axis=0)
+            std = f_train.dense.astype(np.float64).std(axis=0)
+            std[std < 1e-6] = 1.0  # constant columns (e.g. no timestamps) become 0
+            module.dense_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+            module.dense_std.copy_(torch.from_numpy(std.astype(np.float32)))
+        if spec.hash_space:
+            module.idf.copy_(torch.from_numpy(f_train.idf(spec.hash_space)))
+
+
+def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log) -> dict:
+    """Fit the wide part as a logistic regression (fraud_assets.model.linear) and fix it in the module."""
+    import torch
+
+    t0 = time.perf_counter()
+    fit = fit_wide(x_train.matrix, y_train, x_val.matrix, y_val, views=config.wide_views, cs=config.wide_cs, seed=config.seed)
+    with torch.no_grad():
+        module.wide_weight.copy_(torch.from_numpy(fit.weight))
+        module.wide_bias.fill_(fit.bias)
+    chosen = ", ".join(f"{v} C={fit.report[v]['C']:g}" for v in config.wide_views)
+    log(f"linear part fitted in {time.perf_counter() - t0:.1f}s ({chosen}), val log-loss {fit.report['val_log_loss']:.4f}")
+    return {**fit.report, "seconds": time.perf_counter() - t0}
+
+
+def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, log) -> dict:
+    """Stack the parts and calibrate on validation (fraud_assets.model.calibration); record before/after."""
+    import torch
+
+    wide, deep = _logits(module, x_val, parts=True)
+    parts = {}
+    if module.use_wide:
+        parts["linear"] = wide.astype(np.float64)
+    if module.use_deep:
+        parts["deep"] = deep.astype(np.float64)
+    raw = 1.0 / (1.0 + np.exp(-np.clip(wide + deep, -50, 50)))
+    if config.calibrate:
+        blend = fit_blend(parts, y_val, seed=config.seed)
+        w = [blend.weights.get("linear", 0.0), blend.weights.get("deep", 0.0), blend.bias]
+        module.blend.copy_(torch.tensor(w, dtype=torch.float32))
+        report = {"chosen": blend.chosen, "weights": blend.weights, "bias": blend.bias, **blend.report}
+    else:
+        report = {"chosen": "uncalibrated"}
+    cal = 1.0 / (1.0 + np.exp(-np.clip(_logits(module, x_val).astype(np.float64), -50, 50)))
+    report["validation"] = {
+        "brier_before": float(np.mean((raw - y_val) ** 2)), "brier_after": float(np.mean((cal - y_val) ** 2)),
+        "ece_before": expected_calibration_error(y_val, raw), "ece_after": expected_calibration_error(y_val, cal),
+    }
+    log(f"blend: {report['chosen']} (cross-fitted val log-loss {report.get('candidates')})")
+    return report
+
+
+def train_classifier(
+    dataset: pl.DataFrame,
+    config: TrainConfig = TrainConfig(),
+    *,
+    tensorboard_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainedModel:
+    """Fit on ``split == "train"``; choose and calibrate on ``split == "validation"``.
+
+    Three stages, so the fused model can only add to its linear part:
+
+    1. the linear part, a logistic regression over the TF-IDF n-grams, fitted
+       to convergence with its L2 strength chosen on validation
+       (:func:`fraud_assets.model.linear.fit_wide`), then fixed;
+    2. the deep part, trained by mini-batch on top of the fixed linear logit
+       (:func:`_train_deep`: it learns the residual), early-stopped on
+       validation F1 with the best epoch restored;
+    3. the blend: linear only, deep only or both, chosen by cross-fitted
+       validation log-loss and Platt-calibrated
+       (:func:`fraud_assets.model.calibration.fit_blend`).
+
+    Deterministic: same data and seed give identical history and
+    probabilities. Torch's global RNG state and thread count are left as found.
+    """
+    import torch
+
+    log = log or (lambda _msg: None)
+    t_start = time.perf_counter()
+    train, val = _validate(dataset, config)
+    spec = _make_spec(train, config)
+
+    t0 = time.perf_counter()
+    f_train, f_val = _featurise(train, spec), _featurise(val, spec)
+    log(f"featurised {train.height} train + {val.height} validation rows in {time.perf_counter() - t0:.1f}s")
+    y_train = train["label"].cast(pl.Int64).to_numpy()
+    y_val = val["label"].cast(pl.Int64).to_numpy()
+
+    selection: dict[str, Any] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        module = _build_module(config, spec)
+        _init_statistics(module, f_train, spec)
+        x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
+        if module.use_wide:
+            selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
+        history, best_epoch = [], 0
+        if module.use_deep:
+            history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
+        else:
+            logits = _logits(module, x_val, raw=True)
+            history = [{"epoch": 1, "train_loss": float("nan"), "train_accuracy": float("nan"), "learning_rate": 0.0,
+                        **_val_record(y_val, logits, float("nan")), "seconds": 0.0}]
+            best_epoch = 1
+        selection["blend"] = _fit_blend(module, x_val, y_val, config, log)
+        module.eval()
+    log(f"best epoch {best_epoch} of {len(history)}, total {time.perf_counter() - t_start:.1f}s")
+    return TrainedModel(module=module, config=config, spec=spec, history=history, best_epoch=best_epoch, selection=selection)
+
+
+def _lr_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to 2% over ``max_epochs``."""
+    total_steps = steps_per_epoch * config.max_epochs
+    warmup = max(1, int(round(config.warmup_epochs * steps_per_epoch)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class _EarlyStopping:
+    """Keeps the best epoch's weights and says when to stop.
+
+    Better means higher validation F1 at its best threshold (the rule that picks
+    the operating threshold); a tie counts as better only when validation loss
+    dropped by more than ``min_loss_delta``, so noise does not move the choice.
+    """
+
+    def __init__(self, patience: int, min_loss_delta: float) -> None:
+        self.patience, self.min_loss_delta = patience, min_loss_delta
+        self.best_key: tuple[float, float] | None = None
+        self.best_state: dict | None = None
+        self.best_epoch, self.stale = 0, 0
+
+    def update(self, epoch: int, f1: float, val_loss: float, module) -> bool:
+        """Record one epoch; returns whether it is the new best (its weights are then kept)."""
+        best = self.best_key
+        improved = best is None or f1 > best[0] or (f1 == best[0] and val_loss < best[1] - self.min_loss_delta)
+        if improved:
+            self.best_key, self.best_epoch, self.stale = (f1, val_loss), epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            self.stale += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stale >= self.patience
+
+
+def _optimisation(module, x_train: _Inputs, y_train, config: TrainConfig, tensorboard_dir) -> dict:
+    """Optimisers, loss weighting, LR schedule and TensorBoard writer shared by every step of the deep part."""
+    import torch
+
+    pos_weight = torch.tensor((len(y_train) - float(y_train.sum())) / float(y_train.sum()))
+    writer = None
+    if tensorboard_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(tensorboard_dir))
+    dense_params = [p for p in module.parameters() if p.requires_grad]
+    return {
+        "adamw": torch.optim.AdamW(dense_params, lr=config.lr, weight_decay=config.weight_decay),
+        "rows": _RowAdam(module.ngram_table.data) if module.deep_buckets else None,
+        "params": dense_params, "pos_weight": pos_weight, "writer": writer, "step": 0,
+        "factor": _lr_schedule(config, math.ceil(x_train.n / config.batch_size)),
+    }
+
+
+def _train_deep(module, x_train: _Inputs, x_val: _Inputs, y_train_np, y_val_np, config: TrainConfig, tensorboard_dir, log):
+    """Mini-batch training of the deep part on top of the (fixed) linear logit; returns (history, best epoch).
+
+    Loss: BCE with logits, label smoothing and ``pos_weight = n_neg / n_pos``.
+    AdamW for dense parameters (clipped gradients), row-wise Adam for the
+    n-gram table. Early stopping (:class:`_EarlyStopping`) on validation F1,
+    with the best epoch's weights restored.
+    """
+    import torch
+
+    y_train = torch.from_numpy(y_train_np.astype(np.float32))
+    y_val = torch.from_numpy(y_val_np.astype(np.float32))
+    opt = _optimisation(module, x_train, y_train, config, tensorboard_dir)
+    shuffler = torch.Generator().manual_seed(config.seed)
+    stopping = _EarlyStopping(config.patience, config.min_loss_delta)
+    history = []
+    for epoch in range(1, config.max_epochs + 1):
+        t_epoch = time.perf_counter()
+        lr_now = config.lr * opt["factor"](opt["step"])
+        loss, acc = _train_epoch(module, x_train, y_train, torch.randperm(x_train.n, generator=shuffler), config, opt)
+        val_logits = torch.from_numpy(_logits(module, x_val, raw=True))
+        with torch.no_grad():
+            val_loss = float(_smoothed_bce(val_logits, y_val, opt["pos_weight"], config.label_smoothing))
+        record = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "learning_rate": lr_now,
+                  **_val_record(y_val_np, val_logits.numpy(), val_loss), "seconds": time.perf_counter() - t_epoch}
+        history.append(record)
+        _log_epoch(opt["writer"], record)
+        improved = stopping.update(epoch, record["val_f1"], val_loss, module)
+        log(f"epoch {epoch}/{config.max_epochs} loss {loss:.4f} val_loss {val_loss:.4f} val_f1 {record['val_f1']:.4f} "
+            f"(p {record['val_precision']:.3f} r {record['val_recall']:.3f} @ {record['val_threshold']:.3f})"
+            f"{' *' if improved else ''} {record['seconds']:.1f}s")
+        if stopping.should_stop:
+            break
+    module.load_state_dict(stopping.best_state)
+    if opt["writer"] is not None:
+        opt["writer"].flush()
+        opt["writer"].close()
+    return history, stopping.best_epoch
+
+
+def _train_epoch(module, x_train: _Inputs, y_train, order, config: TrainConfig, opt: dict) -> tuple[float, float]:
+    """One pass over the train split; returns (mean loss, accuracy)."""
+    import torch
+
+    module.train()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, x_train.n, config.batch_size):
+        rows = order[start : start + config.batch_size]
+        factor = opt["factor"](opt["step"])
+        for group in opt["adamw"].param_groups:
+            group["lr"] = config.lr * factor
+        dense, ids, offsets, weights = x_train.batch(rows)
+        table_rows = table = deep_ids = None
+        if opt["rows"] is not None:
+            # autograd over the touched rows only; deep ids re-indexed into that slice
+            table_rows, deep_ids = torch.unique(torch.remainder(ids, module.deep_buckets), return_inverse=True)
+            table = module.ngram_table.detach()[table_rows].requires_grad_()
+        logits = module(dense, ids, offsets, weights, table=table, deep_ids=deep_ids, raw=True)
+        yb = y_train[rows]
+        loss = _smoothed_bce(logits, yb, opt["pos_weight"], config.label_smoothing)
+        opt["adamw"].zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            # the n-gram rows are left out: Adam's per-row normalisation already bounds their steps
+            torch.nn.utils.clip_grad_norm_(opt["params"], config.grad_clip)
+        opt["adamw"].step()
+        if opt["rows"] is not None:
+            opt["rows"].step(table_rows, table.grad, config.sparse_lr * factor)
+        batch_loss = float(loss.detach())
+        loss_sum += batch_loss * len(rows)
+        correct += int(((logits.detach() > 0).float() == yb).sum())
+        if opt["writer"] is not None:
+            opt["writer"].add_scalar("Train/BatchLoss", batch_loss, opt["step"])
+        opt["step"] += 1
+    return loss_sum / x_train.n, correct / x_train.n
+
+
+def _log_epoch(writer, record: dict) -> None:
+    if writer is None:
+        return
+    for tag, key in (
+        ("Train/EpochAccuracy", "train_accuracy"), ("Train/EpochLoss", "train_loss"),
+        ("Train/LearningRate", "learning_rate"), ("Val/EpochAccuracy", "val_accuracy"),
+        ("Val/EpochLoss", "val_loss"), ("Val/F1Score", "val_f1"),
+        ("Val/Precision", "val_precision"), ("Val/Recall", "val_recall"),
+    ):
+        writer.add_scalar(tag, record[key], record["epoch"])

@@ -1,0 +1,60 @@
+"""A trained classifier (module + config + spec + history) and rebuilding one from saved parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fraud_assets.model.config import FeatureSpec, TrainConfig
+from fraud_assets.model.featurize import _featurise
+from fraud_assets.model.network import _build_module, _Inputs, _logits
+
+
+@dataclass
+class TrainedModel:
+    """A trained classifier plus everything needed to score a new frame."""
+
+    module: Any  # torch.nn.Module
+    config: TrainConfig
+    spec: FeatureSpec
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    #: how the parts were fitted and chosen: linear part (C per view), blend, calibration on validation
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, frame: pl.DataFrame, batch_size: int = 8192, *, calibrated: bool = True) -> np.ndarray:
+        """Fraud probability per row (float64, same order as ``frame``).
+
+        ``frame`` needs ``text``, ``embedding`` and the time columns, except for
+        feature groups the model was trained without. ``calibrated=False``
+        gives the model before the validation-fitted blend (wide + deep logit),
+        to show what calibration changed.
+        """
+        import torch
+
+        feats = _featurise(frame, self.spec)
+        logits = _logits(self.module, _Inputs(feats, self.module), batch_size, raw=not calibrated)
+        return torch.sigmoid(torch.from_numpy(logits)).numpy().astype(np.float64)
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The history entry of the restored (best) epoch."""
+        return next(h for h in self.history if h["epoch"] == self.best_epoch)
+
+
+def build_model(
+    config: TrainConfig, spec: FeatureSpec, state_dict: dict[str, Any], history=None, best_epoch=0, selection=None
+) -> TrainedModel:
+    """Rebuild a :class:`TrainedModel` from its parts (used by the registry)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # init draws are overwritten; keep the caller's RNG intact
+        module = _build_module(config, spec)
+    module.load_state_dict(state_dict, strict=True)
+    module.eval()
+    return TrainedModel(
+        module=module, config=config, spec=spec, history=list(history or []), best_epoch=best_epoch, selection=dict(selection or {})
+    )
