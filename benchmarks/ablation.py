@@ -110,8 +110,14 @@ def main() -> None:
                 model = train_classifier(frame, TrainConfig(seed=seed, **configs[cname]))
                 val, test = (frame.filter(pl.col("split") == s) for s in ("validation", "test"))
                 f1 = test_f1(frame, model.predict_proba(val), model.predict_proba(test))
-                row = {"set": name, "seed": seed, "config": cname, "f1": f1, "tfidf_f1": tfidf,
-                       "seconds": time.perf_counter() - t0}
+                row = {
+                    "set": name,
+                    "seed": seed,
+                    "config": cname,
+                    "f1": f1,
+                    "tfidf_f1": tfidf,
+                    "seconds": time.perf_counter() - t0,
+                }
                 print(json.dumps(row, ensure_ascii=False), flush=True)
                 with open(args.results, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -120,8 +126,10 @@ def main() -> None:
 
 def table(rows: list[dict]) -> str:
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    lines = ["| configuration | " + " | ".join(f"{s} F1 (Δ vs TF-IDF+LR)" for s in sets) + " |",
-             "| --- | " + " | ".join("---" for _ in sets) + " |"]
+    lines = [
+        "| configuration | " + " | ".join(f"{s} F1 (Δ vs TF-IDF+LR)" for s in sets) + " |",
+        "| --- | " + " | ".join("---" for _ in sets) + " |",
+    ]
     for cname in dict.fromkeys(r["config"] for r in rows):
         cells = []
         for s in sets:

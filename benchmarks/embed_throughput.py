@@ -115,9 +115,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     texts = build_texts(args.n)
-    embedder = Embedder(
-        args.model, device=args.device, batch_size=args.batch_size, max_seq_length=args.max_seq_length
-    )
+    embedder = Embedder(args.model, device=args.device, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
     t0 = time.perf_counter()
     fingerprint = embedder.fingerprint
     fingerprint_s = time.perf_counter() - t0
@@ -130,9 +128,7 @@ def main() -> None:
 
     def raw(texts: list[str] = texts) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
-        raw_model.encode(
-            texts, batch_size=args.batch_size, normalize_embeddings=embedder.normalize, show_progress_bar=False
-        )
+        raw_model.encode(texts, batch_size=args.batch_size, normalize_embeddings=embedder.normalize, show_progress_bar=False)
         if embedder.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - wall, time.process_time() - cpu
@@ -205,21 +201,29 @@ def main() -> None:
 
     raw_rate, cold_rate, warm_rate = rate(raw_runs, 0), rate(cold_runs, 0), rate(warm_runs, 0)
     print(f"model            {args.model} (fingerprint {fingerprint}, computed in {fingerprint_s:.2f} s)")
-    print(f"device           {embedder.device}, torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
-    print(f"n                {n} texts, mean {sum(map(len, texts)) / n:.0f} chars, batch {args.batch_size}, "
-          f"max_seq_length {args.max_seq_length}, chunk {args.chunk_size}")
+    print(
+        f"device           {embedder.device}, torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
+    )
+    print(
+        f"n                {n} texts, mean {sum(map(len, texts)) / n:.0f} chars, batch {args.batch_size}, "
+        f"max_seq_length {args.max_seq_length}, chunk {args.chunk_size}"
+    )
     print(f"raw  encode      {raw_rate:9.1f} msg/s  ({fmt(raw_runs)})")
     print(f"cold project     {cold_rate:9.1f} msg/s  ({fmt(cold_runs)})")
     print(f"warm project     {warm_rate:9.1f} msg/s  ({fmt(warm_runs)})")
     print(f"cold/raw         {cold_rate / raw_rate:9.3f}   wall, best of {args.repeats} (target >= 0.95)")
     print(f"cold/raw cpu     {rate(cold_runs, 1) / rate(raw_runs, 1):9.3f}   process CPU time, best of {args.repeats}")
-    print(f"project overhead {min(overheads):9.3f} s  outside encode in the cold path "
-          f"({100 * min(overheads) / min(r[0] for r in cold_runs):.2f}% of it)")
+    print(
+        f"project overhead {min(overheads):9.3f} s  outside encode in the cold path "
+        f"({100 * min(overheads) / min(r[0] for r in cold_runs):.2f}% of it)"
+    )
     print(f"warm/cold        {warm_rate / cold_rate:9.1f}   (target >= 20)")
     if args.paired_slices:
-        print(f"cold/raw paired  {paired[0] / paired[1]:9.3f}   wall, {args.paired_slices} alternating slices "
-              f"(raw {paired[0]:.1f}s, cold {paired[1]:.1f}s)")
+        print(
+            f"cold/raw paired  {paired[0] / paired[1]:9.3f}   wall, {args.paired_slices} alternating slices "
+            f"(raw {paired[0]:.1f}s, cold {paired[1]:.1f}s)"
+        )
     if args.backends:
         compare_backends(texts, args)
 
@@ -245,12 +249,17 @@ def compare_backends(texts: list[str], args: argparse.Namespace) -> None:
             vectors[name] = embedders[name].encode(texts)
             best[name] = min(best[name], time.perf_counter() - t0)
     n = len(texts)
-    print(f"backends, {n} texts, batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
-          f"best of {args.repeats} alternating rounds, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"backends, {n} texts, batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
+        f"best of {args.repeats} alternating rounds, load average {os.getloadavg()[0]:.1f}"
+    )
     for name in names:
         cosine = (vectors[name] * vectors["torch"]).sum(axis=1)
-        print(f"{name:<10} {n / best[name]:9.1f} msg/s  x{best['torch'] / best[name]:5.2f} vs torch   "
-              f"cosine to torch mean {np.mean(cosine):.4f} min {np.min(cosine):.4f}")
+        print(
+            f"{name:<10} {n / best[name]:9.1f} msg/s  x{best['torch'] / best[name]:5.2f} vs torch   "
+            f"cosine to torch mean {np.mean(cosine):.4f} min {np.min(cosine):.4f}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -107,7 +107,9 @@ def main() -> None:
         landing.mkdir(parents=True)
         (root / "home").mkdir()
         instance = dg.DagsterInstance.local_temp(str(root / "home"))
-        fraud = FraudSettings(data_dir=str(root / "data"), landing_dir=str(landing), landing_settle_seconds=0, landing_batch_size=args.batch)
+        fraud = FraudSettings(
+            data_dir=str(root / "data"), landing_dir=str(landing), landing_settle_seconds=0, landing_batch_size=args.batch
+        )
 
         write_files(landing, 0, args.files)
         started = time.perf_counter()  # the existing folder, registered once (what `fraud-assets ingest` would do)

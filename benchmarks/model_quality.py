@@ -81,12 +81,20 @@ def _cli(args: list[str], env: dict[str, str]) -> dict:
 
 def run_one(name: str, spec: dict, root: Path, seeds: list[int]) -> list[dict]:
     """Ingest (cached after the first time) and retrain once per seed with `fraud-assets`; metrics per seed."""
-    env = {**os.environ, "FRAUD_DATA_DIR": str(root), "DAGSTER_HOME": str(root / "dagster_home"),
-           "FRAUD_INGEST_CONFIG": str(root / "ingest_config.toml"), "FRAUD_LANDING_SETTLE_SECONDS": "0"}
+    env = {
+        **os.environ,
+        "FRAUD_DATA_DIR": str(root),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "FRAUD_INGEST_CONFIG": str(root / "ingest_config.toml"),
+        "FRAUD_LANDING_SETTLE_SECONDS": "0",
+    }
     _prepare_root(root, spec)
     t0 = time.perf_counter()
     files = _cli(["ingest"], env)["files"]
-    print(f"  [{name}] ingest {time.perf_counter() - t0:.0f}s, rows accepted {sum(f.get('accepted') or 0 for f in files)}", flush=True)
+    print(
+        f"  [{name}] ingest {time.perf_counter() - t0:.0f}s, rows accepted {sum(f.get('accepted') or 0 for f in files)}",
+        flush=True,
+    )
     results = []
     for seed in seeds:
         t0 = time.perf_counter()
@@ -100,20 +108,32 @@ def run_one(name: str, spec: dict, root: Path, seeds: list[int]) -> list[dict]:
             raise SystemExit(f"[{name}] seed {seed}: the retrain run failed: {summary.get('error')}")
         metrics = json.loads((Path(summary["report"]).parent / "metrics.json").read_text(encoding="utf-8"))
         results.append(_row(name, seed, metrics, time.perf_counter() - t0))
-        print(f"  [{name}] seed {seed}: model F1 {results[-1]['model']['f1']:.4f} "
-              f"tfidf {results[-1]['tfidf_logreg']['f1']:.4f} ({results[-1]['seconds']:.0f}s)", flush=True)
+        print(
+            f"  [{name}] seed {seed}: model F1 {results[-1]['model']['f1']:.4f} "
+            f"tfidf {results[-1]['tfidf_logreg']['f1']:.4f} ({results[-1]['seconds']:.0f}s)",
+            flush=True,
+        )
     return results
 
 
 def _row(name: str, seed: int, metrics: dict, seconds: float) -> dict:
-    row = {"dataset": name, "seed": seed, "seconds": seconds, "counts": metrics["counts"],
-           "model": {k: metrics["model"][k] for k in ("f1", "pr_auc")}}
+    row = {
+        "dataset": name,
+        "seed": seed,
+        "seconds": seconds,
+        "counts": metrics["counts"],
+        "model": {k: metrics["model"][k] for k in ("f1", "pr_auc")},
+    }
     for b, m in metrics["baselines"].items():
         row[b] = {k: m[k] for k in ("f1", "pr_auc")}
     cal = metrics["calibration"]
     before = cal.get("before") or {}
-    row["calibration"] = {"brier_before": before.get("brier"), "brier_after": cal["brier"],
-                          "ece_before": before.get("ece"), "ece_after": cal["ece"]}
+    row["calibration"] = {
+        "brier_before": before.get("brier"),
+        "brier_after": cal["brier"],
+        "ece_before": before.get("ece"),
+        "ece_after": cal["ece"],
+    }
     return row
 
 
@@ -121,9 +141,11 @@ def summary_table(rows: list[dict]) -> str:
     """Markdown table: per dataset, mean ± sd of F1 and PR-AUC per model, paired difference, calibration."""
     from fraud_assets.repeats import summarise
 
-    lines = ["| dataset | rows (train/val/test) | model F1 | TF-IDF+LR F1 | embedding LR F1 | length LR F1 | "
-             "model − TF-IDF F1 (paired) | model PR-AUC | TF-IDF PR-AUC | Brier before → after | ECE before → after |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| dataset | rows (train/val/test) | model F1 | TF-IDF+LR F1 | embedding LR F1 | length LR F1 | "
+        "model − TF-IDF F1 (paired) | model PR-AUC | TF-IDF PR-AUC | Brier before → after | ECE before → after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         runs = [r for r in rows if r["dataset"] == name]
         s = summarise([{"seed": r["seed"], "scores": {m: r[m] for m in MODEL_NAMES if m in r}} for r in runs])
@@ -171,8 +193,18 @@ def main() -> None:
     Path(args.results).unlink(missing_ok=True)
     for name in names:
         # one process per dataset: its own FRAUD_DATA_DIR / DAGSTER_HOME / ingest config
-        cmd = [sys.executable, __file__, "--one", name, "--seeds", *map(str, args.seeds),
-               "--root-prefix", args.root_prefix, "--results", args.results]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--seeds",
+            *map(str, args.seeds),
+            "--root-prefix",
+            args.root_prefix,
+            "--results",
+            args.results,
+        ]
         subprocess.run(cmd, check=True)
     rows = [json.loads(line) for line in Path(args.results).read_text(encoding="utf-8").splitlines()]
     import platform

@@ -71,8 +71,10 @@ def main() -> None:
     steady = summary["scored"] / (seconds - load)
     print(f"texts            {len(items)}, device {embedder.device}, model {card['embedding_model']}")
     print(f"raw encode       {raw:10.1f} msg/s  (embedding model already loaded)")
-    print(f"score            {summary['scored'] / seconds:10.1f} msg/s  (read, embed, features, predict, write; "
-          f"includes the classifier's one-time load of {load:.2f} s)")
+    print(
+        f"score            {summary['scored'] / seconds:10.1f} msg/s  (read, embed, features, predict, write; "
+        f"includes the classifier's one-time load of {load:.2f} s)"
+    )
     print(f"score, loaded    {steady:10.1f} msg/s  (the same, minus that load)")
     print(f"score/raw        {steady / raw:10.3f}  (loaded)")
 

@@ -29,7 +29,9 @@ def _print_retrain(summary: dict[str, Any]) -> None:
         print(f"retrain failed: {summary.get('error')}", file=sys.stderr)
         return
     m, b = summary["model"], summary["baselines"]
-    print(f"model      F1 {m['f1']:.4f}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  PR-AUC {m['pr_auc']:.4f}  threshold {m['threshold']:.3f}")
+    print(
+        f"model      F1 {m['f1']:.4f}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  PR-AUC {m['pr_auc']:.4f}  threshold {m['threshold']:.3f}"
+    )
     for name, values in b.items():
         print(f"{name:<10} F1 {values['f1']:.4f}  PR-AUC {values['pr_auc']:.4f}")
     print(f"split      {summary['counts']}")
@@ -56,7 +58,9 @@ def _run_config(path: str | None) -> dict[str, Any] | None:
     except (OSError, yaml.YAMLError) as exc:
         raise SystemExit(f"fraud-assets: --config {path}: {exc}") from None
     if not isinstance(config, dict):
-        raise SystemExit(f"fraud-assets: --config {path}: expected a mapping of run config (ops: ...), got {type(config).__name__}")
+        raise SystemExit(
+            f"fraud-assets: --config {path}: expected a mapping of run config (ops: ...), got {type(config).__name__}"
+        )
     return config
 
 

@@ -59,6 +59,7 @@ _MESSAGE_COLUMNS = ["message_id", "text", "text_hash", "label", "sent_at", "frau
 _JOIN_KEYS = list(JOIN_KEYS)
 _SENT_AT_DTYPE = pl.Datetime("us", "UTC")
 
+
 # --------------------------------------------------------------------------- #
 # partitions ready for training
 # --------------------------------------------------------------------------- #
@@ -131,9 +132,8 @@ def _deduplicate(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
     label_counts = frame.group_by("text_hash").agg(pl.col("label").n_unique().alias("_labels"))
     conflicting = label_counts.filter(pl.col("_labels") > 1).get_column("text_hash")
     consistent = frame.filter(~pl.col("text_hash").is_in(conflicting.implode()))
-    kept = (
-        consistent.sort(["text_hash", "sent_at", "source_file", "message_id"], nulls_last=True)
-        .unique(subset="text_hash", keep="first", maintain_order=True)
+    kept = consistent.sort(["text_hash", "sent_at", "source_file", "message_id"], nulls_last=True).unique(
+        subset="text_hash", keep="first", maintain_order=True
     )
     stats = {
         "conflicting_label_texts_dropped": conflicting.len(),
@@ -215,9 +215,7 @@ def _split_counts(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return counts
 
 
-def _split(
-    frame: pl.DataFrame, seed: int, validation_share: float, test_share: float
-) -> tuple[pl.DataFrame, str]:
+def _split(frame: pl.DataFrame, seed: int, validation_share: float, test_share: float) -> tuple[pl.DataFrame, str]:
     """Add the ``split`` column; return the frame and the strategy used."""
     timed_mask = frame.get_column("sent_at").is_not_null()
     timed_share = timed_mask.mean() if frame.height else 0.0
@@ -295,9 +293,7 @@ def build_training_dataset(
         "rows_in": joined.height,
         **dedup_stats,
         "rows_out": dataset.height,
-        "timestamp_share": round(float(dataset.get_column("sent_at").is_not_null().mean() or 0.0), 4)
-        if dataset.height
-        else 0.0,
+        "timestamp_share": round(float(dataset.get_column("sent_at").is_not_null().mean() or 0.0), 4) if dataset.height else 0.0,
         "split_strategy": strategy,
         "seed": seed,
         "splits": _split_counts(dataset),

@@ -194,8 +194,15 @@ def _fitter(header: list[str], delimiter: str, plausible: Callable[[list[str]], 
 
 
 def _settle(
-    lines: list[str], start: int, end: int, fields: list[str] | None, error: str | None, delimiter: str, quoting: int,
-    fit: Callable[[list[str]], list[str] | None], width: int,
+    lines: list[str],
+    start: int,
+    end: int,
+    fields: list[str] | None,
+    error: str | None,
+    delimiter: str,
+    quoting: int,
+    fit: Callable[[list[str]], list[str] | None],
+    width: int,
 ) -> tuple[list[str] | None, int, str | None]:
     """The record read from ``start``: kept, or re-read as its first line alone; (fields, end, error)."""
     if error is None and len(fields) <= 1 and not any(f.strip() for f in fields):

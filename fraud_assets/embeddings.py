@@ -100,8 +100,7 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available():
         raise RuntimeError(
-            f"device={device!r} was requested but CUDA is not available (torch {torch.__version__}); "
-            "use device='auto' or 'cpu'."
+            f"device={device!r} was requested but CUDA is not available (torch {torch.__version__}); use device='auto' or 'cpu'."
         )
     return device
 
@@ -569,9 +568,7 @@ def embed_texts(
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     if cache.fingerprint != embedder.fingerprint:
-        raise ValueError(
-            f"cache fingerprint {cache.fingerprint} does not match the embedder's {embedder.fingerprint}"
-        )
+        raise ValueError(f"cache fingerprint {cache.fingerprint} does not match the embedder's {embedder.fingerprint}")
     started = time.perf_counter()
     say = log or (lambda _msg: None)
 

@@ -47,9 +47,7 @@ def _as_arrays(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def choose_threshold(
-    y_true: Any, proba: Any, *, strategy: str = "max_f1", target: float | None = None
-) -> float:
+def choose_threshold(y_true: Any, proba: Any, *, strategy: str = "max_f1", target: float | None = None) -> float:
     """Decision threshold (predict fraud when ``proba >= threshold``) chosen on validation.
 
     Strategies:
@@ -247,8 +245,14 @@ def _plot_pr_curves(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
         precision, recall, _ = precision_recall_curve(y, proba)
         ap = average_precision_score(y, proba)
         is_model = name == "model"
-        ax.step(recall, precision, where="post", label=f"{name} (AP={ap:.3f})",
-                lw=2.2 if is_model else 1.2, zorder=3 if is_model else 2)
+        ax.step(
+            recall,
+            precision,
+            where="post",
+            label=f"{name} (AP={ap:.3f})",
+            lw=2.2 if is_model else 1.2,
+            zorder=3 if is_model else 2,
+        )
     ax.set_xlabel("Recall (fraud)")
     ax.set_ylabel("Precision (fraud)")
     ax.set_xlim(0, 1.01)
@@ -267,8 +271,16 @@ def _plot_confusion(cm: dict[str, int], threshold: float) -> bytes:
     grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
     ax.imshow(grid, cmap="Blues")
     for (i, j), value in np.ndenumerate(grid):
-        ax.text(j, i, str(value), ha="center", va="center", color="black", fontsize=12,
-                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"})
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="black",
+            fontsize=12,
+            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"},
+        )
     ax.set_xticks([0, 1], ["normal", "fraud"])
     ax.set_yticks([0, 1], ["normal", "fraud"])
     ax.set_xlabel("Predicted")
@@ -286,12 +298,14 @@ def _reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dic
     for b in range(bins):
         mask = index == b
         if mask.any():
-            rows.append({
-                "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
-                "mean_predicted": float(p[mask].mean()),
-                "observed_fraud_rate": float(y[mask].mean()),
-                "count": int(mask.sum()),
-            })
+            rows.append(
+                {
+                    "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                    "mean_predicted": float(p[mask].mean()),
+                    "observed_fraud_rate": float(y[mask].mean()),
+                    "count": int(mask.sum()),
+                }
+            )
     return rows
 
 
@@ -300,11 +314,21 @@ def _plot_reliability(table: list[dict[str, Any]], brier: float | None, before: 
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
     if before and before["reliability"]:
-        ax.plot([r["mean_predicted"] for r in before["reliability"]], [r["observed_fraud_rate"] for r in before["reliability"]],
-                marker="x", ls=":", color="tab:orange", label=f"before calibration (Brier {before['brier']:.4f})")
+        ax.plot(
+            [r["mean_predicted"] for r in before["reliability"]],
+            [r["observed_fraud_rate"] for r in before["reliability"]],
+            marker="x",
+            ls=":",
+            color="tab:orange",
+            label=f"before calibration (Brier {before['brier']:.4f})",
+        )
     if table:
-        ax.plot([r["mean_predicted"] for r in table], [r["observed_fraud_rate"] for r in table],
-                marker="o", label="model (calibrated)" if before else "model")
+        ax.plot(
+            [r["mean_predicted"] for r in table],
+            [r["observed_fraud_rate"] for r in table],
+            marker="o",
+            label="model (calibrated)" if before else "model",
+        )
         # Rows per bin: a point resting on 2 rows says little, one on 1,000 a lot.
         hist.bar([r["mean_predicted"] for r in table], [r["count"] for r in table], width=0.06, color="tab:blue")
         hist.set_yscale("log")
@@ -394,12 +418,10 @@ def evaluate(
     """Score the model on the test split and compare it with the baselines.
 
     Args:
-        dataset: the training_dataset frame (label, text, split, fraud_type,
-            embedding).
+        dataset: the training_dataset frame (label, text, split, fraud_type, embedding).
         val_proba, test_proba: the model's P(fraud) for the validation and
             test rows, in the order those rows appear in ``dataset``.
-        history: the model's per-epoch log (train_loss, val_loss, val_f1, ...);
-            drawn as training_curves.png when given.
+        history: the model's per-epoch log; drawn as training_curves.png when given.
         strategy, target: how the threshold is chosen on validation (see
             :func:`choose_threshold`); the baselines get the same rule.
         include_baselines: fit the baselines (a few seconds on 10k texts).
@@ -408,8 +430,7 @@ def evaluate(
             ECE before and after, and the reliability plot shows both.
         plots: draw the PNGs (repeated evaluations skip them).
 
-    Returns an :class:`EvaluationResult` with the metrics.json content, the
-    markdown report and the PNG plots.
+    Returns an :class:`EvaluationResult`: metrics.json content, markdown report, PNG plots.
     """
     val, test = _split(dataset, "validation"), _split(dataset, "test")
     val_p, test_p = _checked_probabilities(val_proba, test_proba, val.height, test.height)
@@ -422,15 +443,25 @@ def evaluate(
     reliability = _reliability_table(y_test, test_p)
     calibration = _calibration_section(y_test, test_p, reliability, raw_test_proba)
     metrics = _metrics_document(
-        dataset, test, y_test, (test_p >= threshold).astype(np.int64),
-        model=model, model_validation=binary_metrics(y_val, val_p, threshold), baselines=baselines,
-        calibration=calibration, strategy=strategy, target=target, history=history,
+        dataset,
+        test,
+        y_test,
+        (test_p >= threshold).astype(np.int64),
+        model=model,
+        model_validation=binary_metrics(y_val, val_p, threshold),
+        baselines=baselines,
+        calibration=calibration,
+        strategy=strategy,
+        target=target,
+        history=history,
     )
     figures = {}
     if plots:
         curves = {"model": test_p, **{name: b["test_scores"] for name, b in baselines.items()}}
         figures = _figures(y_test, curves, model, threshold, reliability, calibration, history)
-    return EvaluationResult(metrics=metrics, report_md=_report_markdown(metrics, [f for f in PLOT_FILES if f in figures]), plots=figures)
+    return EvaluationResult(
+        metrics=metrics, report_md=_report_markdown(metrics, [f for f in PLOT_FILES if f in figures]), plots=figures
+    )
 
 
 def _checked_probabilities(val_proba: Any, test_proba: Any, n_val: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
@@ -438,8 +469,7 @@ def _checked_probabilities(val_proba: Any, test_proba: Any, n_val: int, n_test: 
     test_p = np.asarray(test_proba, dtype=np.float64).ravel()
     if val_p.size != n_val or test_p.size != n_test:
         raise ValueError(
-            f"got {val_p.size} validation and {test_p.size} test probabilities for "
-            f"{n_val} validation and {n_test} test rows"
+            f"got {val_p.size} validation and {test_p.size} test probabilities for {n_val} validation and {n_test} test rows"
         )
     return val_p, test_p
 
@@ -453,7 +483,9 @@ def _baselines(dataset: pl.DataFrame, y_val: np.ndarray, y_test: np.ndarray, str
     for name, scores in baseline_scores(dataset).items():
         t = choose_threshold(y_val, scores["val"], strategy=strategy, target=target)
         baselines[name] = {
-            **binary_metrics(y_test, scores["test"], t), "description": BASELINE_DESCRIPTIONS[name], "test_scores": scores["test"],
+            **binary_metrics(y_test, scores["test"], t),
+            "description": BASELINE_DESCRIPTIONS[name],
+            "test_scores": scores["test"],
         }
     return baselines
 
@@ -465,11 +497,17 @@ def _class_balance(dataset: pl.DataFrame) -> tuple[dict[str, int], dict[str, dic
         labels = _split(dataset, name).get_column("label")
         fraud = int(labels.sum() or 0)
         counts[name] = labels.len()
-        balance[name] = {"fraud": fraud, "normal": labels.len() - fraud, "fraud_share": fraud / labels.len() if labels.len() else None}
+        balance[name] = {
+            "fraud": fraud,
+            "normal": labels.len() - fraud,
+            "fraud_share": fraud / labels.len() if labels.len() else None,
+        }
     return counts, balance
 
 
-def _metrics_document(dataset, test, y_test, test_pred, *, model, model_validation, baselines, calibration, strategy, target, history) -> dict:
+def _metrics_document(
+    dataset, test, y_test, test_pred, *, model, model_validation, baselines, calibration, strategy, target, history
+) -> dict:
     """The metrics.json content (JSON-safe)."""
     from sklearn.metrics import classification_report
 
@@ -477,29 +515,33 @@ def _metrics_document(dataset, test, y_test, test_pred, *, model, model_validati
     counts, class_balance = _class_balance(dataset)
     fraud_types = test.get_column("fraud_type").to_list() if "fraud_type" in test.columns else [None] * test.height
     tfidf, length = baselines.get("tfidf_logreg"), baselines.get("length_logreg")
-    return _jsonable({
-        "model": model,
-        "model_validation": model_validation,
-        "baselines": baselines,
-        "counts": counts,
-        "class_balance": class_balance,
-        "per_fraud_type_recall": per_fraud_type_recall(fraud_types, y_test, test_pred),
-        "classification_report": classification_report(
-            y_test, test_pred, labels=[0, 1], target_names=["normal", "fraud"], output_dict=True, zero_division=0
-        ),
-        "threshold_strategy": strategy,
-        "threshold_target": target,
-        "threshold_chosen_on": "validation",
-        "calibration": calibration,
-        "repeated": None,
-        "beats_tfidf_baseline": None if tfidf is None else bool(model["f1"] >= tfidf["f1"]),
-        "length_only": None if length is None else {
-            "f1": length["f1"],
-            "pr_auc": length["pr_auc"],
-            "note": "logistic regression on log(text length) alone, same split and threshold rule",
-        },
-        "epochs_trained": len(history) if history else None,
-    })
+    return _jsonable(
+        {
+            "model": model,
+            "model_validation": model_validation,
+            "baselines": baselines,
+            "counts": counts,
+            "class_balance": class_balance,
+            "per_fraud_type_recall": per_fraud_type_recall(fraud_types, y_test, test_pred),
+            "classification_report": classification_report(
+                y_test, test_pred, labels=[0, 1], target_names=["normal", "fraud"], output_dict=True, zero_division=0
+            ),
+            "threshold_strategy": strategy,
+            "threshold_target": target,
+            "threshold_chosen_on": "validation",
+            "calibration": calibration,
+            "repeated": None,
+            "beats_tfidf_baseline": None if tfidf is None else bool(model["f1"] >= tfidf["f1"]),
+            "length_only": None
+            if length is None
+            else {
+                "f1": length["f1"],
+                "pr_auc": length["pr_auc"],
+                "note": "logistic regression on log(text length) alone, same split and threshold rule",
+            },
+            "epochs_trained": len(history) if history else None,
+        }
+    )
 
 
 def _figures(y_test, curves, model, threshold, reliability, calibration, history) -> dict[str, bytes]:
@@ -567,8 +609,12 @@ def _md_headline(metrics: dict[str, Any]) -> list[str]:
             f"(F1 {_fmt(tfidf['f1'])}) on the same test split.",
             "",
         ]
-    lines += ["## Headline (test split)", "", "| | F1 | precision | recall | PR-AUC | ROC-AUC | threshold |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "## Headline (test split)",
+        "",
+        "| | F1 | precision | recall | PR-AUC | ROC-AUC | threshold |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, m in [("**model**", model), *baselines.items()]:
         lines.append(
             f"| {name} | {_fmt(m['f1'])} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
@@ -640,7 +686,9 @@ def _md_per_type(metrics: dict[str, Any]) -> list[str]:
     per_type = metrics["per_fraud_type_recall"]
     if per_type:
         lines += ["| fraud type | recall | support |", "| --- | --- | --- |"]
-        lines += [f"| {inert(name)} | {_fmt(v['recall'])} | {v['support']} |" for name, v in per_type.items()]  # names come from input
+        lines += [
+            f"| {inert(name)} | {_fmt(v['recall'])} | {v['support']} |" for name, v in per_type.items()
+        ]  # names come from input
     else:
         lines.append("No fraud rows in the test split.")
     return lines

@@ -136,7 +136,9 @@ def _scan(landing_dir: Path, registration: Registration, settle_seconds: float, 
                 )
             elif not statmod.S_ISREG(info.st_mode):
                 kind = "a folder" if statmod.S_ISDIR(info.st_mode) else "not a regular file"
-                registration.issues.append(LandingIssue(display_name(entry.name), "skipped", f"{kind}: only regular files are read"))
+                registration.issues.append(
+                    LandingIssue(display_name(entry.name), "skipped", f"{kind}: only regular files are read")
+                )
             elif settle_seconds and now - info.st_mtime < settle_seconds:
                 registration.unsettled += 1  # still being written by a non-atomic copy
             else:
@@ -235,7 +237,9 @@ def load_index(storage: Storage) -> dict[str, list]:
         return {}  # no index yet, or a damaged one: files are hashed again, nothing is lost
     if not isinstance(data, dict):
         return {}
-    return {name: entry for name, entry in data.items() if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[2], str)}
+    return {
+        name: entry for name, entry in data.items() if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[2], str)
+    }
 
 
 def _save_index(storage: Storage, index: dict[str, list]) -> None:

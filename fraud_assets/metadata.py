@@ -10,7 +10,11 @@ from fraud_assets.text import escape_markdown, inert
 
 def label_balance(frame: pl.DataFrame) -> dict[str, float | int]:
     fraud = int(frame["label"].sum() or 0) if frame.height else 0
-    return {"fraud": fraud, "normal": frame.height - fraud, "fraud_share": round(fraud / frame.height, 4) if frame.height else 0.0}
+    return {
+        "fraud": fraud,
+        "normal": frame.height - fraud,
+        "fraud_share": round(fraud / frame.height, 4) if frame.height else 0.0,
+    }
 
 
 def preview_markdown(frame: pl.DataFrame, columns: list[str], *, rows: int = 10, width: int = 80) -> str:
@@ -24,7 +28,12 @@ def preview_markdown(frame: pl.DataFrame, columns: list[str], *, rows: int = 10,
         return "_no rows_"
     lines = ["| " + " | ".join(escape_markdown(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for record in frame.head(rows).select(columns).iter_rows(named=True):
-        cells = [inert(record[name], width) if frame.schema[name] == pl.Utf8 else escape_markdown("" if record[name] is None else str(record[name])) for name in columns]
+        cells = [
+            inert(record[name], width)
+            if frame.schema[name] == pl.Utf8
+            else escape_markdown("" if record[name] is None else str(record[name]))
+            for name in columns
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

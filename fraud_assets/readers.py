@@ -129,7 +129,9 @@ class IngestConfig:
             max_text_chars=limits.get("max_text_chars", 200_000),
             future_tolerance_hours=float(limits.get("future_tolerance_hours", 24)),
             min_year=limits.get("min_year", 2000),
-            missing_labels=frozenset(_label_key(v, keep_placeholders=True) for v in labels.get("missing", DEFAULT_MISSING_LABELS)),
+            missing_labels=frozenset(
+                _label_key(v, keep_placeholders=True) for v in labels.get("missing", DEFAULT_MISSING_LABELS)
+            ),
         )
         values.update(overrides)
         if "text" not in values["columns"] or "label" not in values["columns"]:
@@ -476,7 +478,9 @@ def combine_date_time(date: Any, time: Any) -> Any:
 
 
 def _looks_like_time(value: Any) -> bool:
-    return isinstance(value, dt.time) or bool(re.fullmatch(r"\d{1,2}[:时点]\d{1,2}(?:[:分]\d{1,2}(?:\.\d+)?秒?)?", str(value).strip()))
+    return isinstance(value, dt.time) or bool(
+        re.fullmatch(r"\d{1,2}[:时点]\d{1,2}(?:[:分]\d{1,2}(?:\.\d+)?秒?)?", str(value).strip())
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -624,7 +628,13 @@ def _to_rows(records: list, header: list[str], columns: dict[str, Any], config: 
             # used only within this iteration, so the late binding of record is harmless
             get = (lambda col: record.get(col)) if isinstance(record, dict) else (lambda col: record[positions[col]])  # noqa: B023
             values = {
-                name: (combine_date_time(get(col[0]), get(col[1])) if isinstance(col, tuple) else get(col) if col is not None else None)
+                name: (
+                    combine_date_time(get(col[0]), get(col[1]))
+                    if isinstance(col, tuple)
+                    else get(col)
+                    if col is not None
+                    else None
+                )
                 for name, col in columns.items()
             }
             values = {name: _decode_binary(value) for name, value in values.items()}
@@ -635,7 +645,9 @@ def _to_rows(records: list, header: list[str], columns: dict[str, Any], config: 
         try:
             sent_at = parse_timestamp(values.get("sent_at"), zone)
         except (ValueError, OverflowError, OSError) as exc:
-            quarantine.append(dict(source_file=source, source_row=index, stage="raw_messages", reason=f"sent_at: {exc}", raw=raw_text))
+            quarantine.append(
+                dict(source_file=source, source_row=index, stage="raw_messages", reason=f"sent_at: {exc}", raw=raw_text)
+            )
             continue
         label, category = config.map_label(values.get("label"))
         fraud_type = None if config.is_placeholder(values.get("fraud_type")) else _as_text(values.get("fraud_type"))

@@ -30,7 +30,12 @@ def scores_of(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def repeated_evaluation(
-    dataset: pl.DataFrame, config, seeds: list[int], *, strategy: str = "max_f1", target: float | None = None,
+    dataset: pl.DataFrame,
+    config,
+    seeds: list[int],
+    *,
+    strategy: str = "max_f1",
+    target: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Per seed: re-split, train with ``config`` (a TrainConfig), evaluate model and baselines."""
@@ -44,9 +49,12 @@ def repeated_evaluation(
         split, how = resplit(dataset, seed)
         model = train_classifier(split, config)
         result = evaluate(
-            split, model.predict_proba(split.filter(pl.col("split") == "validation")),
+            split,
+            model.predict_proba(split.filter(pl.col("split") == "validation")),
             model.predict_proba(split.filter(pl.col("split") == "test")),
-            strategy=strategy, target=target, plots=False,
+            strategy=strategy,
+            target=target,
+            plots=False,
         )
         runs.append({"seed": seed, "split_strategy": how, "scores": scores_of(result.metrics)})
         log(f"repeat seed {seed}: model F1 {result.metrics['model']['f1']:.4f}")
@@ -80,15 +88,21 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         return "n/a" if d["mean"] is None else f"{d['mean']:.4f} ± {d['sd']:.4f}"
 
     lines = [
-        f"## Repeated evaluation ({summary['runs']} splits, seeds {summary['seeds']})", "",
-        "Mean ± sd (sample standard deviation) of test metrics, each split retrained from scratch.", "",
-        "| | F1 | PR-AUC |", "| --- | --- | --- |",
+        f"## Repeated evaluation ({summary['runs']} splits, seeds {summary['seeds']})",
+        "",
+        "Mean ± sd (sample standard deviation) of test metrics, each split retrained from scratch.",
+        "",
+        "| | F1 | PR-AUC |",
+        "| --- | --- | --- |",
     ]
     for name, row in summary.items():
         if isinstance(row, dict) and "f1" in row and name != "model_minus_tfidf":
             lines.append(f"| {'**model**' if name == 'model' else name} | {cell(row['f1'])} | {cell(row['pr_auc'])} |")
     diff = summary.get("model_minus_tfidf")
     if diff is not None:
-        lines += ["", f"Paired difference model − tfidf_logreg: F1 {cell(diff['f1'])}, PR-AUC {cell(diff['pr_auc'])}. "
-                  "A difference smaller than its sd is within split noise."]
+        lines += [
+            "",
+            f"Paired difference model − tfidf_logreg: F1 {cell(diff['f1'])}, PR-AUC {cell(diff['pr_auc'])}. "
+            "A difference smaller than its sd is within split noise.",
+        ]
     return "\n".join(lines) + "\n"

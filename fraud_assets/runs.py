@@ -151,7 +151,9 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
     storage = fraud.storage
     wait_until_settled(storage.landing_dir, fraud.landing_settle_seconds, log=log)
     existing = set(instance.get_dynamic_partitions(message_files.name))
-    registration = register_files(storage, existing, settle_seconds=fraud.landing_settle_seconds, max_new_files=1_000_000, time_budget=float("inf"))
+    registration = register_files(
+        storage, existing, settle_seconds=fraud.landing_settle_seconds, max_new_files=1_000_000, time_budget=float("inf")
+    )
     if registration.new:
         instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in registration.new])
     complete = set(ingested_partitions(storage, {f.partition_key for f in registration.landed}))
@@ -166,8 +168,11 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
         else:
             log(f"ingesting {item.name} as partition {key}")
             result = job.execute_in_process(
-                partition_key=key, instance=instance, raise_on_error=False,
-                run_config=RUN_CONFIG, tags=_headless_tags(**{"fraud/source_file": item.name[:200]}),
+                partition_key=key,
+                instance=instance,
+                raise_on_error=False,
+                run_config=RUN_CONFIG,
+                tags=_headless_tags(**{"fraud/source_file": item.name[:200]}),
             )
             status, reason = _ingest_status(result, storage, key, blocking_checks(job))
         statuses.setdefault(key, status)
@@ -176,7 +181,17 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
             status, reason = "quarantined", _file_reason(storage, key)
         results.append({"file": item.name, "partition": key, **counts, "status": status, "reason": reason})
     for issue in registration.issues:
-        results.append({"file": issue.name, "partition": None, "rows_read": 0, "accepted": 0, "quarantined": 0, "status": issue.status, "reason": issue.reason})
+        results.append(
+            {
+                "file": issue.name,
+                "partition": None,
+                "rows_read": 0,
+                "accepted": 0,
+                "quarantined": 0,
+                "status": issue.status,
+                "reason": issue.reason,
+            }
+        )
     return results
 
 
@@ -197,7 +212,15 @@ def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str, blockin
     errors = [e.message for e in result.all_events if e.is_failure and e.message]
     step = next((e for e in result.all_events if e.is_step_failure), None)
     cause = step.step_failure_data.error.cause if step and step.step_failure_data.error else None
-    return "failed", (cause.message.strip() if cause else step.step_failure_data.error.message.strip() if step else errors[-1] if errors else "run failed")
+    return "failed", (
+        cause.message.strip()
+        if cause
+        else step.step_failure_data.error.message.strip()
+        if step
+        else errors[-1]
+        if errors
+        else "run failed"
+    )
 
 
 def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -211,7 +234,10 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
     definitions = load_definitions()
     storage = definitions.resources["fraud"].storage
     result = definitions.resolve_job_def(retrain_job.name).execute_in_process(
-        instance=instance, raise_on_error=False, run_config={**RUN_CONFIG, **(run_config or {})}, tags=_headless_tags(),
+        instance=instance,
+        raise_on_error=False,
+        run_config={**RUN_CONFIG, **(run_config or {})},
+        tags=_headless_tags(),
     )
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
     if not result.success:

@@ -54,8 +54,17 @@ _EN = {
     "coin": ["BTC", "ETH", "USDT", "SOL"],
 }
 _URL_OK = ["t.cn/", "dwz.cn/", "u.jd.com/", "m.tb.cn/h.", "10086.cn/s/", "amzn.to/", "bit.ly/", "royalmail.com/t/"]
-_URL_BAD = ["t.cn/", "bit.ly/", "kf-tuikuan.top/", "yd-loan.cc/", "icbc-vip.xyz/", "gov-jc.info/",
-            "parcel-redeliver.co/", "secure-bank-verify.com/", "cn-pay.icu/"]
+_URL_BAD = [
+    "t.cn/",
+    "bit.ly/",
+    "kf-tuikuan.top/",
+    "yd-loan.cc/",
+    "icbc-vip.xyz/",
+    "gov-jc.info/",
+    "parcel-redeliver.co/",
+    "secure-bank-verify.com/",
+    "cn-pay.icu/",
+]
 _ALNUM = string.ascii_letters + string.digits
 
 
@@ -82,8 +91,11 @@ class _Slots(dict):
             "code": lambda: d(6),
             "phone": lambda: "1" + r.choice("356789") + d(9),
             "hotline": lambda: r.choice(["400-", "95"]) + d(3) + "-" + d(4),
-            "url": lambda: "https://" + r.choice(_URL_BAD if self.fraud else _URL_OK)
-            + "".join(r.choice(_ALNUM) for _ in range(r.randint(5, 8))),
+            "url": lambda: (
+                "https://"
+                + r.choice(_URL_BAD if self.fraud else _URL_OK)
+                + "".join(r.choice(_ALNUM) for _ in range(r.randint(5, 8)))
+            ),
             "md": lambda: f"{ts.month}月{ts.day}日",
             "hm": lambda: ts.strftime("%H:%M"),
             "ddl": lambda: (lambda x: f"{x.month}月{x.day}日")(later()),
@@ -263,7 +275,10 @@ _SUBTLE_FRAUD_EN = {
 # scammers' openers come late at night). A text-only model cannot catch these, a model that also
 # reads the time features can: the demo shows what the fused features add.
 _OPENER_ZH = [
-    "{name}，在吗？{opener}", "在吗{name}？{opener}", "{name}，睡了吗？{opener}", "{name}，{opener}",
+    "{name}，在吗？{opener}",
+    "在吗{name}？{opener}",
+    "{name}，睡了吗？{opener}",
+    "{name}，{opener}",
 ]
 _OPENER_EN = ["Hey {en_name}, are you up? {en_opener}", "{en_name}? {en_opener}", "Hi {en_name}, {en_opener}"]
 _OPENER_TAILS_ZH = ["有点事想问你", "方便说话吗", "有空吗", "想跟你说个事", "在忙吗", "回我一下", "看到回个消息", "有事找你"]
@@ -286,11 +301,17 @@ _RESENT_FRAUD = [("refund_scam", "您的ETC已失效，请点击 https://etc-ren
 # ---- timing ----------------------------------------------------------------------
 # Weights per hour 0..23. Normal traffic is business-hours heavy; fraud peaks in
 # the evening and keeps going at night, when victims are tired and banks closed.
-_HOURS_NORMAL = [.3, .2, .1, .1, .1, .2, .5, 1.5, 3, 6, 6, 6, 4, 5, 6, 6, 6, 5, 3, 2, 1.5, 1, .7, .4]
-_HOURS_FRAUD = [2, 1.5, 1, .6, .5, .6, 1, 1.5, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3.5, 5, 6, 6, 5, 3.5]
-_HOURS_OPENER = [6, 6, 6, 5, 4, 2, .5, .2, .1, .1, .1, .1, .1, .1, .1, .1, .1, .1, .1, .2, .5, 1, 3, 5]
-_BASE = {"impersonate_police": 1.0, "refund_scam": 1.2, "loan_scam": 1.0,
-         "fake_boss_friend": 1.0, "investment_scam": 1.0, "part_time_job": 1.2}
+_HOURS_NORMAL = [0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.5, 3, 6, 6, 6, 4, 5, 6, 6, 6, 5, 3, 2, 1.5, 1, 0.7, 0.4]
+_HOURS_FRAUD = [2, 1.5, 1, 0.6, 0.5, 0.6, 1, 1.5, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3.5, 5, 6, 6, 5, 3.5]
+_HOURS_OPENER = [6, 6, 6, 5, 4, 2, 0.5, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.5, 1, 3, 5]
+_BASE = {
+    "impersonate_police": 1.0,
+    "refund_scam": 1.2,
+    "loan_scam": 1.0,
+    "fake_boss_friend": 1.0,
+    "investment_scam": 1.0,
+    "part_time_job": 1.2,
+}
 
 
 def _campaign(fraud_type: str, day: date) -> float:
@@ -358,8 +379,15 @@ def _rows(seed: int, index: int, export: date, n: int, offset_ts: bool) -> list[
         if rng.random() < LABEL_NOISE:  # a mislabelled row; a "fraud" label still names a type
             fraud, ftype = (not fraud), ("" if fraud else rng.choice(list(_BASE)))
         sent = ts.isoformat() + "+08:00" if offset_ts else ts.strftime("%Y-%m-%d %H:%M:%S")
-        rows.append({"message_id": f"f{index}-{i:06d}", "text": text,
-                     "label": "defraud" if fraud else "normal", "sent_at": sent, "fraud_type": ftype})
+        rows.append(
+            {
+                "message_id": f"f{index}-{i:06d}",
+                "text": text,
+                "label": "defraud" if fraud else "normal",
+                "sent_at": sent,
+                "fraud_type": ftype,
+            }
+        )
     return rows
 
 

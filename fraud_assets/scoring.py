@@ -46,7 +46,9 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
         raise ScoringError(f"cannot read {input_path}: {parsed.error}")
     rows = parsed.rows.with_columns(pl.col("text").fill_null("").map_elements(normalize_text, return_dtype=pl.Utf8).alias("norm"))
     unscored = _unscored_rows(parsed, rows.filter(pl.col("norm") == ""))
-    rows = rows.filter(pl.col("norm") != "").with_columns(pl.col("norm").map_elements(text_hash, return_dtype=pl.Utf8).alias("text_hash"))
+    rows = rows.filter(pl.col("norm") != "").with_columns(
+        pl.col("norm").map_elements(text_hash, return_dtype=pl.Utf8).alias("text_hash")
+    )
 
     started = time.perf_counter()
     messages = rows.select("message_id", "text_hash", pl.col("norm").alias("text"), "sent_at")
@@ -58,9 +60,13 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     seconds = time.perf_counter() - started
 
     threshold = float(card["threshold"])
-    scored = rows.select("message_id", "source_row", "sent_at", "text").with_columns(
-        pl.Series("probability", probability, dtype=pl.Float64),
-    ).with_columns((pl.col("probability") >= threshold).cast(pl.Int8).alias("label"), pl.lit(None, pl.Utf8).alias("reason"))
+    scored = (
+        rows.select("message_id", "source_row", "sent_at", "text")
+        .with_columns(
+            pl.Series("probability", probability, dtype=pl.Float64),
+        )
+        .with_columns((pl.col("probability") >= threshold).cast(pl.Int8).alias("label"), pl.lit(None, pl.Utf8).alias("reason"))
+    )
     out = pl.concat([scored, unscored.select(scored.columns).cast(scored.schema)]).sort("source_row")
     _write(out, output_path)
     return {
@@ -89,7 +95,9 @@ def _load_scoring_model(model_dir: str | Path):
         raise ScoringError(f"model card in {model_dir} has no threshold: the model was never evaluated")
     missing = [name for name in REQUIRED_CARD_FIELDS if name not in card]
     if missing:
-        raise ScoringError(f"model card of {model_dir} lacks the field(s) {missing}: it was not written by this project's training")
+        raise ScoringError(
+            f"model card of {model_dir} lacks the field(s) {missing}: it was not written by this project's training"
+        )
     try:
         float(card["threshold"])
     except (TypeError, ValueError):
@@ -99,15 +107,34 @@ def _load_scoring_model(model_dir: str | Path):
 
 def _unscored_rows(parsed, empty: pl.DataFrame) -> pl.DataFrame:
     """Rows that cannot be scored, kept in the output with an empty probability and the reason."""
-    columns = {"message_id": pl.Utf8, "source_row": pl.Int64, "sent_at": pl.Datetime("us", "UTC"), "text": pl.Utf8, "probability": pl.Float64, "label": pl.Int8, "reason": pl.Utf8}
+    columns = {
+        "message_id": pl.Utf8,
+        "source_row": pl.Int64,
+        "sent_at": pl.Datetime("us", "UTC"),
+        "text": pl.Utf8,
+        "probability": pl.Float64,
+        "label": pl.Int8,
+        "reason": pl.Utf8,
+    }
     empty_text = empty.select(
-        "message_id", "source_row", "sent_at", "text",
-        pl.lit(None, pl.Float64).alias("probability"), pl.lit(None, pl.Int8).alias("label"), pl.lit("text: missing or empty").alias("reason"),
+        "message_id",
+        "source_row",
+        "sent_at",
+        "text",
+        pl.lit(None, pl.Float64).alias("probability"),
+        pl.lit(None, pl.Int8).alias("label"),
+        pl.lit("text: missing or empty").alias("reason"),
     )
     unparsed = parsed.quarantine.select(
-        pl.struct("source_file", "source_row").map_elements(lambda r: stable_message_id(r["source_file"], r["source_row"]), return_dtype=pl.Utf8).alias("message_id"),
-        "source_row", pl.lit(None, pl.Datetime("us", "UTC")).alias("sent_at"), pl.lit(None, pl.Utf8).alias("text"),
-        pl.lit(None, pl.Float64).alias("probability"), pl.lit(None, pl.Int8).alias("label"), "reason",
+        pl.struct("source_file", "source_row")
+        .map_elements(lambda r: stable_message_id(r["source_file"], r["source_row"]), return_dtype=pl.Utf8)
+        .alias("message_id"),
+        "source_row",
+        pl.lit(None, pl.Datetime("us", "UTC")).alias("sent_at"),
+        pl.lit(None, pl.Utf8).alias("text"),
+        pl.lit(None, pl.Float64).alias("probability"),
+        pl.lit(None, pl.Int8).alias("label"),
+        "reason",
     )
     return pl.concat([empty_text.cast(columns), unparsed.cast(columns)])
 

@@ -109,31 +109,42 @@ def validate_messages(raw: pl.DataFrame, config: IngestConfig, *, now: dt.dateti
             (pl.col("sent_at").dt.epoch("us").cast(pl.Float64) / 1e6).alias("sent_at_epoch"),
         ).to_pandas()
         batch = batch_definition.get_batch(batch_parameters={"dataframe": gx_frame})
-        result = batch.validate(
-            suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
-        )
+        result = batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
         for outcome, message in zip(result.results, messages):
             cfg = outcome.expectation_config
             failed = [int(item["_row"]) for item in outcome.result.get("unexpected_index_list") or []]
             expectations.append(
-                dict(expectation=cfg.type, column=cfg.kwargs.get("column"), success=bool(outcome.success), unexpected_count=len(failed))
+                dict(
+                    expectation=cfg.type,
+                    column=cfg.kwargs.get("column"),
+                    success=bool(outcome.success),
+                    unexpected_count=len(failed),
+                )
             )
             for row in failed:
                 reasons.setdefault(row, []).append(f"{message} [{cfg.type}]")
     detail = _reason_details(frame, reasons, config)
-    failed_rows = pl.DataFrame({"_row": list(detail), "reason": list(detail.values())}, schema={"_row": pl.Int64, "reason": pl.Utf8})
+    failed_rows = pl.DataFrame(
+        {"_row": list(detail), "reason": list(detail.values())}, schema={"_row": pl.Int64, "reason": pl.Utf8}
+    )
     passed = frame.join(failed_rows, on="_row", how="anti")
     passed, dup_quarantine, duplicates, conflicting = _resolve_duplicates(passed)
-    quarantine = pl.concat(
-        [
-            frame.join(failed_rows, on="_row").select(
-                "source_file", "source_row", pl.lit("validated_messages").alias("stage"), "reason", "raw"
-            ),
-            dup_quarantine,
-        ]
-    ).sort("source_row").cast(QUARANTINE_SCHEMA)
+    quarantine = (
+        pl.concat(
+            [
+                frame.join(failed_rows, on="_row").select(
+                    "source_file", "source_row", pl.lit("validated_messages").alias("stage"), "reason", "raw"
+                ),
+                dup_quarantine,
+            ]
+        )
+        .sort("source_row")
+        .cast(QUARANTINE_SCHEMA)
+    )
     accepted = passed.sort("_row").select(list(VALIDATED_SCHEMA)).cast(VALIDATED_SCHEMA)
-    return ValidationResult(accepted, quarantine if quarantine.height else empty_quarantine(), expectations, duplicates, conflicting)
+    return ValidationResult(
+        accepted, quarantine if quarantine.height else empty_quarantine(), expectations, duplicates, conflicting
+    )
 
 
 def _reason_details(frame: pl.DataFrame, reasons: dict[int, list[str]], config: IngestConfig) -> dict[int, str]:
@@ -157,7 +168,9 @@ def _reason_details(frame: pl.DataFrame, reasons: dict[int, list[str]], config: 
 
 def _resolve_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
     """Keep the first of exact duplicate texts; quarantine texts seen with both labels."""
-    labels = frame.group_by("text_hash").agg(pl.col("label").n_unique().alias("n_labels"), pl.col("source_row").min().alias("first_row"))
+    labels = frame.group_by("text_hash").agg(
+        pl.col("label").n_unique().alias("n_labels"), pl.col("source_row").min().alias("first_row")
+    )
     frame = frame.join(labels, on="text_hash", how="left")
     conflicting = frame.filter(pl.col("n_labels") > 1)
     rest = frame.filter(pl.col("n_labels") == 1)
@@ -169,18 +182,30 @@ def _resolve_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame
     quarantine = pl.concat(
         [
             conflicting.select(
-                "source_file", "source_row", pl.lit("validated_messages").alias("stage"),
-                (pl.lit("duplicate: same text appears with both labels in this file (first at source_row ") + pl.col("first_row").cast(pl.Utf8) + pl.lit(")")).alias("reason"),
+                "source_file",
+                "source_row",
+                pl.lit("validated_messages").alias("stage"),
+                (
+                    pl.lit("duplicate: same text appears with both labels in this file (first at source_row ")
+                    + pl.col("first_row").cast(pl.Utf8)
+                    + pl.lit(")")
+                ).alias("reason"),
                 "raw",
             ),
             duplicate_text.select(
-                "source_file", "source_row", pl.lit("validated_messages").alias("stage"),
+                "source_file",
+                "source_row",
+                pl.lit("validated_messages").alias("stage"),
                 (pl.lit("duplicate: same text as source_row ") + pl.col("first_row").cast(pl.Utf8)).alias("reason"),
                 "raw",
             ),
             duplicate_id.select(
-                "source_file", "source_row", pl.lit("validated_messages").alias("stage"),
-                (pl.lit("duplicate: message_id already used at source_row ") + pl.col("first_id_row").cast(pl.Utf8)).alias("reason"),
+                "source_file",
+                "source_row",
+                pl.lit("validated_messages").alias("stage"),
+                (pl.lit("duplicate: message_id already used at source_row ") + pl.col("first_id_row").cast(pl.Utf8)).alias(
+                    "reason"
+                ),
                 "raw",
             ),
         ]

@@ -70,15 +70,28 @@ def test_parallel_ingest_runs_during_a_retrain(tmp_path, monkeypatch):
     logs.mkdir()
     procs = [
         subprocess.Popen(
-            [DAGSTER, "asset", "materialize", "-m", "fraud_assets.definitions",
-             "--select", ",".join(job_assets("ingest_job")), "--partition", item.partition_key],
-            env=env, stdout=(logs / f"{item.partition_key}.log").open("wb"), stderr=subprocess.STDOUT,
+            [
+                DAGSTER,
+                "asset",
+                "materialize",
+                "-m",
+                "fraud_assets.definitions",
+                "--select",
+                ",".join(job_assets("ingest_job")),
+                "--partition",
+                item.partition_key,
+            ],
+            env=env,
+            stdout=(logs / f"{item.partition_key}.log").open("wb"),
+            stderr=subprocess.STDOUT,
         )
         for item in new
     ]
     retrain = subprocess.Popen(
         [sys.executable, "-m", "fraud_assets.cli", "retrain", "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=(logs / "retrain.log").open("wb"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=(logs / "retrain.log").open("wb"),
     )
     deadline = time.monotonic() + 600
     for proc in procs:
@@ -115,7 +128,11 @@ def test_parallel_ingest_runs_during_a_retrain(tmp_path, monkeypatch):
 
 def _run_materialization(instance, run_id: str, asset: str):
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    found = [r.event_log_entry.asset_materialization for r in records if r.event_log_entry.dagster_event.asset_key == dg.AssetKey(asset)]
+    found = [
+        r.event_log_entry.asset_materialization
+        for r in records
+        if r.event_log_entry.dagster_event.asset_key == dg.AssetKey(asset)
+    ]
     return found[-1] if found else None
 
 
@@ -135,7 +152,9 @@ def test_two_retrains_at_once_never_use_each_others_candidate(tmp_path, monkeypa
         path.write_text(json.dumps({"ops": {"fraud_classifier": {"config": config}}}))
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "fraud_assets.cli", "retrain", "--json", "--config", str(path)],
-            env=env, stdout=subprocess.PIPE, stderr=(tmp_path / f"{name}.log").open("wb"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / f"{name}.log").open("wb"),
         )
     summaries = {}
     for name, proc in procs.items():
@@ -153,7 +172,9 @@ def test_two_retrains_at_once_never_use_each_others_candidate(tmp_path, monkeypa
         evaluated = _run_materialization(instance, run_id, "evaluation_report")
         assert evaluated.metadata["candidate"].value == str(candidate)
         assert Path(summary["report"]).parent.name == candidate.name
-        assert json.loads(Path(summary["report"]).with_name("metrics.json").read_text())["model"]["threshold"] == card["threshold"]
+        assert (
+            json.loads(Path(summary["report"]).with_name("metrics.json").read_text())["model"]["threshold"] == card["threshold"]
+        )
         promoted = _run_materialization(instance, run_id, "production_model")
         if promoted is not None:  # a run promotes only the candidate it trained and evaluated itself
             assert promoted.metadata["model"].value == f"candidates/{candidate.name}"

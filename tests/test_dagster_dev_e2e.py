@@ -125,8 +125,13 @@ class DagsterDev:
         command = [sys.executable, "-m", "fraud_assets.cli", "dev", "--port", str(self.port)]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            command, cwd=PROJECT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            cwd=PROJECT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -280,7 +285,9 @@ class DagsterDev:
                 return run
             time.sleep(POLL)
         if run is None:
-            others = [(r["status"], {t["key"]: t["value"] for t in r["tags"]}.get("dagster/partition")) for r in self.runs("ingest_job")]
+            others = [
+                (r["status"], {t["key"]: t["value"] for t in r["tags"]}.get("dagster/partition")) for r in self.runs("ingest_job")
+            ]
             self.fail(
                 f"landing_sensor requested no ingest_job run for partition {partition!r} within {timeout:.0f} s "
                 f"(ingest_job runs seen: {others or 'none'}; registered partitions: {self.registered_partitions()})\n"
@@ -345,7 +352,9 @@ def dagster_dev(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")  # inside dagster_graphql's client
+@pytest.mark.filterwarnings(
+    "ignore:Using variable_values and operation_name:DeprecationWarning"
+)  # inside dagster_graphql's client
 def test_dagster_dev_sensor_ingests_a_landed_file_and_retrain_job_promotes_a_model(dagster_dev):
     dev = dagster_dev
     dev.wait_until_loaded(STARTUP_TIMEOUT)

@@ -96,9 +96,7 @@ def test_time_split_tests_on_the_newest_and_trains_on_the_oldest():
     stamps = [T0 + timedelta(hours=i) for i in range(n)]
     dataset, summary = build([partition("a.csv", texts, labels, stamps)])
     assert summary["split_strategy"] == "time"
-    by_split = {
-        s: dataset.filter(pl.col("split") == s).get_column("sent_at") for s in ("train", "validation", "test")
-    }
+    by_split = {s: dataset.filter(pl.col("split") == s).get_column("sent_at") for s in ("train", "validation", "test")}
     assert by_split["train"].max() < by_split["validation"].min()
     assert by_split["validation"].max() < by_split["test"].min()
     assert by_split["test"].max() == stamps[-1] and by_split["train"].min() == stamps[0]

@@ -28,13 +28,23 @@ def test_code_location_contents():
     repo = defs().get_repository_def()
     assets = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
     assert assets == {
-        "raw_messages", "validated_messages", "message_embeddings", "time_features",
-        "training_dataset", "fraud_classifier", "evaluation_report", "production_model",
+        "raw_messages",
+        "validated_messages",
+        "message_embeddings",
+        "time_features",
+        "training_dataset",
+        "fraud_classifier",
+        "evaluation_report",
+        "production_model",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
-    assert {("raw_messages", "file_readable"), ("validated_messages", "rejected_share"),
-            ("validated_messages", "expectation_suite"), ("message_embeddings", "vocabulary_coverage"),
-            ("production_model", "not_worse_than_champion")} <= checks
+    assert {
+        ("raw_messages", "file_readable"),
+        ("validated_messages", "rejected_share"),
+        ("validated_messages", "expectation_suite"),
+        ("message_embeddings", "vocabulary_coverage"),
+        ("production_model", "not_worse_than_champion"),
+    } <= checks
     assert {"ingest_job", "retrain_job"} <= {job.name for job in repo.get_all_jobs()}
     sensor = repo.get_sensor_def("landing_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -55,7 +65,9 @@ def test_plain_dagster_loads_the_one_code_location(target):
     """`dagster dev -w workspace.yaml` and plain `dagster dev` (via [tool.dagster]) load the same
     location as `dg dev`; `definitions validate` loads it the way they do."""
     dagster_cli = shutil.which("dagster", path=str(Path(sys.executable).parent))
-    result = subprocess.run([dagster_cli, "definitions", "validate", *target], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [dagster_cli, "definitions", "validate", *target], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     output = result.stdout + result.stderr
     assert "Validation successful for code location fraud_assets" in output
@@ -79,7 +91,14 @@ def test_embedding_and_training_steps_carry_gpu_placement_tags():
         k8s = json.loads(k8s) if isinstance(k8s, str) else k8s
         assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert tags["dagster-celery/queue"] == "gpu"
-    for step in ("raw_messages", "validated_messages", "time_features", "training_dataset", "evaluation_report", "production_model"):
+    for step in (
+        "raw_messages",
+        "validated_messages",
+        "time_features",
+        "training_dataset",
+        "evaluation_report",
+        "production_model",
+    ):
         assert "dagster-k8s/config" not in placed[step] and "dagster-celery/queue" not in placed[step]
 
 

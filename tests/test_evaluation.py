@@ -113,9 +113,7 @@ def synthetic_dataset(n: int = 150, seed: int = 0) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     labels = (np.arange(n) % 3 == 0).astype(np.int8)  # one third fraud
     texts = [
-        f"urgent: transfer the deposit to the safe account {i} today or your card is frozen"
-        if y
-        else f"see you at lunch {i}"
+        f"urgent: transfer the deposit to the safe account {i} today or your card is frozen" if y else f"see you at lunch {i}"
         for i, y in enumerate(labels)
     ]
     emb = rng.normal(size=(n, 8)).astype(np.float32)
@@ -142,8 +140,17 @@ def model_proba(dataset: pl.DataFrame, split: str, noise: float, seed: int = 1) 
 
 
 HISTORY = [
-    {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_f1": 0.5 + e / 10, "val_precision": 0.6,
-     "val_recall": 0.7, "train_accuracy": 0.9, "val_accuracy": 0.88, "lr": 1e-3}
+    {
+        "epoch": e,
+        "train_loss": 1 / e,
+        "val_loss": 1.2 / e,
+        "val_f1": 0.5 + e / 10,
+        "val_precision": 0.6,
+        "val_recall": 0.7,
+        "train_accuracy": 0.9,
+        "val_accuracy": 0.88,
+        "lr": 1e-3,
+    }
     for e in range(1, 4)
 ]
 
@@ -151,9 +158,7 @@ HISTORY = [
 @pytest.fixture(scope="module")
 def result() -> tuple[pl.DataFrame, EvaluationResult]:
     dataset = synthetic_dataset()
-    return dataset, evaluate(
-        dataset, model_proba(dataset, "validation", 0.1), model_proba(dataset, "test", 0.1), history=HISTORY
-    )
+    return dataset, evaluate(dataset, model_proba(dataset, "validation", 0.1), model_proba(dataset, "test", 0.1), history=HISTORY)
 
 
 def test_metrics_have_the_contract_keys_and_sane_values(result):
@@ -189,9 +194,7 @@ def test_plots_are_png_and_report_references_them(result):
 def test_report_warns_when_the_model_is_below_the_tfidf_baseline(result):
     dataset, good = result
     assert "Warning" not in good.report_md
-    weak = evaluate(
-        dataset, model_proba(dataset, "validation", 0.6), model_proba(dataset, "test", 0.6, seed=2)
-    )
+    weak = evaluate(dataset, model_proba(dataset, "validation", 0.6), model_proba(dataset, "test", 0.6, seed=2))
     assert weak.metrics["model"]["f1"] < weak.metrics["baselines"]["tfidf_logreg"]["f1"]
     assert "below the TF-IDF baseline" in weak.report_md
     assert weak.metrics["beats_tfidf_baseline"] is False
@@ -203,7 +206,11 @@ def test_write_report_puts_every_file_in_place(result, tmp_path):
     out = tmp_path / "reports" / "latest"
     (out.mkdir(parents=True))
     (out / "training_curves.png").write_bytes(b"stale")
-    write_report(EvaluationResult(res.metrics, res.report_md, {k: v for k, v in res.plots.items() if k != "training_curves.png"}), out, Storage(tmp_path))
+    write_report(
+        EvaluationResult(res.metrics, res.report_md, {k: v for k, v in res.plots.items() if k != "training_curves.png"}),
+        out,
+        Storage(tmp_path),
+    )
     assert json.loads((out / "metrics.json").read_text())["counts"] == res.metrics["counts"]
     assert (out / "report.md").read_text(encoding="utf-8") == res.report_md
     assert (out / "pr_curve.png").read_bytes().startswith(b"\x89PNG")
@@ -235,12 +242,19 @@ def _read_telecom() -> pl.DataFrame:
             text = normalize_text(record["content"] or "")
             if text:
                 fraud = record["label"].strip() != "0"
-                rows.append((f"{path.name}:{len(rows)}", text, text_hash(text), int(fraud),
-                             record["label"] if fraud else None, path.name))
+                rows.append(
+                    (f"{path.name}:{len(rows)}", text, text_hash(text), int(fraud), record["label"] if fraud else None, path.name)
+                )
     return pl.DataFrame(
         rows,
-        schema={"message_id": pl.Utf8, "text": pl.Utf8, "text_hash": pl.Utf8, "label": pl.Int8,
-                "fraud_type": pl.Utf8, "source_file": pl.Utf8},
+        schema={
+            "message_id": pl.Utf8,
+            "text": pl.Utf8,
+            "text_hash": pl.Utf8,
+            "label": pl.Int8,
+            "fraud_type": pl.Utf8,
+            "source_file": pl.Utf8,
+        },
         orient="row",
     ).with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("sent_at"))
 
@@ -270,8 +284,13 @@ def test_calibration_before_and_after_in_metrics_and_report():
     calibrated = model_proba(dataset, "test", 0.1)
     y = dataset.filter(pl.col("split") == "test")["label"].to_numpy()
     squashed = 0.5 + (calibrated - 0.5) * 0.1  # same ranking, poorly calibrated
-    res = evaluate(dataset, model_proba(dataset, "validation", 0.1), calibrated,
-                   raw_val_proba=model_proba(dataset, "validation", 0.1), raw_test_proba=squashed)
+    res = evaluate(
+        dataset,
+        model_proba(dataset, "validation", 0.1),
+        calibrated,
+        raw_val_proba=model_proba(dataset, "validation", 0.1),
+        raw_test_proba=squashed,
+    )
     cal = res.metrics["calibration"]
     assert cal["before"]["brier"] == pytest.approx(float(np.mean((squashed - y) ** 2)))
     assert cal["brier"] < cal["before"]["brier"] and cal["ece"] < cal["before"]["ece"]

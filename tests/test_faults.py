@@ -85,7 +85,9 @@ def test_killed_retrain_keeps_the_champion_intact(project, tmp_path):
     assert all_parquet_readable(data) > 0
     assert main(["score", str(next((data / "incoming").iterdir())), "-o", str(tmp_path / "scored.csv")]) == 0
 
-    rerun = subprocess.run([sys.executable, "-m", "fraud_assets.cli", "retrain", "--json"], env=project["env"], capture_output=True, timeout=600)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "fraud_assets.cli", "retrain", "--json"], env=project["env"], capture_output=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
     summary = json.loads(rerun.stdout.decode().strip().splitlines()[-1])
     assert summary["success"]
@@ -113,7 +115,9 @@ def test_killed_ingest_leaves_no_partial_output_and_resumes(project, tmp_path):
     assert all_parquet_readable(data) > 0
     assert key not in ingested_partitions(storage, [key])
 
-    rerun = subprocess.run([sys.executable, "-m", "fraud_assets.cli", "ingest", "--json"], env=project["env"], capture_output=True, timeout=600)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "fraud_assets.cli", "ingest", "--json"], env=project["env"], capture_output=True, timeout=600
+    )
     files = {f["file"]: f for f in json.loads(rerun.stdout.decode().strip().splitlines()[-1])["files"]}
     assert files["big.csv"]["status"] == "ingested", rerun.stderr.decode()[-3000:]
     assert files["big.csv"]["rows_read"] == 1500 == files["big.csv"]["accepted"] + files["big.csv"]["quarantined"]

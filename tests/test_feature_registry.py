@@ -85,11 +85,15 @@ def test_score_computes_the_group_as_training_did(trained, tmp_path: Path):
     card = {"embedding_model": embedder.model_name, "embedding_fingerprint": embedder.fingerprint, "threshold": 0.5}
     folder = save_model(model, tmp_path / "model", card)
     source = tmp_path / "in.csv"
-    source.write_text("text,sent_at\nprize code lunch 17,2026-03-01 10:00:00\nhello parcel friday 12.,2026-03-01 11:00:00\n", encoding="utf-8")
+    source.write_text(
+        "text,sent_at\nprize code lunch 17,2026-03-01 10:00:00\nhello parcel friday 12.,2026-03-01 11:00:00\n", encoding="utf-8"
+    )
 
     with registered(TOY):
         score_file(source, tmp_path / "with.csv", model_dir=folder, settings=settings)
-    quiet = FeatureGroup(TOY.asset, TOY.columns, lambda m, ctx: odd_length(m, ctx).with_columns(pl.lit(0.0, pl.Float32).alias("odd_length")))
+    quiet = FeatureGroup(
+        TOY.asset, TOY.columns, lambda m, ctx: odd_length(m, ctx).with_columns(pl.lit(0.0, pl.Float32).alias("odd_length"))
+    )
     with registered(quiet):
         score_file(source, tmp_path / "quiet.csv", model_dir=folder, settings=settings)
     with_group = pl.read_csv(tmp_path / "with.csv")["probability"].to_list()

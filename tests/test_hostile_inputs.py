@@ -52,7 +52,7 @@ def test_real_multi_line_quoted_fields_are_still_one_record(tmp_path):
     body = (
         '"Dear customer, your account\nwas frozen, call 95588\nnow",1,2026-03-01 10:00:00\n'
         '"line one\n\nline three",0,2026-03-01 10:01:00\n'
-        'plain,0,2026-03-01 10:02:00\n'
+        "plain,0,2026-03-01 10:02:00\n"
     )
     parsed, accepted, quarantine = ingest(write(tmp_path, "multi.csv", "text,label,sent_at\n" + body))
     assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 3, 0)
@@ -100,7 +100,11 @@ def test_json_lines_split_on_newline_only(tmp_path):
 
 
 def test_pretty_printed_json_objects_and_nested_values(tmp_path):
-    pretty = json.dumps({"text": "one object", "label": "spam"}, indent=2) + "\n" + json.dumps({"text": "two", "label": "ham"}, indent=4)
+    pretty = (
+        json.dumps({"text": "one object", "label": "spam"}, indent=2)
+        + "\n"
+        + json.dumps({"text": "two", "label": "ham"}, indent=4)
+    )
     parsed, accepted, quarantine = ingest(write(tmp_path, "pretty.json", pretty))
     assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
     assert accepted["label"].to_list() == [1, 0]
@@ -218,7 +222,10 @@ def test_rejected_timestamps_say_what_was_seen(tmp_path):
     body = "text,label,sent_at\na,0,20260301101500\nb,1,1772331300000000\nc,0,next tuesday\n"
     parsed, accepted, quarantine = ingest(write(tmp_path, "ts.csv", body))
     assert (parsed.rows_read, accepted.height, quarantine.height) == (3, 2, 1)
-    assert accepted["sent_at"].to_list() == [dt.datetime(2026, 3, 1, 2, 15, tzinfo=UTC), dt.datetime(2026, 3, 1, 2, 15, tzinfo=UTC)]
+    assert accepted["sent_at"].to_list() == [
+        dt.datetime(2026, 3, 1, 2, 15, tzinfo=UTC),
+        dt.datetime(2026, 3, 1, 2, 15, tzinfo=UTC),
+    ]
     assert "'next tuesday'" in quarantine["reason"][0] and "epoch" in quarantine["reason"][0]
 
 
@@ -229,8 +236,14 @@ def test_rejected_timestamps_say_what_was_seen(tmp_path):
     "toml,needle",
     [
         ('[columns]\ntext = "text"\nlabel = ["label"]\n', "[columns] text must be a list of column names, not 'text' (str)"),
-        ('[columns]\ntext = ["text"]\nlabel = ["label"]\n[labels]\nother_values_are_fraud_categories = "yes"\n', "must be true or false, not 'yes'"),
-        ('[columns]\ntext = ["text"]\nlabel = ["label"]\n[limits]\nmax_text_chars = "200000"\n', "max_text_chars must be an integer"),
+        (
+            '[columns]\ntext = ["text"]\nlabel = ["label"]\n[labels]\nother_values_are_fraud_categories = "yes"\n',
+            "must be true or false, not 'yes'",
+        ),
+        (
+            '[columns]\ntext = ["text"]\nlabel = ["label"]\n[limits]\nmax_text_chars = "200000"\n',
+            "max_text_chars must be an integer",
+        ),
         ('[columns]\ntext = ["text"]\nlabel = ["label"]\ntxet = ["x"]\n', "unknown setting [columns] txet"),
         ('[colums]\ntext = ["text"]\n', "unknown section [colums]"),
     ],

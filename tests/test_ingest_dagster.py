@@ -154,7 +154,9 @@ def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, ca
     path = env / "assets" / "message_embeddings" / f"{key}.parquet"
     before = pl.read_parquet(path)
     resources = {**default_resources(), "embedder": EmbedderResource(max_seq_length=8)}
-    result = dg.materialize([features.message_embeddings], partition_key=key, instance=instance, resources=resources, run_config=RUN_CONFIG)
+    result = dg.materialize(
+        [features.message_embeddings], partition_key=key, instance=instance, resources=resources, run_config=RUN_CONFIG
+    )
     metadata = result.asset_materializations_for_node("message_embeddings")[0].metadata
     assert metadata["newly_embedded"].value == 3
     assert metadata["fingerprint"].value != first["fingerprint"]

@@ -50,7 +50,10 @@ def test_duplicate_under_a_second_name_plus_a_new_file(env):
     registration = register_files(Storage(data), set(instance.get_dynamic_partitions(message_files.name)))
     duplicates = [(f.path.name, f.duplicate_of) for f in registration.landed if f.duplicate_of]
     assert duplicates == [("day1.csv.done", first.partition_key)] and not registration.issues and not registration.new
-    assert sorted(p.name for p in (data / "archive").glob("day1*")) == [f"{first.partition_key}.csv", f"{first.partition_key}.json"]
+    assert sorted(p.name for p in (data / "archive").glob("day1*")) == [
+        f"{first.partition_key}.csv",
+        f"{first.partition_key}.json",
+    ]
 
 
 def test_a_non_utf8_name_plus_a_good_file(env):
@@ -131,7 +134,9 @@ def test_a_file_that_vanishes_mid_tick_is_retried_and_the_others_registered(env,
     monkeypatch.setattr(landing, "_open_regular", vanish_first)
     first = register_files(Storage(data), set())
     assert [f.path.name for f in first.new] == ["a.csv"]
-    assert [(i.name, i.status) for i in first.issues] == [("vanish.csv", "retry")] and "FileNotFoundError" in first.issues[0].reason
+    assert [(i.name, i.status) for i in first.issues] == [("vanish.csv", "retry")] and "FileNotFoundError" in first.issues[
+        0
+    ].reason
     monkeypatch.setattr(landing, "_open_regular", original)
     (data / "incoming" / "vanish.csv").write_text(content(9))  # dropped again
     second = register_files(Storage(data), {f.partition_key for f in first.new})
@@ -155,7 +160,9 @@ def test_an_exception_on_one_file_is_quarantined_and_the_others_registered(env, 
     [issue] = registration.issues
     assert (issue.name, issue.status) == ("boom.csv", "failed") and "ValueError: something unexpected" in issue.reason
     record = pl.read_parquet(landing_quarantine_path(Storage(data), "boom.csv"))
-    assert record.select("source_file", "stage").row(0) == ("boom.csv", "landing") and "something unexpected" in record["reason"][0]
+    assert (
+        record.select("source_file", "stage").row(0) == ("boom.csv", "landing") and "something unexpected" in record["reason"][0]
+    )
 
 
 def test_work_per_pass_is_bounded_and_the_cursor_does_not_grow(env):
@@ -203,7 +210,9 @@ def test_files_are_fsynced_before_the_rename_that_publishes_them(env, monkeypatc
 
     monkeypatch.setattr(os, "open", opening)
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", names.get(fd, "?"))), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.fspath(a), os.fspath(b))), real_replace(a, b))[1])
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append(("replace", os.fspath(a), os.fspath(b))), real_replace(a, b))[1]
+    )
     [item] = register_files(Storage(data), set()).new
     archived = str(data / "archive" / f"{item.partition_key}.csv")
     [publish] = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == archived]

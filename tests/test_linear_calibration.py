@@ -31,7 +31,7 @@ def test_word_ngrams_are_stable_and_bigrams_are_counted():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     indptr, ids, _ = a
     assert list(np.diff(indptr)) == [5, 1]  # 3 words + 2 bigrams; 1 word
-    assert set(ids[indptr[1]:]) <= set(ids[: indptr[1]])  # "hello" hashes the same in both texts
+    assert set(ids[indptr[1] :]) <= set(ids[: indptr[1]])  # "hello" hashes the same in both texts
 
 
 def _separable(n: int = 400, seed: int = 0):

@@ -47,8 +47,16 @@ FILLER = ["好的", "谢谢", "今天", "请", "您好", "ok", "please", "today"
 # Small model so each training run takes a second or two on a shared 2-core box.
 # Small and quick; the linear part is held to strong penalties (C <= 1) so that on this easy data it
 # stays imperfect and the deep part's training loop (early stopping, best-epoch restore) has work to do.
-FAST = TrainConfig(ngram_buckets=2**14, wide_buckets=2**16, hidden=32, ngram_dim=16, max_epochs=10, patience=3, batch_size=64,
-                   wide_cs=(0.0625, 0.125, 0.25, 0.5, 1.0))
+FAST = TrainConfig(
+    ngram_buckets=2**14,
+    wide_buckets=2**16,
+    hidden=32,
+    ngram_dim=16,
+    max_epochs=10,
+    patience=3,
+    batch_size=64,
+    wide_cs=(0.0625, 0.125, 0.25, 0.5, 1.0),
+)
 
 
 def make_dataset(n: int = 600, seed: int = 0, emb_dim: int = 16) -> pl.DataFrame:
@@ -143,9 +151,7 @@ def test_early_stopping_stops_before_max_epochs(dataset):
 def test_same_seed_same_result_different_seed_different(trained, dataset):
     model, _, _ = trained
     again = train_classifier(dataset, FAST)
-    assert again.history == [
-        {**h, "seconds": again.history[i]["seconds"]} for i, h in enumerate(model.history)
-    ]
+    assert again.history == [{**h, "seconds": again.history[i]["seconds"]} for i, h in enumerate(model.history)]
     np.testing.assert_array_equal(model.predict_proba(dataset), again.predict_proba(dataset))
     other = train_classifier(dataset, dataclasses.replace(FAST, seed=1))
     # the seed drives the deep part; the blend may keep only the (seed-free) linear part, so compare raw sums
@@ -223,7 +229,9 @@ def test_save_load_round_trip(trained, dataset, tmp_path):
     names = {p.name for p in folder.iterdir()}
     assert "model_card.json" in names and any(n.endswith(".safetensors") for n in names)
     assert not any(n.endswith((".pt", ".pth", ".pkl", ".pickle", ".bin")) for n in names)
-    assert not [p for p in tmp_path.iterdir() if p.name != "model"] and not [p for p in folder.iterdir() if p.name.startswith(".")]
+    assert not [p for p in tmp_path.iterdir() if p.name != "model"] and not [
+        p for p in folder.iterdir() if p.name.startswith(".")
+    ]
     loaded, loaded_card = load_model(folder)
     np.testing.assert_array_equal(loaded.predict_proba(dataset), model.predict_proba(dataset))
     assert loaded.config == model.config and loaded.spec == model.spec

@@ -62,7 +62,11 @@ def test_s3_root_runs_end_to_end_with_the_same_metrics_as_a_local_root(s3_bucket
         assert any(expected in k for k in keys), expected
     assert not os.path.exists("s3:") and not (tmp_path / "s3:").exists()
     pointer = json.loads(s3_bucket.cat("fraud/prod/models/production.json"))
-    assert pointer["model"].startswith("candidates/") and set(pointer["files"]) == {"model.safetensors", "model_config.json", "model_card.json"}
+    assert pointer["model"].startswith("candidates/") and set(pointer["files"]) == {
+        "model.safetensors",
+        "model_config.json",
+        "model_card.json",
+    }
 
 
 def test_memory_root_runs_end_to_end(tmp_path, monkeypatch, capsys):
@@ -82,10 +86,18 @@ def test_a_run_killed_mid_write_leaves_nothing_that_reads_as_complete(s3_bucket,
 
     landing = tmp_path / "incoming"
     write_sample(landing, seed=11, n_files=1, messages_per_file=1500)
-    env = {**os.environ, "FRAUD_DATA_DIR": "s3://fraud/killed", "FRAUD_LANDING_DIR": str(landing),
-           "DAGSTER_HOME": str(tmp_path / "dagster_home"), "FRAUD_LANDING_SETTLE_SECONDS": "0", "TQDM_DISABLE": "1"}
+    env = {
+        **os.environ,
+        "FRAUD_DATA_DIR": "s3://fraud/killed",
+        "FRAUD_LANDING_DIR": str(landing),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "FRAUD_LANDING_SETTLE_SECONDS": "0",
+        "TQDM_DISABLE": "1",
+    }
     storage = Storage("s3://fraud/killed")
-    proc = subprocess.Popen([sys.executable, "-m", "fraud_assets.cli", "ingest"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraud_assets.cli", "ingest"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not s3_bucket.glob("fraud/killed/embedding_cache/*/*.parquet"):  # the first embedding chunk is committed
         assert proc.poll() is None and time.monotonic() < deadline, "kill point not reached"
@@ -102,7 +114,9 @@ def test_a_run_killed_mid_write_leaves_nothing_that_reads_as_complete(s3_bucket,
     (key,) = [p.stem for p in storage.glob(storage.root / "archive", "*.json") if not p.name.startswith("_")]
     assert key not in ingested_partitions(storage, [key])
 
-    rerun = subprocess.run([sys.executable, "-m", "fraud_assets.cli", "ingest", "--json"], env=env, capture_output=True, timeout=900)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "fraud_assets.cli", "ingest", "--json"], env=env, capture_output=True, timeout=900
+    )
     (entry,) = json.loads(rerun.stdout.decode().strip().splitlines()[-1])["files"]
     assert entry["status"] == "ingested", rerun.stderr.decode()[-3000:]
     assert entry["rows_read"] == 1500 == entry["accepted"] + entry["quarantined"]

@@ -14,8 +14,15 @@ from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
 
 TAGS = {
-    "Train/BatchLoss", "Train/EpochAccuracy", "Train/EpochLoss", "Train/LearningRate",
-    "Val/EpochAccuracy", "Val/EpochLoss", "Val/F1Score", "Val/Precision", "Val/Recall",
+    "Train/BatchLoss",
+    "Train/EpochAccuracy",
+    "Train/EpochLoss",
+    "Train/LearningRate",
+    "Val/EpochAccuracy",
+    "Val/EpochLoss",
+    "Val/F1Score",
+    "Val/Precision",
+    "Val/Recall",
 }
 
 

@@ -63,7 +63,9 @@ def test_hostile_ingest_metadata_renders_as_text_in_the_dagster_ui(dev, capsys):
         page = browser.new_page()
         page.on("request", lambda request: requests.append(request.url))
         # nothing leaves the machine: requests are recorded above, then only local ones are served
-        page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
+        page.route(
+            "**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort()
+        )
         for asset in ("raw_messages", "validated_messages"):
             for view in ("", "&view=events"):
                 page.goto(f"{dev.url}/assets/{asset}?partition={partition}{view}", wait_until="networkidle")

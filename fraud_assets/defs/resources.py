@@ -4,7 +4,6 @@ Defaults come from the environment (FRAUD_* variables, see the README), so the
 same values apply in `dagster dev`, `fraud-assets` and tests.
 """
 
-
 from typing import Any
 
 import dagster as dg

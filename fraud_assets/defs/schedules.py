@@ -1,6 +1,5 @@
 """The nightly retrain, skipped when nothing new arrived since the last training."""
 
-
 import dagster as dg
 
 from fraud_assets.asset_names import FRAUD_CLASSIFIER

@@ -1,6 +1,5 @@
 """The landing-folder sensor: one partition and one ingest run per new file."""
 
-
 import json
 
 import dagster as dg
@@ -49,7 +48,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, fraud: FraudSettings) ->
     # daemon, a partition added by hand) are requested again; run_key keeps it to one run each.
     pending = sorted(existing.difference(ingested_partitions(storage, existing)))[:MAX_RETRIED_PER_TICK]
     cursor = json.dumps(
-        {"files": len(registration.landed), "new": len(new_keys), "deferred": registration.deferred, "issues": len(registration.issues)}
+        {
+            "files": len(registration.landed),
+            "new": len(new_keys),
+            "deferred": registration.deferred,
+            "issues": len(registration.issues),
+        }
     )
     if not new_keys and not pending:
         return dg.SensorResult(
@@ -58,7 +62,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, fraud: FraudSettings) ->
             cursor=cursor,
         )
     if new_keys:
-        context.log.info(f"registering {len(new_keys)} new file(s): " + ", ".join(f"{i.name} -> {i.partition_key}" for i in registration.new))
+        context.log.info(
+            f"registering {len(new_keys)} new file(s): " + ", ".join(f"{i.name} -> {i.partition_key}" for i in registration.new)
+        )
     names = {item.partition_key: item.name for item in registration.landed if not item.duplicate_of}
     return dg.SensorResult(
         run_requests=[

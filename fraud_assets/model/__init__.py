@@ -53,7 +53,18 @@ from fraud_assets.model.trained import TrainedModel, build_model
 from fraud_assets.thresholds import best_f1_threshold
 
 __all__ = [
-    "HISTORY_KEYS", "TENSORBOARD_TAGS", "TEXT_STAT_COLUMNS", "FeatureSpec", "TrainConfig", "TrainedModel",
-    "best_f1_threshold", "build_model", "compute_idf", "default_time_columns", "hash_char_ngrams", "text_stats",
-    "tfidf_weights", "train_classifier",
+    "HISTORY_KEYS",
+    "TENSORBOARD_TAGS",
+    "TEXT_STAT_COLUMNS",
+    "FeatureSpec",
+    "TrainConfig",
+    "TrainedModel",
+    "best_f1_threshold",
+    "build_model",
+    "compute_idf",
+    "default_time_columns",
+    "hash_char_ngrams",
+    "text_stats",
+    "tfidf_weights",
+    "train_classifier",
 ]

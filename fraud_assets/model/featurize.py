@@ -33,7 +33,6 @@ def text_stats(texts: pl.Series) -> np.ndarray:
     return frame.select(TEXT_STAT_COLUMNS).to_numpy().astype(np.float32)
 
 
-
 @dataclass
 class _Features:
     """Model inputs for a frame: raw dense matrix and the lexical CSR triples (char, then words)."""

@@ -76,7 +76,7 @@ def _hash_sequences(
             m = total - k + 1
             if m <= 0:
                 continue
-            valid = owner[: m] == owner[k - 1 :]
+            valid = owner[:m] == owner[k - 1 :]
             if k == 1 and skip_marks:  # the bare marks are not n-grams
                 valid &= (values[:m] != 2) & (values[:m] != 3)
             h = np.full(m, _FNV_OFFSET ^ np.uint64(k), dtype=np.uint64)

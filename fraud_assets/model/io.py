@@ -237,7 +237,9 @@ def _read_pointed_files(pointer: StoragePath) -> dict[str, bytes]:
     files = _read_folder(folder)
     for name, data in files.items():
         if hashlib.sha256(data).hexdigest() != expected.get(name):
-            raise ModelLoadError(f"{folder / name} does not match the hash recorded in {pointer}: the promoted model was modified")
+            raise ModelLoadError(
+                f"{folder / name} does not match the hash recorded in {pointer}: the promoted model was modified"
+            )
     return files
 
 
@@ -261,7 +263,11 @@ def _build(files: dict[str, bytes], where: StoragePath):
         raise ModelLoadError(f"model weights in {where} are corrupt or truncated: {exc}") from exc
     try:
         model = build_model(
-            config, spec, state, history=config_doc.get("history"), best_epoch=int(config_doc.get("best_epoch", 0)),
+            config,
+            spec,
+            state,
+            history=config_doc.get("history"),
+            best_epoch=int(config_doc.get("best_epoch", 0)),
             selection=config_doc.get("selection"),
         )
     except (RuntimeError, KeyError, ValueError) as exc:

@@ -59,9 +59,7 @@ def hash_word_ngrams(
     values = texts.fill_null("").to_list() if isinstance(texts, pl.Series) else [t or "" for t in texts]
     tokens = tokenize(values, lowercase)
     lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    flat = np.fromiter(
-        (zlib.crc32(w.encode("utf-8")) for ws in tokens for w in ws), dtype=np.uint64, count=int(lengths.sum())
-    )
+    flat = np.fromiter((zlib.crc32(w.encode("utf-8")) for ws in tokens for w in ws), dtype=np.uint64, count=int(lengths.sum()))
     return _hash_sequences(flat ^ _WORD_SALT, lengths, buckets, 1, n_max, skip_marks=False)
 
 

@@ -45,8 +45,12 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
             n = offsets.shape[0] if offsets is not None else dense.shape[0]
             wide = deep = torch.zeros(n)
             if self.use_wide:
-                wide = F.embedding_bag(ids, self.wide_weight.unsqueeze(1), offsets, mode="sum",
-                                       per_sample_weights=weights).squeeze(1) + self.wide_bias
+                wide = (
+                    F.embedding_bag(ids, self.wide_weight.unsqueeze(1), offsets, mode="sum", per_sample_weights=weights).squeeze(
+                        1
+                    )
+                    + self.wide_bias
+                )
             if self.use_deep:
                 feats = []
                 if self.dense_dim:

@@ -139,11 +139,29 @@ def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, l
         report = {"chosen": "uncalibrated"}
     cal = 1.0 / (1.0 + np.exp(-np.clip(_logits(module, x_val).astype(np.float64), -50, 50)))
     report["validation"] = {
-        "brier_before": float(np.mean((raw - y_val) ** 2)), "brier_after": float(np.mean((cal - y_val) ** 2)),
-        "ece_before": expected_calibration_error(y_val, raw), "ece_after": expected_calibration_error(y_val, cal),
+        "brier_before": float(np.mean((raw - y_val) ** 2)),
+        "brier_after": float(np.mean((cal - y_val) ** 2)),
+        "ece_before": expected_calibration_error(y_val, raw),
+        "ece_after": expected_calibration_error(y_val, cal),
     }
     log(f"blend: {report['chosen']} (cross-fitted val log-loss {report.get('candidates')})")
     return report
+
+
+def _linear_only_history(module, x_val: _Inputs, y_val: np.ndarray) -> list[dict[str, Any]]:
+    """A one-entry history (validation metrics of the linear part) for a model without a deep part."""
+    logits = _logits(module, x_val, raw=True)
+    nan = float("nan")
+    return [
+        {
+            "epoch": 1,
+            "train_loss": nan,
+            "train_accuracy": nan,
+            "learning_rate": 0.0,
+            **_val_record(y_val, logits, nan),
+            "seconds": 0.0,
+        }
+    ]
 
 
 def train_classifier(
@@ -163,8 +181,8 @@ def train_classifier(
     2. the deep part, trained by mini-batch on top of the fixed linear logit
        (:func:`_train_deep`: it learns the residual), early-stopped on
        validation F1 with the best epoch restored;
-    3. the blend: linear only, deep only or both, chosen by cross-fitted
-       validation log-loss and Platt-calibrated
+    3. the blend: linear only or linear + deep (deep alone without a linear
+       part), chosen by cross-fitted validation log-loss and Platt-calibrated
        (:func:`fraud_assets.model.calibration.fit_blend`).
 
     Deterministic: same data and seed give identical history and
@@ -191,14 +209,10 @@ def train_classifier(
         x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
         if module.use_wide:
             selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
-        history, best_epoch = [], 0
         if module.use_deep:
             history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
         else:
-            logits = _logits(module, x_val, raw=True)
-            history = [{"epoch": 1, "train_loss": float("nan"), "train_accuracy": float("nan"), "learning_rate": 0.0,
-                        **_val_record(y_val, logits, float("nan")), "seconds": 0.0}]
-            best_epoch = 1
+            history, best_epoch = _linear_only_history(module, x_val, y_val), 1
         selection["blend"] = _fit_blend(module, x_val, y_val, config, log)
         module.eval()
     log(f"best epoch {best_epoch} of {len(history)}, total {time.perf_counter() - t_start:.1f}s")
@@ -263,7 +277,10 @@ def _optimisation(module, x_train: _Inputs, y_train, config: TrainConfig, tensor
     return {
         "adamw": torch.optim.AdamW(dense_params, lr=config.lr, weight_decay=config.weight_decay),
         "rows": _RowAdam(module.ngram_table.data) if module.deep_buckets else None,
-        "params": dense_params, "pos_weight": pos_weight, "writer": writer, "step": 0,
+        "params": dense_params,
+        "pos_weight": pos_weight,
+        "writer": writer,
+        "step": 0,
         "factor": _lr_schedule(config, math.ceil(x_train.n / config.batch_size)),
     }
 
@@ -291,14 +308,22 @@ def _train_deep(module, x_train: _Inputs, x_val: _Inputs, y_train_np, y_val_np, 
         val_logits = torch.from_numpy(_logits(module, x_val, raw=True))
         with torch.no_grad():
             val_loss = float(_smoothed_bce(val_logits, y_val, opt["pos_weight"], config.label_smoothing))
-        record = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "learning_rate": lr_now,
-                  **_val_record(y_val_np, val_logits.numpy(), val_loss), "seconds": time.perf_counter() - t_epoch}
+        record = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "train_accuracy": acc,
+            "learning_rate": lr_now,
+            **_val_record(y_val_np, val_logits.numpy(), val_loss),
+            "seconds": time.perf_counter() - t_epoch,
+        }
         history.append(record)
         _log_epoch(opt["writer"], record)
         improved = stopping.update(epoch, record["val_f1"], val_loss, module)
-        log(f"epoch {epoch}/{config.max_epochs} loss {loss:.4f} val_loss {val_loss:.4f} val_f1 {record['val_f1']:.4f} "
+        log(
+            f"epoch {epoch}/{config.max_epochs} loss {loss:.4f} val_loss {val_loss:.4f} val_f1 {record['val_f1']:.4f} "
             f"(p {record['val_precision']:.3f} r {record['val_recall']:.3f} @ {record['val_threshold']:.3f})"
-            f"{' *' if improved else ''} {record['seconds']:.1f}s")
+            f"{' *' if improved else ''} {record['seconds']:.1f}s"
+        )
         if stopping.should_stop:
             break
     module.load_state_dict(stopping.best_state)
@@ -349,9 +374,13 @@ def _log_epoch(writer, record: dict) -> None:
     if writer is None:
         return
     for tag, key in (
-        ("Train/EpochAccuracy", "train_accuracy"), ("Train/EpochLoss", "train_loss"),
-        ("Train/LearningRate", "learning_rate"), ("Val/EpochAccuracy", "val_accuracy"),
-        ("Val/EpochLoss", "val_loss"), ("Val/F1Score", "val_f1"),
-        ("Val/Precision", "val_precision"), ("Val/Recall", "val_recall"),
+        ("Train/EpochAccuracy", "train_accuracy"),
+        ("Train/EpochLoss", "train_loss"),
+        ("Train/LearningRate", "learning_rate"),
+        ("Val/EpochAccuracy", "val_accuracy"),
+        ("Val/EpochLoss", "val_loss"),
+        ("Val/F1Score", "val_f1"),
+        ("Val/Precision", "val_precision"),
+        ("Val/Recall", "val_recall"),
     ):
         writer.add_scalar(tag, record[key], record["epoch"])

@@ -56,5 +56,10 @@ def build_model(
     module.load_state_dict(state_dict, strict=True)
     module.eval()
     return TrainedModel(
-        module=module, config=config, spec=spec, history=list(history or []), best_epoch=best_epoch, selection=dict(selection or {})
+        module=module,
+        config=config,
+        spec=spec,
+        history=list(history or []),
+        best_epoch=best_epoch,
+        selection=dict(selection or {}),
     )

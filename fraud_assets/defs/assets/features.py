@@ -1,6 +1,5 @@
 """Per-file features: sentence embeddings (cached, resumable) and time features."""
 
-
 import dagster as dg
 
 from fraud_assets.asset_names import MESSAGE_EMBEDDINGS, TIME_FEATURES, VALIDATED_MESSAGES

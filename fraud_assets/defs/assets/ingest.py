@@ -1,6 +1,5 @@
 """Per-file assets: the landed file parsed (raw_messages) and validated (validated_messages)."""
 
-
 import dagster as dg
 
 from fraud_assets.asset_names import RAW_MESSAGES, VALIDATED_MESSAGES
@@ -98,7 +97,12 @@ def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) 
             dg.AssetCheckResult(
                 check_name=REJECTED_SHARE.name,
                 passed=share <= fraud.max_rejected_share,
-                metadata={"rejected_share": round(share, 4), "limit": fraud.max_rejected_share, "quarantined": quarantined, "rows_read": rows_read},
+                metadata={
+                    "rejected_share": round(share, 4),
+                    "limit": fraud.max_rejected_share,
+                    "quarantined": quarantined,
+                    "rows_read": rows_read,
+                },
                 description=f"{share:.1%} of rows rejected (limit {fraud.max_rejected_share:.0%})",
             ),
         ],

@@ -1,6 +1,5 @@
 """Training assets: dataset, classifier, evaluation report and the promoted production model."""
 
-
 import base64
 import dataclasses
 import datetime as dt
@@ -94,7 +93,11 @@ def run_output(context: dg.AssetExecutionContext, asset: str, entry: str = "dags
 def run_name(context: dg.AssetExecutionContext) -> str:
     """Sortable and unique per run: the UTC start time, then the run id."""
     started = context.instance.get_run_record_by_id(context.run.run_id)
-    when = dt.datetime.fromtimestamp(started.start_time, dt.timezone.utc) if started and started.start_time else dt.datetime.now(dt.timezone.utc)
+    when = (
+        dt.datetime.fromtimestamp(started.start_time, dt.timezone.utc)
+        if started and started.start_time
+        else dt.datetime.now(dt.timezone.utc)
+    )
     return f"{when:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
 
 
@@ -147,7 +150,11 @@ def fraud_classifier(
         "training_dataset": str(dataset_path),
         "embedding_model": embedding.model_name,
         "embedding_fingerprint": embedding.fingerprint,
-        "embedding_settings": {"max_seq_length": embedder.max_seq_length, "normalize": embedder.normalize, "backend": embedder.backend},
+        "embedding_settings": {
+            "max_seq_length": embedder.max_seq_length,
+            "normalize": embedder.normalize,
+            "backend": embedder.backend,
+        },
         "partitions": lineage["partitions"],
         "dataset_summary": lineage["summary"],
         "history": model.history,
@@ -192,7 +199,9 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         raw_test_proba=model.predict_proba(test, calibrated=False),
     )
     if config.repeats > 1:
-        result = with_repeats(result, _repeated(dataset, result, seed=fraud.seed, model=model, config=config, log=context.log.info))
+        result = with_repeats(
+            result, _repeated(dataset, result, seed=fraud.seed, model=model, config=config, log=context.log.info)
+        )
     for folder in (storage.reports_dir / card["run_name"], storage.reports_dir / "latest"):
         write_report(result, folder, storage)
     update_card(candidate_dir, threshold=result.metrics["model"]["threshold"], metrics=result.metrics)
