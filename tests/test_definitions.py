@@ -138,3 +138,15 @@ def test_asset_name_constants_match_the_location():
 
     repo = defs().get_repository_def()
     assert set(asset_names.ALL) == {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+
+
+def test_ingest_job_runs_every_registered_feature_group_with_its_checks():
+    from definitions import defs
+    from fraud_assets.asset_names import RAW_MESSAGES
+    from fraud_assets.features import per_file_outputs
+
+    job = defs().resolve_job_def("ingest_job")
+    assets = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert assets == {RAW_MESSAGES, *per_file_outputs()}
+    checks = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
+    assert {"file_readable", "expectation_suite", "rejected_share", "vocabulary_coverage"} <= checks
