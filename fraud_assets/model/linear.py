@@ -46,9 +46,10 @@ def nb_ratio(x_train, y_train: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Naive-Bayes log-count ratio per column: log(p/|p|) - log(q/|q|), smoothed by ``alpha``.
 
     Counted on binarised features (in how many texts of each class a bucket
-    occurs), as in NBSVM: measured on the two Chinese proxies, ratios of
-    summed TF-IDF values gained +0.2 F1 points over the plain view, ratios of
-    document counts +1.3 to +1.8.
+    occurs), as in NBSVM: measured on chnsenticorp_htl (3 splits), the NB
+    view alone gained +0.8 F1 points over the TF-IDF baseline on the
+    project's hashed features and +1.8 with scikit-learn's vocabulary, where
+    ratios of summed TF-IDF values had gained +0.2.
     """
     y = np.asarray(y_train).astype(bool)
     present = (x_train != 0).astype(np.float64)
@@ -128,7 +129,7 @@ def fit_wide(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, views=VI
         scale = nb_ratio(x_train, y_train) if view == "nb" else None
         xt, xv = (x_train, x_val) if scale is None else (x_train @ sp.diags(scale), x_val @ sp.diags(scale))
         # Each view walks its own C path: the NB view's scaled features want a different
-        # strength (measured: C 16 vs 32 on the proxies; reusing one C cost it a point).
+        # strength (measured: about half the plain view's C on both Chinese proxies).
         coef, intercept, info = fit_logreg(xt, y_train, xv, y_val, cs, seed)
         weight += coef if scale is None else coef * scale
         bias += intercept
