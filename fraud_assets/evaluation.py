@@ -411,7 +411,6 @@ def evaluate(
     strategy: str = "max_f1",
     target: float | None = None,
     include_baselines: bool = True,
-    raw_val_proba: Any = None,
     raw_test_proba: Any = None,
     plots: bool = True,
 ) -> EvaluationResult:
@@ -425,7 +424,7 @@ def evaluate(
         strategy, target: how the threshold is chosen on validation (see
             :func:`choose_threshold`); the baselines get the same rule.
         include_baselines: fit the baselines (a few seconds on 10k texts).
-        raw_val_proba, raw_test_proba: the model's probabilities before its
+        raw_test_proba: the model's test probabilities before its
             post-hoc calibration (optional): the report then gives Brier and
             ECE before and after, and the reliability plot shows both.
         plots: draw the PNGs (repeated evaluations skip them).

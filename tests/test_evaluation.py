@@ -288,7 +288,6 @@ def test_calibration_before_and_after_in_metrics_and_report():
         dataset,
         model_proba(dataset, "validation", 0.1),
         calibrated,
-        raw_val_proba=model_proba(dataset, "validation", 0.1),
         raw_test_proba=squashed,
     )
     cal = res.metrics["calibration"]

@@ -14,7 +14,7 @@ fused one is a stacked blend. Each candidate is scored by cross-fitted
 log-loss (fitted on k-1 folds of validation, scored on the held-out fold), so
 the comparison is not flattered by fitting and scoring on the same rows, and
 the winner is refitted on the whole validation split. The shipped model is
-therefore on validation at least as good (in held-out log-loss) as each part,
+therefore on validation at least as good (in held-out log-loss) as its linear part,
 and its probabilities are calibrated: label smoothing and the balanced class
 weights of training shift raw probabilities, which Platt scaling undoes.
 

@@ -195,7 +195,6 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         history=card.get("history"),
         strategy=config.threshold_strategy,
         target=config.target,
-        raw_val_proba=model.predict_proba(val, calibrated=False),
         raw_test_proba=model.predict_proba(test, calibrated=False),
     )
     if config.repeats > 1:
