@@ -1,11 +1,11 @@
 """Model quality on every dataset under ../shared/datasets/ (and the demo sample), 3 splits each.
 
-Runs the real pipeline: the files are landed in a scratch storage root,
-ingested by the same assets as `fraud-assets ingest` (parse, Great
-Expectations, embedding with the configured model, time features), then the
-training assets (training_dataset -> fraud_classifier -> evaluation_report ->
-production_model) are materialised once per seed; each seed is a different
-stratified split. Per set it prints the model and every baseline as mean ± sd
+Runs the real pipeline through the commands users run: the files are landed
+in a scratch storage root and ingested by `fraud-assets ingest` (parse, Great
+Expectations, embedding with the configured model, time features), then
+`fraud-assets retrain` (training_dataset -> fraud_classifier ->
+evaluation_report -> production_model) runs once per seed, with FRAUD_SEED
+and the classifier's seed set to it; each seed is a different stratified split. Per set it prints the model and every baseline as mean ± sd
 of test F1 and PR-AUC, the paired difference model − TF-IDF with its sd, and
 Brier / ECE before and after calibration.
 
