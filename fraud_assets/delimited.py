@@ -23,7 +23,8 @@ import csv
 import io
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 Record = tuple[int, list[str] | None, str, str | None]  # (index, fields, raw text, error)
 _EXCEL_SEP = re.compile(r"^\ufeff?sep=(.)\s*$")
@@ -65,6 +66,48 @@ def _literal(line: str, delimiter: str) -> list[str]:
     return rows[0] if rows else [""]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What the head of a file says about all of it: delimiter, quoting, header and where records begin."""
+
+    delimiter: str
+    quoting: int
+    header: list[str]
+    body_start: int  # index of the first line after the header
+
+
+def detect_layout(lines: list[str], suffix: str) -> Layout:
+    """The layout of delimited text from its lines (all of them, or the first few thousand).
+
+    The Excel ``sep=;`` line names the delimiter (and is not the header);
+    otherwise it is sniffed from the first non-blank line. Blank lines before
+    the header are skipped. UnreadableFile when no header can be read.
+    """
+    from fraud_assets.readers import UnreadableFile
+
+    csv.field_size_limit(sys.maxsize)
+    lines = list(lines)
+    first_index = next((i for i, line in enumerate(lines) if line.strip()), 0)
+    first = lines[first_index] if lines else ""
+    excel = _EXCEL_SEP.match(first)
+    if excel:
+        lines[first_index] = ""
+        first = next((line for line in lines if line.strip()), "")
+    delimiter = excel.group(1) if excel else sniff_delimiter(first, suffix)
+    quoting = csv.QUOTE_MINIMAL
+    if delimiter == "\t" and not quotes_fields(lines, delimiter):
+        quoting = csv.QUOTE_NONE  # TSV: quotes are text unless the file consistently quotes its fields
+    feed = _Feed(lines, delimiter)
+    reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
+    while feed.pos < len(lines):
+        fields, error = _next_fields(reader, feed)
+        if fields is None:
+            raise UnreadableFile(f"cannot parse header: {error}")
+        if len(fields) > 1 or any(f.strip() for f in fields):
+            return Layout(delimiter, quoting, fields, feed.pos)
+    raise UnreadableFile("no header row (file has no records)")
+
+
 def split_records(
     text: str,
     suffix: str,
@@ -77,50 +120,46 @@ def split_records(
     free-text column when unquoted delimiters may be joined back into it (see
     :func:`_fitter`), else None.
     """
-    csv.field_size_limit(sys.maxsize)
     lines = io.StringIO(text, newline="").readlines()
-    first_index = next((i for i, line in enumerate(lines) if line.strip()), 0)
-    first = lines[first_index] if lines else ""
-    excel = _EXCEL_SEP.match(first)
-    if excel:  # Excel's "sep=;" line names the delimiter and is not the header
-        lines[first_index] = ""
-        first = next((line for line in lines if line.strip()), "")
-    delimiter = excel.group(1) if excel else sniff_delimiter(first, suffix)
-    quoting = csv.QUOTE_MINIMAL
-    if delimiter == "\t" and not quotes_fields(lines, delimiter):
-        quoting = csv.QUOTE_NONE  # TSV: quotes are text unless the file quotes its fields
-    header: list[str] | None = None
-    records: list[Record] = []
+    layout = detect_layout(lines, suffix)
+    records = [
+        (index, fields, raw, error)
+        for index, (_, _, _, fields, raw, error) in enumerate(body_records(lines, layout, shape_for, layout.body_start))
+    ]
+    return layout.header, records
+
+
+def body_records(
+    lines: list[str],
+    layout: Layout,
+    shape_for: Callable[[list[str]], tuple[Callable[[list[str]], bool], int | None]],
+    start: int = 0,
+) -> Iterator[tuple[int, int, int, list[str] | None, str, str | None]]:
+    """(first line, end line, furthest line read, fields, raw text, error) of each record from
+    ``lines[start]``, which must begin a record; blank lines are skipped.
+
+    A record depends only on the lines up to the furthest one read for it, so reading from a record
+    boundary gives the records a whole-file read gives, as long as no record's reading reached the
+    end of ``lines`` before the file's end (see :mod:`fraud_assets.batches`).
+    """
+    delimiter, quoting, header = layout.delimiter, layout.quoting, layout.header
+    plausible, text_index = shape_for(header)
+    fit = _fitter(header, delimiter, plausible, text_index)
     feed = _Feed(lines, delimiter)
-    fit: Callable[[list[str]], list[str] | None] = lambda fields: fields  # noqa: E731 (replaced once the header is known)
+    feed.pos = start
+    feed.plausible = lambda f: (fitted := fit(f)) is not None and plausible(fitted)
     reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
     while feed.pos < len(lines):
         fields, error = _next_fields(reader, feed)
         if error is not None:
             reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)  # a fresh state after an error
-        start, end = feed.start, max(feed.pos, feed.start + 1)
-        if header is None:
-            if fields is None:
-                from fraud_assets.readers import UnreadableFile
-
-                raise UnreadableFile(f"cannot parse header: {error}")
-            if len(fields) > 1 or any(f.strip() for f in fields):
-                header = fields
-                plausible, text_index = shape_for(fields)
-                fit = _fitter(header, delimiter, plausible, text_index)
-                # bound once: the header (and with it fit and plausible) is set a single time
-                feed.plausible = lambda f: (fitted := fit(f)) is not None and plausible(fitted)  # noqa: B023
-            continue
-        fields, end, error = _settle(lines, start, end, fields, error, delimiter, quoting, fit, len(header))
+        begin, end = feed.start, max(feed.pos, feed.start + 1)
+        reached = end
+        fields, end, error = _settle(lines, begin, end, fields, error, delimiter, quoting, fit, len(header))
         feed.pos = end
         if fields is not None and len(fields) <= 1 and not any(f.strip() for f in fields):
             continue  # blank line: not a record
-        records.append((len(records), fields, "".join(lines[start:end]), error))
-    if header is None:
-        from fraud_assets.readers import UnreadableFile
-
-        raise UnreadableFile("no header row (file has no records)")
-    return header, records
+        yield begin, end, reached, fields, "".join(lines[begin:end]), error
 
 
 class _Swallows(Exception):

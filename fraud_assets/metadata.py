@@ -8,13 +8,13 @@ import polars as pl
 from fraud_assets.text import escape_markdown, inert
 
 
-def label_balance(frame: pl.DataFrame) -> dict[str, float | int]:
-    fraud = int(frame["label"].sum() or 0) if frame.height else 0
-    return {
-        "fraud": fraud,
-        "normal": frame.height - fraud,
-        "fraud_share": round(fraud / frame.height, 4) if frame.height else 0.0,
-    }
+def label_balance(rows: pl.DataFrame | int, fraud: int | None = None) -> dict[str, float | int]:
+    """Fraud and normal counts of a frame, or of ``rows`` rows of which ``fraud`` are fraud."""
+    if isinstance(rows, pl.DataFrame):
+        fraud = int(rows["label"].sum() or 0) if rows.height else 0
+        rows = rows.height
+    fraud = fraud or 0
+    return {"fraud": fraud, "normal": rows - fraud, "fraud_share": round(fraud / rows, 4) if rows else 0.0}
 
 
 def preview_markdown(frame: pl.DataFrame, columns: list[str], *, rows: int = 10, width: int = 80) -> str:
@@ -38,8 +38,9 @@ def preview_markdown(frame: pl.DataFrame, columns: list[str], *, rows: int = 10,
     return "\n".join(lines)
 
 
-def table_metadata(frame: pl.DataFrame, uri: object, *, partitioned: bool = False) -> dict[str, object]:
-    """The standard entries the Dagster catalog shows natively: row count, column schema, URI."""
+def table_metadata(frame: pl.DataFrame, uri: object, *, partitioned: bool = False, rows: int | None = None) -> dict[str, object]:
+    """The standard entries the Dagster catalog shows natively: row count (``rows``, else the frame's),
+    column schema, URI."""
     schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
     rows_key = "dagster/partition_row_count" if partitioned else "dagster/row_count"
-    return {rows_key: frame.height, "dagster/column_schema": schema, "dagster/uri": str(uri)}
+    return {rows_key: frame.height if rows is None else rows, "dagster/column_schema": schema, "dagster/uri": str(uri)}

@@ -12,7 +12,7 @@ from fraud_assets.features import FeatureUnavailable, ServingContext, serving_fe
 from fraud_assets.readers import IngestConfig, read_messages, stable_message_id
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage
-from fraud_assets.text import normalize_text, text_hash
+from fraud_assets.text import normalize_texts, text_hashes
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet")
 REQUIRED_CARD_FIELDS = ("embedding_model", "embedding_fingerprint", "threshold")
@@ -44,11 +44,10 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     parsed = read_messages(input_path, IngestConfig.load(settings.ingest_config), timezone=settings.timezone, require_label=False)
     if parsed.error:
         raise ScoringError(f"cannot read {input_path}: {parsed.error}")
-    rows = parsed.rows.with_columns(pl.col("text").fill_null("").map_elements(normalize_text, return_dtype=pl.Utf8).alias("norm"))
+    rows = parsed.rows.with_columns(normalize_texts(parsed.rows["text"].fill_null("")).alias("norm"))
     unscored = _unscored_rows(parsed, rows.filter(pl.col("norm") == ""))
-    rows = rows.filter(pl.col("norm") != "").with_columns(
-        pl.col("norm").map_elements(text_hash, return_dtype=pl.Utf8).alias("text_hash")
-    )
+    rows = rows.filter(pl.col("norm") != "")
+    rows = rows.with_columns(text_hashes(rows["norm"]))
 
     started = time.perf_counter()
     messages = rows.select("message_id", "text_hash", pl.col("norm").alias("text"), "sent_at")

@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Union
 
@@ -178,7 +178,8 @@ class Storage:
             return
         with tempfile.TemporaryDirectory(prefix="fraud-assets-") as tmp:
             local = Path(tmp) / path.name
-            local.write_bytes(path.read_bytes())
+            with path.open("rb") as source, local.open("wb") as target:
+                shutil.copyfileobj(source, target, 1 << 22)  # streamed: the file may be larger than memory
             yield local
 
     @contextlib.contextmanager
@@ -227,6 +228,32 @@ class Storage:
         with self.atomic_path(path) as tmp:
             df.write_parquet(tmp)
         return path
+
+    @contextlib.contextmanager
+    def parquet_writer(self, path: StoragePath, schema: dict[str, pl.DataType]) -> Iterator[Callable[[pl.DataFrame], None]]:
+        """Write one Parquet file batch by batch (a row group each), published atomically when the
+        block ends, so memory holds one batch, never the whole file. Yields ``write(frame)``."""
+        import pyarrow.parquet as pq
+
+        arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
+        with (
+            self.atomic_path(path) as tmp,
+            pq.ParquetWriter(tmp, arrow_schema, compression="zstd", compression_level=1) as writer,
+        ):
+
+            def write(frame: pl.DataFrame) -> None:
+                if frame.height:
+                    writer.write_table(frame.select(list(schema)).cast(schema).to_arrow().cast(arrow_schema))
+
+            yield write
+
+    def iter_parquet(self, path: StoragePath, batch_rows: int) -> Iterator[pl.DataFrame]:
+        """A Parquet file as frames of at most ``batch_rows`` rows, read one at a time."""
+        import pyarrow.parquet as pq
+
+        with self.local_copy(path) as local:
+            for batch in pq.ParquetFile(local).iter_batches(batch_size=batch_rows):
+                yield pl.DataFrame(batch)
 
     def write_json(self, obj: Any, path: StoragePath) -> StoragePath:
         return self.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), path)

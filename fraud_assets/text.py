@@ -6,6 +6,8 @@ import hashlib
 import re
 import unicodedata
 
+import polars as pl
+
 #: What counts as a link and as a phone number, for masking here and for the model's text statistics
 #: (``has_url``, ``has_phone`` in :func:`fraud_assets.model.featurize.text_stats`). Written without
 #: look-arounds so that polars' regex engine runs them too; case-insensitive.
@@ -30,6 +32,29 @@ def normalize_text(text: str) -> str:
 def text_hash(normalized: str) -> str:
     """Stable 16-byte hex digest of an already normalised text."""
     return hashlib.blake2b(normalized.encode("utf-8"), digest_size=16).hexdigest()
+
+
+# Python's \s (what normalize_text collapses) is Unicode White_Space plus \x1c-\x1f; polars' \s lacks those four.
+_POLARS_WS = r"[\s\x1c-\x1f]+"
+
+
+def normalize_texts(texts: pl.Series) -> pl.Series:
+    """:func:`normalize_text` of every text of a Series (nulls stay null), several times faster:
+    NFKC in a C-level loop, whitespace collapsed by polars."""
+    nfkc = pl.Series(
+        texts.name, [None if t is None else unicodedata.normalize("NFKC", t) for t in texts.to_list()], dtype=pl.Utf8
+    )
+    return nfkc.str.replace_all(_POLARS_WS, " ").str.strip_chars(" ")
+
+
+def text_hashes(normalized: pl.Series) -> pl.Series:
+    """:func:`text_hash` of every text of a Series (nulls stay null)."""
+    blake2b = hashlib.blake2b
+    return pl.Series(
+        "text_hash",
+        [None if t is None else blake2b(t.encode("utf-8"), digest_size=16).hexdigest() for t in normalized.to_list()],
+        dtype=pl.Utf8,
+    )
 
 
 def mask_pii(text: str) -> str:

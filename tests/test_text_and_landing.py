@@ -55,3 +55,25 @@ def test_registration_archives_files_and_skips_unsettled_and_temporary_ones(tmp_
     assert archived_file(storage, new[0].partition_key)[0].exists()
     again = register_files(storage, {f.partition_key for f in new})
     assert again.new == [] and not again.issues
+
+
+def test_vectorised_normalisation_and_hashing_equal_the_per_text_functions():
+    import polars as pl
+
+    from fraud_assets.text import normalize_text, normalize_texts, text_hash, text_hashes
+
+    tricky = [
+        "  全角ＡＢＣ１２３　和\u3000空格 ",
+        "tab\tnew\nline\r\nand\x1c\x1d\x1e\x1fseparators",
+        "\u00a0nbsp\u2028line\u2029para\x85nel\u200bzero-width",
+        "ﬁ ligature ① circled ㍻ square",
+        "",
+        "   ",
+        None,
+        "plain ascii",
+    ]
+    normalized = normalize_texts(pl.Series(tricky, dtype=pl.Utf8)).to_list()
+    assert normalized == [None if t is None else normalize_text(t) for t in tricky]
+    assert text_hashes(pl.Series(normalized, dtype=pl.Utf8)).to_list() == [
+        None if t is None else text_hash(t) for t in normalized
+    ]

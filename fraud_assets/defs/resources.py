@@ -24,6 +24,7 @@ class FraudSettings(dg.ConfigurableResource):
     max_rejected_share: float = 0.2
     landing_settle_seconds: float = 2.0
     landing_batch_size: int = 200  # new files hashed and archived per sensor tick; the rest wait for the next
+    ingest_batch_rows: int = 100_000  # records parsed and validated at a time: ingest memory grows with this, not the file
     seed: int = 0  # the train/validation/test split (FRAUD_SEED); the same seed gives the same split
 
     @classmethod
