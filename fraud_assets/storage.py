@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Union
 
@@ -232,20 +233,31 @@ class Storage:
     @contextlib.contextmanager
     def parquet_writer(self, path: StoragePath, schema: dict[str, pl.DataType]) -> Iterator[Callable[[pl.DataFrame], None]]:
         """Write one Parquet file batch by batch (a row group each), published atomically when the
-        block ends, so memory holds one batch, never the whole file. Yields ``write(frame)``."""
+        block ends, so memory holds one batch, never the whole file. Yields ``write(frame)``.
+
+        Encoding and compression run on a background thread (pyarrow releases the GIL), overlapping
+        the caller's work on the next batch; at most one batch waits, so memory stays bounded.
+        """
         import pyarrow.parquet as pq
 
         arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
         with (
             self.atomic_path(path) as tmp,
             pq.ParquetWriter(tmp, arrow_schema, compression="zstd", compression_level=1) as writer,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer") as pool,
         ):
+            pending: list[Future] = []
 
             def write(frame: pl.DataFrame) -> None:
+                if pending:
+                    pending.pop().result()  # the previous batch is written (and its error raised) first
                 if frame.height:
-                    writer.write_table(frame.select(list(schema)).cast(schema).to_arrow().cast(arrow_schema))
+                    table = frame.select(list(schema)).cast(schema).to_arrow().cast(arrow_schema)
+                    pending.append(pool.submit(writer.write_table, table))
 
             yield write
+            if pending:
+                pending.pop().result()
 
     def iter_parquet(self, path: StoragePath, batch_rows: int) -> Iterator[pl.DataFrame]:
         """A Parquet file as frames of at most ``batch_rows`` rows, read one at a time."""

@@ -95,3 +95,24 @@ def test_s3_root_really_is_in_the_bucket(s3_endpoint, tmp_path):
     storage.write_text("hello", storage.root / "note.txt")
     assert s3fs.S3FileSystem().cat("fraud/visible/note.txt") == b"hello"
     assert not any(p.name.startswith("s3") for p in tmp_path.iterdir()) and not os.path.exists("s3:")
+
+
+def test_parquet_written_batch_by_batch_is_published_once_complete(storage):
+    schema = {"id": pl.Int64, "text": pl.Utf8}
+    target = storage.root / "batched" / "file.parquet"
+    batches = [pl.DataFrame({"id": range(i * 100, i * 100 + 100), "text": ["x"] * 100}) for i in range(5)]
+    with storage.parquet_writer(target, schema) as write:
+        for batch in batches:
+            write(batch)
+            assert not storage.exists(target)  # nothing visible before the block ends
+    assert storage.read_parquet(target).equals(pl.concat(batches))
+    for batch in storage.iter_parquet(target, 150):
+        assert batch.height <= 150
+
+    broken = storage.root / "batched" / "broken.parquet"
+    with pytest.raises(pl.exceptions.InvalidOperationError):
+        with storage.parquet_writer(broken, schema) as write:
+            write(batches[0])
+            write(pl.DataFrame({"id": ["not a number"], "text": ["y"]}))  # fails to cast: the file must not appear
+    assert not storage.exists(broken)
+    assert [p.name for p in storage.glob(storage.root / "batched")] == ["file.parquet"]
