@@ -9,7 +9,7 @@ import numpy as np
 
 from fraud_assets.model.config import FeatureSpec, TrainConfig
 from fraud_assets.model.featurize import _Features
-from fraud_assets.model.lexical import tfidf_matrix
+from fraud_assets.model.lexical import tfidf_matrix_of_groups
 
 
 def _build_module(config: TrainConfig, spec: FeatureSpec):
@@ -148,12 +148,10 @@ class _Inputs:
         self.dense = torch.from_numpy(feats.dense) if feats.dense is not None else None
         self.indptr = self.ids = self.weights = self.matrix = None
         if feats.lexical:
-            idf = module.idf.detach().cpu().numpy()
-            self.matrix = sum(tfidf_matrix(*group, idf) for group in feats.lexical).tocsr()
-            self.matrix.sort_indices()
+            self.matrix = tfidf_matrix_of_groups(feats.lexical, module.idf.detach().cpu().numpy())
             self.indptr = torch.from_numpy(self.matrix.indptr.astype(np.int64))
-            self.ids = torch.from_numpy(self.matrix.indices.astype(np.int64))
-            self.weights = torch.from_numpy(self.matrix.data.astype(np.float32))
+            self.ids = torch.from_numpy(self.matrix.indices)  # int32, shared with the matrix; int64 per batch
+            self.weights = torch.from_numpy(self.matrix.data)
 
     def batch(self, rows):
         import torch
@@ -166,7 +164,7 @@ class _Inputs:
         offsets = torch.zeros_like(lens)
         torch.cumsum(lens[:-1], 0, out=offsets[1:])
         gather = torch.repeat_interleave(starts - offsets, lens) + torch.arange(int(lens.sum()))
-        return dense, self.ids[gather], offsets, self.weights[gather]
+        return dense, self.ids[gather].long(), offsets, self.weights[gather]
 
 
 def _logits(module, inputs: _Inputs, batch_size: int = 8192, *, raw: bool = False, parts: bool = False):

@@ -96,13 +96,27 @@ def _init_statistics(module, f_train: _Features, spec: FeatureSpec) -> None:
 
     with torch.no_grad():
         if spec.dense_dim:
-            mean = f_train.dense.astype(np.float64).mean(axis=0)
-            std = f_train.dense.astype(np.float64).std(axis=0)
+            mean, std = _column_moments(f_train.dense)
             std[std < 1e-6] = 1.0  # constant columns (e.g. no timestamps) become 0
             module.dense_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
             module.dense_std.copy_(torch.from_numpy(std.astype(np.float32)))
         if spec.hash_space:
             module.idf.copy_(torch.from_numpy(f_train.idf(spec.hash_space)))
+
+
+def _column_moments(matrix: np.ndarray, chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and standard deviation in float64, a block of rows at a time (no float64 copy of
+    the whole matrix, which at a million rows would be 3 GB)."""
+    n = max(1, len(matrix))
+    total = np.zeros(matrix.shape[1], np.float64)
+    for start in range(0, len(matrix), chunk_rows):
+        total += matrix[start : start + chunk_rows].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    squares = np.zeros_like(mean)
+    for start in range(0, len(matrix), chunk_rows):
+        centred = matrix[start : start + chunk_rows].astype(np.float64) - mean
+        squares += (centred * centred).sum(axis=0)
+    return mean, np.sqrt(squares / n)
 
 
 def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log) -> dict:
@@ -200,6 +214,7 @@ def train_classifier(
     log(f"featurised {train.height} train + {val.height} validation rows in {time.perf_counter() - t0:.1f}s")
     y_train = train["label"].cast(pl.Int64).to_numpy()
     y_val = val["label"].cast(pl.Int64).to_numpy()
+    del train, val  # the split frames' copies of the embeddings are in the feature matrices now
 
     selection: dict[str, Any] = {}
     with torch.random.fork_rng(devices=[]):
@@ -207,6 +222,7 @@ def train_classifier(
         module = _build_module(config, spec)
         _init_statistics(module, f_train, spec)
         x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
+        del f_train, f_val  # their n-gram triples are in the inputs' matrices now
         if module.use_wide:
             selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
         if module.use_deep:
