@@ -140,13 +140,36 @@ def fit_wide(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, views=VI
     view's per-bucket scale is folded into its weights, so at scoring time
     the model only needs the TF-IDF features and one vector.
     """
-    y_train = np.asarray(y_train).astype(np.int64)
-    y_val = np.asarray(y_val).astype(np.int64)
+    return fit_prepared(prepare(x_train, x_val), y_train, y_val, views=views, cs=cs, seed=seed)
+
+
+@dataclass
+class Prepared:
+    """What liblinear is given: float64 copies restricted to the buckets seen in training."""
+
+    x_train: Any
+    x_val: Any
+    used: np.ndarray
+    width: int
+
+
+def prepare(x_train, x_val) -> Prepared:
+    """The working copies :func:`fit_prepared` needs; after this the caller may set its own matrices
+    aside (training spills them to disk: liblinear adds its own copy, 16 bytes per entry)."""
     # Only buckets seen in training can get a weight; fitting over those alone (a few hundred
     # thousand instead of millions) makes every solver iteration proportionally cheaper.
     used = np.unique(x_train.indices)
-    full_width = x_train.shape[1]
-    x_train, x_val = _columns(x_train, used, every_entry=True), _columns(x_val, used, every_entry=False)
+    return Prepared(_columns(x_train, used, every_entry=True), _columns(x_val, used, every_entry=False), used, x_train.shape[1])
+
+
+def fit_prepared(
+    prepared: Prepared, y_train: np.ndarray, y_val: np.ndarray, *, views=VIEWS, cs=DEFAULT_CS, seed: int = 0
+) -> WideFit:
+    """:func:`fit_wide` on :func:`prepare`'s copies (the training copy is rescaled in place by the last view)."""
+    y_train = np.asarray(y_train).astype(np.int64)
+    y_val = np.asarray(y_val).astype(np.int64)
+    x_train, x_val, used, full_width = prepared.x_train, prepared.x_val, prepared.used, prepared.width
+    prepared.x_train = None  # the last view rescales it in place: nothing else may use it afterwards
     weight = np.zeros(len(used), np.float64)
     bias, report = 0.0, dict[str, Any]()
     for i, view in enumerate(views):

@@ -5,6 +5,8 @@ Heavy imports (torch) happen inside functions only.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fraud_assets.model.config import FeatureSpec, TrainConfig
@@ -149,9 +151,34 @@ class _Inputs:
         self.indptr = self.ids = self.weights = self.matrix = None
         if feats.lexical:
             self.matrix = tfidf_matrix_of_groups(feats.lexical, module.idf.detach().cpu().numpy())
+            self.shape = self.matrix.shape
             self.indptr = torch.from_numpy(self.matrix.indptr.astype(np.int64))
             self.ids = torch.from_numpy(self.matrix.indices)  # int32, shared with the matrix; int64 per batch
             self.weights = torch.from_numpy(self.matrix.data)
+
+    def spill(self, folder: Path) -> None:
+        """Write the n-gram matrix's values and indices to ``folder`` and drop them from memory."""
+        np.save(folder / "data.npy", self.matrix.data)
+        np.save(folder / "indices.npy", self.matrix.indices)
+        self.matrix = self.ids = self.weights = None
+
+    def restore(self, folder: Path) -> None:
+        """Bring back what :meth:`spill` wrote (no-op when nothing was spilled)."""
+        import scipy.sparse as sp
+        import torch
+
+        if self.matrix is not None or not (folder / "data.npy").exists():
+            return
+        data, indices, indptr = np.load(folder / "data.npy"), np.load(folder / "indices.npy"), self.indptr.numpy()
+        self.matrix = sp.csr_matrix((data, indices, indptr), shape=self.shape)
+        self.matrix.has_sorted_indices = True
+        self.ids, self.weights = torch.from_numpy(self.matrix.indices), torch.from_numpy(self.matrix.data)
+
+    def set_dense(self, dense: np.ndarray | None) -> None:
+        """The dense matrix, when it is built after the n-gram matrix (training does so; see train.py)."""
+        import torch
+
+        self.dense = torch.from_numpy(dense) if dense is not None else None
 
     def batch(self, rows):
         import torch
