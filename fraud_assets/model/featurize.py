@@ -63,10 +63,17 @@ def _embedding_matrix(frame: pl.DataFrame, dim: int) -> np.ndarray:
     return mat
 
 
-def _featurise(frame: pl.DataFrame, spec: FeatureSpec) -> _Features:
-    missing = [c for c in spec.required_columns if c not in frame.columns]
+def _featurise(frame: pl.DataFrame, spec: FeatureSpec, *, dense: bool = True, lexical: bool = True) -> _Features:
+    """Model inputs of a frame; ``dense`` / ``lexical`` select the parts (training builds the lexical
+    part first and the dense matrix only after the linear part is fitted, to bound its peak memory)."""
+    needed = spec.required_columns if dense else ("text",) if spec.hash_space else ()
+    missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks the columns this model needs: {missing}")
+    return _Features(frame.height, _dense_matrix(frame, spec) if dense else None, _lexical(frame, spec) if lexical else [])
+
+
+def _dense_matrix(frame: pl.DataFrame, spec: FeatureSpec) -> np.ndarray | None:
     parts: list[np.ndarray] = []
     if spec.embedding_dim:
         parts.append(_embedding_matrix(frame, spec.embedding_dim))
@@ -78,11 +85,14 @@ def _featurise(frame: pl.DataFrame, spec: FeatureSpec) -> _Features:
     if spec.group_columns:
         g = frame.select(pl.col(c).cast(pl.Float32).fill_null(0.0).fill_nan(0.0) for c in spec.group_columns)
         parts.append(g.to_numpy().astype(np.float32))
-    dense = np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else None
+    return np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else None
+
+
+def _lexical(frame: pl.DataFrame, spec: FeatureSpec) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     lexical = []
     if spec.hash_space:
         texts = frame.get_column("text")
         lexical.append(hash_char_ngrams(texts, spec.hash_space, spec.ngram_min, spec.ngram_max, spec.ngram_lowercase))
         if spec.word_ngram_max:
             lexical.append(hash_word_ngrams(texts, spec.hash_space, spec.word_ngram_max, spec.ngram_lowercase))
-    return _Features(frame.height, dense, lexical)
+    return lexical

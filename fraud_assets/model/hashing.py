@@ -47,8 +47,8 @@ def hash_char_ngrams(
         ids_parts.append(ids)
         count_parts.append(counts)
     indptr = np.concatenate(indptrs)
-    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
-    counts = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64)
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32)
+    counts = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int32)
     return indptr, ids, counts
 
 
@@ -91,12 +91,13 @@ def _hash_sequences(
             bucket = (h % np.uint64(buckets)).astype(np.int64)
             keys.append(owner[:m][valid] * buckets + bucket[valid])
     if not keys:
-        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32)
     uniq, counts = np.unique(np.concatenate(keys), return_counts=True)
     rows = uniq // buckets
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return indptr, uniq % buckets, counts.astype(np.int64)
+    # int32 halves the largest arrays of training (buckets stay below 2**31, counts far below)
+    return indptr, (uniq % buckets).astype(np.int32), counts.astype(np.int32)
 
 
 def compute_idf(indptr: np.ndarray, ids: np.ndarray, buckets: int) -> np.ndarray:
@@ -113,11 +114,21 @@ def compute_idf(indptr: np.ndarray, ids: np.ndarray, buckets: int) -> np.ndarray
     return idf.astype(np.float32)
 
 
-def tfidf_weights(indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: np.ndarray) -> np.ndarray:
-    """Sublinear-tf x IDF weights, L2-normalised per text (float32, aligned with ``ids``)."""
-    n = len(indptr) - 1
-    w = (1.0 + np.log(counts.astype(np.float64))) * idf[ids].astype(np.float64)
-    rows = np.repeat(np.arange(n), np.diff(indptr))
-    norms = np.sqrt(np.bincount(rows, weights=w * w, minlength=n))
-    norms[norms == 0] = 1.0
-    return (w / norms[rows]).astype(np.float32)
+def tfidf_weights(
+    indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: np.ndarray, chunk_rows: int = 65536
+) -> np.ndarray:
+    """Sublinear-tf x IDF weights, L2-normalised per text (float32, aligned with ``ids``).
+
+    Computed ``chunk_rows`` texts at a time: the float64 intermediates then
+    stay small however many texts there are (a million texts hold over 10^8 n-grams).
+    """
+    out = np.empty(len(ids), np.float32)
+    for first in range(0, len(indptr) - 1, chunk_rows):
+        last = min(first + chunk_rows, len(indptr) - 1)
+        lo, hi = indptr[first], indptr[last]
+        w = (1.0 + np.log(counts[lo:hi].astype(np.float64))) * idf[ids[lo:hi]].astype(np.float64)
+        rows = np.repeat(np.arange(last - first), np.diff(indptr[first : last + 1]))
+        norms = np.sqrt(np.bincount(rows, weights=w * w, minlength=last - first))
+        norms[norms == 0] = 1.0
+        out[lo:hi] = w / norms[rows]
+    return out

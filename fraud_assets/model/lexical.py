@@ -47,7 +47,7 @@ def tokenize(texts: list[str], lowercase: bool = True) -> list[list[str]]:
 
 
 def hash_word_ngrams(
-    texts: pl.Series | list[str], buckets: int, n_max: int = 2, lowercase: bool = True
+    texts: pl.Series | list[str], buckets: int, n_max: int = 2, lowercase: bool = True, chunk_size: int = 16384
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hash word 1..``n_max``-grams of every text; CSR triple ``(indptr, ids, counts)``.
 
@@ -57,10 +57,24 @@ def hash_word_ngrams(
     share a hash on purpose.
     """
     values = texts.fill_null("").to_list() if isinstance(texts, pl.Series) else [t or "" for t in texts]
-    tokens = tokenize(values, lowercase)
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    flat = np.fromiter((zlib.crc32(w.encode("utf-8")) for ws in tokens for w in ws), dtype=np.uint64, count=int(lengths.sum()))
-    return _hash_sequences(flat ^ _WORD_SALT, lengths, buckets, 1, n_max, skip_marks=False)
+    indptrs, id_parts, count_parts, done = [np.zeros(1, np.int64)], [], [], 0
+    for start in range(0, len(values), chunk_size):  # tokens are Python objects: a chunk at a time
+        tokens = tokenize(values[start : start + chunk_size], lowercase)
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        flat = np.fromiter(
+            (zlib.crc32(w.encode("utf-8")) for ws in tokens for w in ws), dtype=np.uint64, count=int(lengths.sum())
+        )
+        indptr, ids, counts = _hash_sequences(flat ^ _WORD_SALT, lengths, buckets, 1, n_max, skip_marks=False)
+        indptrs.append(indptr[1:] + done)
+        done += len(ids)
+        id_parts.append(ids)
+        count_parts.append(counts)
+    empty = np.zeros(0, np.int32)
+    return (
+        np.concatenate(indptrs),
+        np.concatenate(id_parts) if id_parts else empty,
+        np.concatenate(count_parts) if count_parts else empty,
+    )
 
 
 def tfidf_matrix(indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: np.ndarray):
@@ -69,3 +83,31 @@ def tfidf_matrix(indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: n
 
     weights = tfidf_weights(indptr, ids, counts, idf)
     return sp.csr_matrix((weights, ids, indptr), shape=(len(indptr) - 1, len(idf)))
+
+
+def tfidf_matrix_of_groups(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]], idf: np.ndarray, chunk_rows: int = 65536):
+    """The sum of each group's :func:`tfidf_matrix` (the groups hash into one bucket space) as one
+    CSR with sorted int32 indices, built ``chunk_rows`` texts at a time so that the intermediate
+    matrices stay small (a million texts hold over 10^8 n-grams)."""
+    import scipy.sparse as sp
+
+    n = len(groups[0][0]) - 1
+    data, ids, lengths = [], [], [np.zeros(1, np.int64)]
+    for first in range(0, n, chunk_rows):
+        last = min(n, first + chunk_rows)
+        part = None
+        for indptr, g_ids, counts in groups:
+            lo, hi = indptr[first], indptr[last]
+            sub = tfidf_matrix(indptr[first : last + 1] - lo, g_ids[lo:hi], counts[lo:hi], idf)
+            part = sub if part is None else part + sub
+        part.sort_indices()
+        data.append(part.data.astype(np.float32, copy=False))
+        ids.append(part.indices.astype(np.int32, copy=False))
+        lengths.append(np.diff(part.indptr).astype(np.int64))
+    indptr = np.cumsum(np.concatenate(lengths))
+    empty = (np.zeros(0, np.float32), np.zeros(0, np.int32))
+    matrix = sp.csr_matrix(
+        (np.concatenate(data) if data else empty[0], np.concatenate(ids) if ids else empty[1], indptr), shape=(n, len(idf))
+    )
+    matrix.has_sorted_indices = True
+    return matrix

@@ -52,10 +52,12 @@ def nb_ratio(x_train, y_train: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     ratios of summed TF-IDF values had gained +0.2.
     """
     y = np.asarray(y_train).astype(bool)
-    present = (x_train != 0).astype(np.float64)
-    p = np.asarray(present[y].sum(axis=0)).ravel() + alpha
-    q = np.asarray(present[~y].sum(axis=0)).ravel() + alpha
-    return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float64)
+    fraud_entry = np.repeat(y, np.diff(x_train.indptr))  # counted from the CSR arrays: no copy of the matrix
+    present = x_train.data != 0
+    width = x_train.shape[1]
+    p = np.bincount(x_train.indices[present & fraud_entry], minlength=width).astype(np.float64) + alpha
+    q = np.bincount(x_train.indices[present & ~fraud_entry], minlength=width).astype(np.float64) + alpha
+    return np.log(p / p.sum()) - np.log(q / q.sum())
 
 
 def _balanced_log_loss(y: np.ndarray, logits: np.ndarray) -> float:
@@ -107,6 +109,30 @@ def fit_logreg(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0) -> 
     return coef, intercept, {"C": grid[i_best], "val_log_loss": loss, "path": path}
 
 
+def _columns(x, used: np.ndarray, every_entry: bool):
+    """``x[:, used]`` as a float64 CSR (what liblinear is given in any case). When every entry of
+    ``x`` lies in a ``used`` column, its indices are renumbered instead of sliced: one copy less
+    of the largest matrix of training."""
+    import scipy.sparse as sp
+
+    if not every_entry:
+        return x[:, used].astype(np.float64)
+    remap = np.zeros(x.shape[1], np.int32)
+    remap[used] = np.arange(len(used), dtype=np.int32)
+    return sp.csr_matrix((x.data.astype(np.float64), remap[x.indices], x.indptr), shape=(x.shape[0], len(used)))
+
+
+def _scaled(x, scale: np.ndarray, in_place: bool = False, chunk: int = 1 << 24):
+    """``x @ diag(scale)`` for a float64 CSR: a copy of its values, or ``x`` itself rescaled."""
+    import scipy.sparse as sp
+
+    data = x.data if in_place else np.empty_like(x.data)
+    for start in range(0, len(data), chunk):
+        end = start + chunk
+        np.multiply(x.data[start:end], scale[x.indices[start:end]], out=data[start:end])
+    return x if in_place else sp.csr_matrix((data, x.indices, x.indptr), shape=x.shape)
+
+
 def fit_wide(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, views=VIEWS, cs=DEFAULT_CS, seed: int = 0) -> WideFit:
     """Fit each view to convergence and average them into one weight vector.
 
@@ -114,23 +140,46 @@ def fit_wide(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, views=VI
     view's per-bucket scale is folded into its weights, so at scoring time
     the model only needs the TF-IDF features and one vector.
     """
-    import scipy.sparse as sp
+    return fit_prepared(prepare(x_train, x_val), y_train, y_val, views=views, cs=cs, seed=seed)
 
-    y_train = np.asarray(y_train).astype(np.int64)
-    y_val = np.asarray(y_val).astype(np.int64)
+
+@dataclass
+class Prepared:
+    """What liblinear is given: float64 copies restricted to the buckets seen in training."""
+
+    x_train: Any
+    x_val: Any
+    used: np.ndarray
+    width: int
+
+
+def prepare(x_train, x_val) -> Prepared:
+    """The working copies :func:`fit_prepared` needs; after this the caller may set its own matrices
+    aside (training spills them to disk: liblinear adds its own copy, 16 bytes per entry)."""
     # Only buckets seen in training can get a weight; fitting over those alone (a few hundred
     # thousand instead of millions) makes every solver iteration proportionally cheaper.
     used = np.unique(x_train.indices)
-    full_width = x_train.shape[1]
-    x_train, x_val = x_train[:, used], x_val[:, used]
+    return Prepared(_columns(x_train, used, every_entry=True), _columns(x_val, used, every_entry=False), used, x_train.shape[1])
+
+
+def fit_prepared(
+    prepared: Prepared, y_train: np.ndarray, y_val: np.ndarray, *, views=VIEWS, cs=DEFAULT_CS, seed: int = 0
+) -> WideFit:
+    """:func:`fit_wide` on :func:`prepare`'s copies (the training copy is rescaled in place by the last view)."""
+    y_train = np.asarray(y_train).astype(np.int64)
+    y_val = np.asarray(y_val).astype(np.int64)
+    x_train, x_val, used, full_width = prepared.x_train, prepared.x_val, prepared.used, prepared.width
+    prepared.x_train = None  # the last view rescales it in place: nothing else may use it afterwards
     weight = np.zeros(len(used), np.float64)
     bias, report = 0.0, dict[str, Any]()
-    for view in views:
+    for i, view in enumerate(views):
         scale = nb_ratio(x_train, y_train) if view == "nb" else None
-        xt, xv = (x_train, x_val) if scale is None else (x_train @ sp.diags(scale), x_val @ sp.diags(scale))
+        last = i == len(views) - 1  # the last view may scale the training matrix in place
+        xt, xv = (x_train, x_val) if scale is None else (_scaled(x_train, scale, in_place=last), _scaled(x_val, scale))
         # Each view walks its own C path: the NB view's scaled features want a different
         # strength (measured: about half the plain view's C on both Chinese proxies).
         coef, intercept, info = fit_logreg(xt, y_train, xv, y_val, cs, seed)
+        del xt, xv
         weight += coef if scale is None else coef * scale
         bias += intercept
         report[view] = info

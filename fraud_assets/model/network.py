@@ -5,11 +5,13 @@ Heavy imports (torch) happen inside functions only.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fraud_assets.model.config import FeatureSpec, TrainConfig
 from fraud_assets.model.featurize import _Features
-from fraud_assets.model.lexical import tfidf_matrix
+from fraud_assets.model.lexical import tfidf_matrix_of_groups
 
 
 def _build_module(config: TrainConfig, spec: FeatureSpec):
@@ -148,12 +150,35 @@ class _Inputs:
         self.dense = torch.from_numpy(feats.dense) if feats.dense is not None else None
         self.indptr = self.ids = self.weights = self.matrix = None
         if feats.lexical:
-            idf = module.idf.detach().cpu().numpy()
-            self.matrix = sum(tfidf_matrix(*group, idf) for group in feats.lexical).tocsr()
-            self.matrix.sort_indices()
+            self.matrix = tfidf_matrix_of_groups(feats.lexical, module.idf.detach().cpu().numpy())
+            self.shape = self.matrix.shape
             self.indptr = torch.from_numpy(self.matrix.indptr.astype(np.int64))
-            self.ids = torch.from_numpy(self.matrix.indices.astype(np.int64))
-            self.weights = torch.from_numpy(self.matrix.data.astype(np.float32))
+            self.ids = torch.from_numpy(self.matrix.indices)  # int32, shared with the matrix; int64 per batch
+            self.weights = torch.from_numpy(self.matrix.data)
+
+    def spill(self, folder: Path) -> None:
+        """Write the n-gram matrix's values and indices to ``folder`` and drop them from memory."""
+        np.save(folder / "data.npy", self.matrix.data)
+        np.save(folder / "indices.npy", self.matrix.indices)
+        self.matrix = self.ids = self.weights = None
+
+    def restore(self, folder: Path) -> None:
+        """Bring back what :meth:`spill` wrote (no-op when nothing was spilled)."""
+        import scipy.sparse as sp
+        import torch
+
+        if self.matrix is not None or not (folder / "data.npy").exists():
+            return
+        data, indices, indptr = np.load(folder / "data.npy"), np.load(folder / "indices.npy"), self.indptr.numpy()
+        self.matrix = sp.csr_matrix((data, indices, indptr), shape=self.shape)
+        self.matrix.has_sorted_indices = True
+        self.ids, self.weights = torch.from_numpy(self.matrix.indices), torch.from_numpy(self.matrix.data)
+
+    def set_dense(self, dense: np.ndarray | None) -> None:
+        """The dense matrix, when it is built after the n-gram matrix (training does so; see train.py)."""
+        import torch
+
+        self.dense = torch.from_numpy(dense) if dense is not None else None
 
     def batch(self, rows):
         import torch
@@ -166,7 +191,7 @@ class _Inputs:
         offsets = torch.zeros_like(lens)
         torch.cumsum(lens[:-1], 0, out=offsets[1:])
         gather = torch.repeat_interleave(starts - offsets, lens) + torch.arange(int(lens.sum()))
-        return dense, self.ids[gather], offsets, self.weights[gather]
+        return dense, self.ids[gather].long(), offsets, self.weights[gather]
 
 
 def _logits(module, inputs: _Inputs, batch_size: int = 8192, *, raw: bool = False, parts: bool = False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from fraud_assets.features import dense_columns
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfig, default_time_columns
 from fraud_assets.model.featurize import _Features, _featurise
-from fraud_assets.model.linear import fit_wide
+from fraud_assets.model.linear import fit_prepared, prepare
 from fraud_assets.model.network import _build_module, _Inputs, _logits, _RowAdam
 from fraud_assets.model.trained import TrainedModel
 from fraud_assets.thresholds import best_f1_threshold
@@ -26,14 +27,14 @@ def _smoothed_bce(logits, y, pos_weight, eps: float):
     return F.binary_cross_entropy_with_logits(logits, y * (1 - eps) + eps / 2, pos_weight=pos_weight)
 
 
-def _make_spec(train: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
+def _make_spec(dataset: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
     deep = config.use_deep
     embedding_dim = 0
     if config.use_embedding and deep:
-        dtype = train.schema.get("embedding")
+        dtype = dataset.schema.get("embedding")
         if dtype is None:
             raise ValueError("use_embedding=True but the dataset has no 'embedding' column")
-        embedding_dim = dtype.size if isinstance(dtype, pl.Array) else len(train["embedding"][0])
+        embedding_dim = dtype.size if isinstance(dtype, pl.Array) else len(dataset["embedding"][0])
     time_columns = (config.time_columns or default_time_columns()) if config.use_time and deep else ()
     return FeatureSpec(
         embedding_dim=int(embedding_dim),
@@ -49,7 +50,8 @@ def _make_spec(train: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
     )
 
 
-def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.Series, pl.Series]:
+    """Check the config and the dataset; the train and validation row masks."""
     if not (config.use_embedding or config.use_time or config.use_ngrams or config.use_text_stats):
         raise ValueError("TrainConfig switches off every feature group; keep at least one")
     if not (config.use_deep or (config.use_wide and config.use_ngrams)):
@@ -61,15 +63,15 @@ def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.DataFrame,
     for col in ("label", "split"):
         if col not in dataset.columns:
             raise ValueError(f"dataset lacks the column {col!r}")
-    train = dataset.filter(pl.col("split") == "train")
-    val = dataset.filter(pl.col("split") == "validation")
-    if train.height == 0 or val.height == 0:
-        raise ValueError(f"need train and validation rows, got {train.height} train / {val.height} validation")
-    if train["label"].null_count() or val["label"].null_count():
+    is_train, is_val = dataset["split"] == "train", dataset["split"] == "validation"
+    train, val = dataset["label"].filter(is_train), dataset["label"].filter(is_val)
+    if train.len() == 0 or val.len() == 0:
+        raise ValueError(f"need train and validation rows, got {train.len()} train / {val.len()} validation")
+    if train.null_count() or val.null_count():
         raise ValueError("labels must not be null")
-    if train["label"].n_unique() < 2:
+    if train.n_unique() < 2:
         raise ValueError("the train split holds only one class")
-    return train, val
+    return is_train, is_val
 
 
 def _val_record(y_val: np.ndarray, logits: np.ndarray, loss: float) -> dict[str, float]:
@@ -90,19 +92,40 @@ def _val_record(y_val: np.ndarray, logits: np.ndarray, loss: float) -> dict[str,
     }
 
 
-def _init_statistics(module, f_train: _Features, spec: FeatureSpec) -> None:
-    """Standardisation statistics and IDF from the train split, into the module's buffers."""
+def _init_idf(module, f_train: _Features, spec: FeatureSpec) -> None:
+    """IDF from the train split's n-grams, into the module's buffer."""
     import torch
 
-    with torch.no_grad():
-        if spec.dense_dim:
-            mean = f_train.dense.astype(np.float64).mean(axis=0)
-            std = f_train.dense.astype(np.float64).std(axis=0)
-            std[std < 1e-6] = 1.0  # constant columns (e.g. no timestamps) become 0
+    if spec.hash_space:
+        with torch.no_grad():
+            module.idf.copy_(torch.from_numpy(f_train.idf(spec.hash_space)))
+
+
+def _init_dense_statistics(module, x_train: _Inputs, spec: FeatureSpec) -> None:
+    """Standardisation statistics of the train split's dense matrix, into the module's buffers."""
+    import torch
+
+    if spec.dense_dim:
+        mean, std = _column_moments(x_train.dense.numpy())
+        std[std < 1e-6] = 1.0  # constant columns (e.g. no timestamps) become 0
+        with torch.no_grad():
             module.dense_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
             module.dense_std.copy_(torch.from_numpy(std.astype(np.float32)))
-        if spec.hash_space:
-            module.idf.copy_(torch.from_numpy(f_train.idf(spec.hash_space)))
+
+
+def _column_moments(matrix: np.ndarray, chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and standard deviation in float64, a block of rows at a time (no float64 copy of
+    the whole matrix, which at a million rows would be 3 GB)."""
+    n = max(1, len(matrix))
+    total = np.zeros(matrix.shape[1], np.float64)
+    for start in range(0, len(matrix), chunk_rows):
+        total += matrix[start : start + chunk_rows].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    squares = np.zeros_like(mean)
+    for start in range(0, len(matrix), chunk_rows):
+        centred = matrix[start : start + chunk_rows].astype(np.float64) - mean
+        squares += (centred * centred).sum(axis=0)
+    return mean, np.sqrt(squares / n)
 
 
 def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log) -> dict:
@@ -110,7 +133,12 @@ def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, c
     import torch
 
     t0 = time.perf_counter()
-    fit = fit_wide(x_train.matrix, y_train, x_val.matrix, y_val, views=config.wide_views, cs=config.wide_cs, seed=config.seed)
+    with tempfile.TemporaryDirectory(prefix="fraud-assets-train-") as spill:
+        prepared = prepare(x_train.matrix, x_val.matrix)
+        x_train.spill(Path(spill))  # liblinear adds its own copy: ours waits on disk meanwhile (1.2 GB at a million rows)
+        fit = fit_prepared(prepared, y_train, y_val, views=config.wide_views, cs=config.wide_cs, seed=config.seed)
+        del prepared
+        x_train.restore(Path(spill))
     with torch.no_grad():
         module.wide_weight.copy_(torch.from_numpy(fit.weight))
         module.wide_bias.fill_(fit.bias)
@@ -192,23 +220,34 @@ def train_classifier(
 
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
-    train, val = _validate(dataset, config)
-    spec = _make_spec(train, config)
+    is_train, is_val = _validate(dataset, config)
+    spec = _make_spec(dataset, config)
 
     t0 = time.perf_counter()
-    f_train, f_val = _featurise(train, spec), _featurise(val, spec)
-    log(f"featurised {train.height} train + {val.height} validation rows in {time.perf_counter() - t0:.1f}s")
-    y_train = train["label"].cast(pl.Int64).to_numpy()
-    y_val = val["label"].cast(pl.Int64).to_numpy()
+    if spec.hash_space and "text" not in dataset.columns:
+        raise ValueError("frame lacks the columns this model needs: ['text']")
+    texts = dataset.select(pl.col("text") if "text" in dataset.columns else pl.lit(None, pl.Utf8).alias("text"))
+    f_train = _featurise(texts.filter(is_train), spec, dense=False)
+    f_val = _featurise(texts.filter(is_val), spec, dense=False)
+    y_train = dataset["label"].filter(is_train).cast(pl.Int64).to_numpy()
+    y_val = dataset["label"].filter(is_val).cast(pl.Int64).to_numpy()
+    log(f"n-grams of {len(y_train)} train + {len(y_val)} validation rows in {time.perf_counter() - t0:.1f}s")
 
     selection: dict[str, Any] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         module = _build_module(config, spec)
-        _init_statistics(module, f_train, spec)
+        _init_idf(module, f_train, spec)
         x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
+        del f_train, f_val  # their n-gram triples are in the inputs' matrices now
         if module.use_wide:
             selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
+        # The dense matrix (embeddings, time, statistics) only now: the linear part's float64 copies are gone.
+        t0 = time.perf_counter()
+        x_train.set_dense(_featurise(dataset.filter(is_train), spec, lexical=False).dense)
+        x_val.set_dense(_featurise(dataset.filter(is_val), spec, lexical=False).dense)
+        _init_dense_statistics(module, x_train, spec)
+        log(f"dense features in {time.perf_counter() - t0:.1f}s")
         if module.use_deep:
             history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
         else:
