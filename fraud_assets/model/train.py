@@ -101,6 +101,15 @@ def _init_idf(module, f_train: _Features, spec: FeatureSpec) -> None:
             module.idf.copy_(torch.from_numpy(f_train.idf(spec.hash_space)))
 
 
+def _add_dense(module, spec: FeatureSpec, dataset: pl.DataFrame, train: tuple, val: tuple, log) -> None:
+    """Build the train and validation rows' dense matrices into their inputs; standardise on train."""
+    t0 = time.perf_counter()
+    for mask, inputs in (train, val):
+        inputs.set_dense(_featurise(dataset.filter(mask), spec, lexical=False).dense)
+    _init_dense_statistics(module, train[1], spec)
+    log(f"dense features in {time.perf_counter() - t0:.1f}s")
+
+
 def _init_dense_statistics(module, x_train: _Inputs, spec: FeatureSpec) -> None:
     """Standardisation statistics of the train split's dense matrix, into the module's buffers."""
     import torch
@@ -243,11 +252,7 @@ def train_classifier(
         if module.use_wide:
             selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
         # The dense matrix (embeddings, time, statistics) only now: the linear part's float64 copies are gone.
-        t0 = time.perf_counter()
-        x_train.set_dense(_featurise(dataset.filter(is_train), spec, lexical=False).dense)
-        x_val.set_dense(_featurise(dataset.filter(is_val), spec, lexical=False).dense)
-        _init_dense_statistics(module, x_train, spec)
-        log(f"dense features in {time.perf_counter() - t0:.1f}s")
+        _add_dense(module, spec, dataset, (is_train, x_train), (is_val, x_val), log)
         if module.use_deep:
             history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
         else:
