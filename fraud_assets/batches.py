@@ -124,6 +124,10 @@ class DelimitedFile:
             return None
         return cls(path, encoding, layout, head, handle)
 
+    def close(self) -> None:
+        """Close the file without reading it (:meth:`batches` closes it when done)."""
+        self._lines.close()
+
     def batches(self, shape_for: ShapeFor, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:
         """Yield (first record index, clean fields or None, records or None) per batch of
         ``batch_rows`` lines: clean fields (see :func:`clean_fields`) for a clean batch, else the records as the whole-file

@@ -544,20 +544,21 @@ def stream_messages(
 
     path = Path(path)
     source = source_file or path.name
+    opened = None
     try:
         zone = ZoneInfo(check_timezone(timezone, "timezone"))
         suffix = path.suffix.lower()
-        opened = None
         if suffix in TEXT_SUFFIXES - JSON_SUFFIXES:
             opened = batches.DelimitedFile.open(path, suffix)
         if opened is None:
             parsed = _read(path, config, zone, source, require_label)
             return MessageStream(source, iter([(parsed.rows, parsed.quarantine)]), parsed.encoding, parsed.file_format)
         columns = _check_columns(opened.layout.header, [], "csv", config, require_label)
-    except UnreadableFile as exc:
-        return MessageStream(source, iter(()), error=str(exc))
-    except OSError as exc:
-        return MessageStream(source, iter(()), error=f"cannot open file: {exc}")
+    except (UnreadableFile, OSError) as exc:
+        if opened is not None:
+            opened.close()
+        reason = str(exc) if isinstance(exc, UnreadableFile) else f"cannot open file: {exc}"
+        return MessageStream(source, iter(()), error=reason)
     shape = functools.partial(_record_shape, config=config, zone=zone)
     header = opened.layout.header
 
