@@ -198,12 +198,12 @@ def run_stage(name: str, root: Path, embed_sample: int) -> dict:
     return {
         "stage": name,
         "seconds": round(time.perf_counter() - start, 1),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mib": peak_rss_mib(),
         **extra,
     }
 
 
-def peak_rss_mb() -> int:
+def peak_rss_mib() -> int:
     """This process's peak RSS. VmHWM, because ru_maxrss survives exec and would report the parent's."""
     try:
         status = Path("/proc/self/status").read_text()
@@ -237,7 +237,7 @@ def benchmark(rows: int, files: int, stages: list[str], embed_sample: int) -> No
             "DAGSTER_HOME": str(Path(tmp) / "home"),
             "FRAUD_LANDING_SETTLE_SECONDS": "0",
         }
-        print("| stage | wall s | peak RSS MB | notes |\n|---|---|---|---|")
+        print("| stage | wall s | peak RSS MiB | notes |\n|---|---|---|---|")
         for stage in stages:
             command = [sys.executable, __file__, "--stage", stage, "--root", str(root), "--embed-sample", str(embed_sample)]
             done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -247,10 +247,10 @@ def benchmark(rows: int, files: int, stages: list[str], embed_sample: int) -> No
                 )
                 break
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            notes = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("stage", "seconds", "peak_rss_mb"))
+            notes = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("stage", "seconds", "peak_rss_mib"))
             if stage == "embed":
                 notes = f"measured on {embed_sample:,} messages, time for all EXTRAPOLATED: {notes}"
-            print(f"| {stage} | {result['seconds']} | {result['peak_rss_mb']} | {notes} |", flush=True)
+            print(f"| {stage} | {result['seconds']} | {result['peak_rss_mib']} | {notes} |", flush=True)
 
 
 def main() -> None:
