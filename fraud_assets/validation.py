@@ -109,8 +109,8 @@ class BatchValidator:
 
     Rows that pass the suite wait in Parquet parts under ``workdir``; only their keys stay in memory
     as numpy arrays (49 bytes a row: row numbers, label, 128-bit text and id hashes), so memory
-    grows with the batch size, not with the file (49 MB of keys for a million rows). Call :meth:`add` per batch, then :meth:`finish`, then read
-    :meth:`accepted_batches`.
+    grows with the batch size, not with the file (49 MB of keys for a million rows). Call
+    :meth:`add` per batch, then :meth:`finish`, then read :meth:`accepted_batches`.
     """
 
     def __init__(self, config: IngestConfig, workdir: Path, *, now: dt.datetime | None = None):
@@ -143,7 +143,8 @@ class BatchValidator:
                 "source_file", "source_row", pl.lit("validated_messages").alias("stage"), "reason", "raw"
             )
         )
-        passed = frame.join(failed, on="_row", how="anti").select("_row", *VALIDATED_SCHEMA, "raw")
+        # sorted by _row: the keys and accepted_batches() look rows up by binary search
+        passed = frame.join(failed, on="_row", how="anti").sort("_row").select("_row", *VALIDATED_SCHEMA, "raw")
         part = self.workdir / f"passed_{len(self._parts):06d}.parquet"
         passed.write_parquet(part, compression="uncompressed")  # a local scratch file, read once
         self._parts.append(part)
