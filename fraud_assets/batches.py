@@ -106,12 +106,12 @@ class DelimitedFile:
         if encoding is None:
             return None
         # newline="" splits lines exactly as the whole-file reader does (\r, \n and \r\n)
+        with path.open(encoding=encoding, errors="surrogateescape", newline="") as start:
+            sample = start.read(65536)  # the sample the whole-file reader checks (binary content, JSON)
+        if readers._control_share(sample) > 0.05 or sample.lstrip().startswith(("{", "[")):
+            return None
         handle = path.open(encoding=encoding, errors="surrogateescape", newline="")
         head = list(itertools.islice(handle, HEAD_LINES))
-        text = "".join(head)
-        if readers._control_share(text) > 0.05 or text.lstrip().startswith(("{", "[")):  # JSON in a .csv/.txt
-            handle.close()
-            return None
         try:
             layout = detect_layout(head, suffix)
         except readers.UnreadableFile:
