@@ -6,6 +6,7 @@ Heavy imports (torch) happen inside functions only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,13 +149,21 @@ class _Inputs:
 
         self.n = feats.n
         self.dense = torch.from_numpy(feats.dense) if feats.dense is not None else None
-        self.indptr = self.ids = self.weights = self.matrix = None
+        self.indptr: Any = None
+        self.ids: Any = None
+        self.weights: Any = None
+        self.matrix: Any = None
         if feats.lexical:
-            self.matrix = tfidf_matrix_of_groups(feats.lexical, module.idf.detach().cpu().numpy())
-            self.shape = self.matrix.shape
-            self.indptr = torch.from_numpy(self.matrix.indptr.astype(np.int64))
-            self.ids = torch.from_numpy(self.matrix.indices)  # int32, shared with the matrix; int64 per batch
-            self.weights = torch.from_numpy(self.matrix.data)
+            self._attach(tfidf_matrix_of_groups(feats.lexical, module.idf.detach().cpu().numpy()))
+
+    def _attach(self, matrix) -> None:
+        """Use ``matrix`` for the linear part and its arrays, shared, for batches."""
+        import torch
+
+        self.matrix, self.shape = matrix, matrix.shape
+        self.indptr = torch.from_numpy(matrix.indptr.astype(np.int64))
+        self.ids = torch.from_numpy(matrix.indices)  # int32, shared with the matrix; int64 per batch
+        self.weights = torch.from_numpy(matrix.data)
 
     def spill(self, folder: Path) -> None:
         """Write the n-gram matrix's values and indices to ``folder`` and drop them from memory."""
@@ -165,14 +174,13 @@ class _Inputs:
     def restore(self, folder: Path) -> None:
         """Bring back what :meth:`spill` wrote (no-op when nothing was spilled)."""
         import scipy.sparse as sp
-        import torch
 
         if self.matrix is not None or not (folder / "data.npy").exists():
             return
-        data, indices, indptr = np.load(folder / "data.npy"), np.load(folder / "indices.npy"), self.indptr.numpy()
-        self.matrix = sp.csr_matrix((data, indices, indptr), shape=self.shape)
-        self.matrix.has_sorted_indices = True
-        self.ids, self.weights = torch.from_numpy(self.matrix.indices), torch.from_numpy(self.matrix.data)
+        data, indices = np.load(folder / "data.npy"), np.load(folder / "indices.npy")
+        matrix = sp.csr_matrix((data, indices, self.indptr.numpy()), shape=self.shape)
+        matrix.has_sorted_indices = True
+        self._attach(matrix)
 
     def set_dense(self, dense: np.ndarray | None) -> None:
         """The dense matrix, when it is built after the n-gram matrix (training does so; see train.py)."""
