@@ -591,12 +591,59 @@ def embed_texts(
         "newly_embedded": missing.height,
         "reused": unique.height - missing.height,
         "seconds": round(time.perf_counter() - started, 4),
+        "encode_seconds": round(work_seconds, 4),
         "messages_per_s": round(missing.height / work_seconds, 2) if work_seconds > 0 else 0.0,
         "device": embedder.device,
         "model": embedder.model_name,
         "fingerprint": embedder.fingerprint,
         "dimension": dim,
     }
+
+
+class BatchEmbedder:
+    """:func:`embed_texts` over a file read batch by batch, with the stats summed over the batches.
+
+    Why: a million 384-d vectors are 1.5 GB, so a partition's vectors are
+    written a batch at a time instead of held whole. Resumability is
+    :func:`embed_texts`' own: a rerun reads the same batches, forms the same
+    chunks and takes the committed ones from the cache.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        cache: EmbeddingCache,
+        *,
+        chunk_size: int = 2048,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.embedder, self.cache, self.chunk_size, self.log = embedder, cache, chunk_size, log
+        self._totals: dict[str, Any] = dict.fromkeys(("rows", "unique_texts", "newly_embedded", "reused"), 0)
+        self._encode_seconds, self._dimension = 0.0, None
+        self._started = time.perf_counter()
+
+    def embed(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """The vectors of one batch (columns text_hash, text), as :func:`embed_texts` returns them."""
+        vectors, stats = embed_texts(batch, self.embedder, self.cache, chunk_size=self.chunk_size, log=self.log)
+        for key in self._totals:
+            self._totals[key] += stats[key]
+        self._encode_seconds += stats["encode_seconds"]
+        self._dimension = stats["dimension"]
+        return vectors
+
+    def stats(self) -> dict:
+        """The stats :func:`embed_texts` reports, for all batches so far."""
+        work = self._encode_seconds
+        return {
+            **self._totals,
+            "seconds": round(time.perf_counter() - self._started, 4),
+            "encode_seconds": round(work, 4),
+            "messages_per_s": round(self._totals["newly_embedded"] / work, 2) if work > 0 else 0.0,
+            "device": self.embedder.device,
+            "model": self.embedder.model_name,
+            "fingerprint": self.embedder.fingerprint,
+            "dimension": self._dimension if self._dimension is not None else self.embedder.dimension,
+        }
 
 
 def _in_input_order(frame: pl.DataFrame, pieces: list[pl.DataFrame], embedder: Embedder) -> tuple[pl.DataFrame, int]:

@@ -259,12 +259,12 @@ class Storage:
             if pending:
                 pending.pop().result()
 
-    def iter_parquet(self, path: StoragePath, batch_rows: int) -> Iterator[pl.DataFrame]:
-        """A Parquet file as frames of at most ``batch_rows`` rows, read one at a time."""
+    def iter_parquet(self, path: StoragePath, batch_rows: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """A Parquet file as frames of at most ``batch_rows`` rows (of ``columns``, default all), read one at a time."""
         import pyarrow.parquet as pq
 
         with self.local_copy(path) as local:
-            for batch in pq.ParquetFile(local).iter_batches(batch_size=batch_rows):
+            for batch in pq.ParquetFile(local).iter_batches(batch_size=batch_rows, columns=columns):
                 yield pl.DataFrame(batch)
 
     def write_json(self, obj: Any, path: StoragePath) -> StoragePath:

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from fraud_assets.cli import main
@@ -163,3 +164,46 @@ def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, ca
     after = pl.read_parquet(path)
     assert after.height == before.height
     assert all(a != b for a, b in zip(after["embedding"].to_list(), before["embedding"].to_list()))
+
+
+def test_a_file_ingested_in_small_batches_gives_the_tables_of_one_batch(env):
+    """Parse, validate and embed a batch of 2 rows at a time: the same tables as in one batch."""
+    from fraud_assets.defs.assets import features, ingest
+    from fraud_assets.defs.jobs import RUN_CONFIG
+    from fraud_assets.defs.resources import default_resources
+
+    lines = [f"message number {i} about parcel {i * 7},{i % 2},2026-03-0{1 + i % 9} 1{i % 10}:00:00" for i in range(11)]
+    lines += ["message number 3 about parcel 21,1,2026-03-05 10:00:00", "no label here,maybe,2026-03-05 10:00:00"]
+    lines += ['"a quoted message\nover two lines",1,2026-03-06 08:00:00']
+    (env / "incoming" / "batched.csv").write_text("text,label,sent_at\n" + "\n".join(lines) + "\n")
+    instance = get_instance()
+    fraud = FraudSettings.from_settings(landing_settle_seconds=0)
+    evaluate_sensor(instance, fraud)
+    (key,) = instance.get_dynamic_partitions(message_files.name)
+    assets = [ingest.raw_messages, ingest.validated_messages, features.message_embeddings, features.time_features]
+
+    tables = {}
+    for batch_rows in (2, 100_000):
+        resources = {**default_resources(), "fraud": FraudSettings.from_settings(ingest_batch_rows=batch_rows)}
+        result = dg.materialize(assets, partition_key=key, instance=instance, resources=resources, run_config=RUN_CONFIG)
+        assert result.success
+        metadata = {
+            name: result.asset_materializations_for_node(name)[0].metadata
+            for name in ("validated_messages", "message_embeddings")
+        }
+        tables[batch_rows] = {
+            name: pl.read_parquet(env / "assets" / name / f"{key}.parquet")
+            for name in ("raw_messages", "validated_messages", "message_embeddings", "time_features")
+        }
+        accepted = metadata["validated_messages"]["accepted"].value
+        embedded = metadata["message_embeddings"]
+        assert accepted == 12 and embedded["rows"].value == accepted  # 14 records: a duplicate text, a bad label
+        assert embedded["newly_embedded"].value + embedded["reused"].value == accepted
+        assert embedded["newly_embedded"].value == (accepted if batch_rows == 2 else 0)  # the second run reuses the cache
+
+    for name in ("raw_messages", "validated_messages", "time_features"):
+        assert tables[2][name].equals(tables[100_000][name]), name
+    small, whole = tables[2]["message_embeddings"], tables[100_000]["message_embeddings"]
+    assert small.drop("embedding").equals(whole.drop("embedding"))
+    direct = default_resources()["embedder"].get_embedder().encode(tables[2]["validated_messages"]["text"].to_list())
+    assert np.allclose(small["embedding"].to_numpy(), direct, atol=1e-5)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.lexical import hash_word_ngrams, tokenize
-from fraud_assets.model.linear import fit_logreg, fit_wide, nb_ratio
+from fraud_assets.model.linear import fit_logreg, fit_view, fit_wide, nb_ratio
 from fraud_assets.repeats import summarise, summary_markdown
 from tests.test_model import FAST, make_dataset
 
@@ -42,6 +42,24 @@ def _separable(n: int = 400, seed: int = 0):
     present = np.where(y == 1, rng.random(n) < 0.8, rng.random(n) < 0.1)
     x[:, 0] = present * (0.5 + rng.random(n))
     return sp.csr_matrix(x), y
+
+
+def test_c_is_chosen_on_a_sample_of_large_data_and_the_final_fit_sees_every_row():
+    x, y = _separable(n=3000)
+    xt, yt, xv, yv = x[:2400], y[:2400], x[2400:], y[2400:]
+    cs = (0.01, 0.1, 1.0, 10.0, 100.0)
+    exact = fit_logreg(xt, yt, xv, yv, cs)
+    unchanged = fit_view(xt, yt, xv, yv, cs, select_rows=2400)  # not larger than the sample: the exact walk
+    assert np.array_equal(unchanged[0], exact[0]) and unchanged[2] == exact[2]
+
+    coef, intercept, info = fit_view(xt, yt, xv, yv, cs, seed=0, select_rows=1000)
+    assert info["selected_on_rows"] == 1000 and info["C"] in cs
+    assert [p["C"] for p in info["path"]] == [info["C"]]  # one final fit ...
+    assert len(info["selection_path"]) >= 3  # ... after a walk on the sample
+    on_all = fit_logreg(xt, yt, xv, yv, (info["C"],))  # the final fit is the full data's fit at that C
+    assert np.array_equal(coef, on_all[0]) and intercept == on_all[1]
+    again = fit_view(xt, yt, xv, yv, cs, seed=0, select_rows=1000)
+    assert np.array_equal(again[0], coef)  # the sample is seeded
 
 
 def test_nb_ratio_points_to_the_class_a_feature_belongs_to():

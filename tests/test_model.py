@@ -201,6 +201,8 @@ def test_all_groups_off_is_rejected(dataset):
     off = dataclasses.replace(FAST, use_embedding=False, use_time=False, use_ngrams=False, use_text_stats=False)
     with pytest.raises(ValueError, match="feature group"):
         train_classifier(dataset, off)
+    with pytest.raises(ValueError, match="wide_select_rows"):
+        train_classifier(dataset, dataclasses.replace(FAST, wide_select_rows=10))
 
 
 def test_missing_column_is_a_clear_error(trained, dataset):

@@ -68,6 +68,7 @@ class TrainConfig:
     use_wide: bool = True
     wide_views: tuple[str, ...] = ("plain", "nb")
     wide_cs: tuple[float, ...] = tuple(2.0**k for k in range(-4, 11))  # L2 strengths tried per view, chosen on validation
+    wide_select_rows: int = 100_000  # with more train rows, C is chosen on a seeded sample of this many
     # the deep part (MLP over dense features + n-gram bag), trained on top of the fixed linear part
     use_deep: bool = True
     # stack the parts and calibrate them on validation (fraud_assets.model.calibration)

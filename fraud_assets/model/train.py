@@ -58,6 +58,8 @@ def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.Series, pl
         raise ValueError("TrainConfig switches off both the deep part and the linear n-gram part; keep one")
     if not 1 <= config.ngram_min <= config.ngram_max:
         raise ValueError("need 1 <= ngram_min <= ngram_max")
+    if config.wide_select_rows < 1000:
+        raise ValueError("wide_select_rows must be at least 1000 (C chosen on fewer rows is noise)")
     if config.wide_buckets % config.ngram_buckets:
         raise ValueError("wide_buckets must be a multiple of ngram_buckets (deep ids are wide ids modulo ngram_buckets)")
     for col in ("label", "split"):
@@ -145,7 +147,15 @@ def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, c
     with tempfile.TemporaryDirectory(prefix="fraud-assets-train-") as spill:
         prepared = prepare(x_train.matrix, x_val.matrix)
         x_train.spill(Path(spill))  # liblinear adds its own copy: ours waits on disk meanwhile (1.2 GB at a million rows)
-        fit = fit_prepared(prepared, y_train, y_val, views=config.wide_views, cs=config.wide_cs, seed=config.seed)
+        fit = fit_prepared(
+            prepared,
+            y_train,
+            y_val,
+            views=config.wide_views,
+            cs=config.wide_cs,
+            seed=config.seed,
+            select_rows=config.wide_select_rows,
+        )
         del prepared
         x_train.restore(Path(spill))
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Per-file features: sentence embeddings (cached, resumable) and time features."""
 
 import dagster as dg
+import polars as pl
 
 from fraud_assets.asset_names import MESSAGE_EMBEDDINGS, TIME_FEATURES, VALIDATED_MESSAGES
 from fraud_assets.defs.partitions import file_check, message_files
@@ -27,21 +28,30 @@ def message_embeddings(
     context: dg.AssetExecutionContext, fraud: FraudSettings, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     """One sentence-transformers vector per message, cached by (model fingerprint, text hash)."""
-    from fraud_assets.embeddings import EmbeddingCache, embed_texts
+    from fraud_assets.embeddings import BatchEmbedder, EmbeddingCache
 
     storage, key = fraud.storage, context.partition_key
-    validated = storage.read_parquet(storage.asset_path(VALIDATED_MESSAGES, key))
+    validated_path, path = storage.asset_path(VALIDATED_MESSAGES, key), storage.asset_path(MESSAGE_EMBEDDINGS, key)
     model = embedder.get_embedder()
-    cache = EmbeddingCache(storage.embedding_cache_dir, model.fingerprint)
-    vectors, stats = embed_texts(
-        validated.select("text_hash", "text"), model, cache, chunk_size=embedder.chunk_size, log=context.log.info
+    embedding = BatchEmbedder(
+        model,
+        EmbeddingCache(storage.embedding_cache_dir, model.fingerprint),
+        chunk_size=embedder.chunk_size,
+        log=context.log.info,
     )
-    embeddings = validated.select("message_id", "text_hash").with_columns(vectors["embedding"])
-    storage.write_parquet(embeddings, storage.asset_path(MESSAGE_EMBEDDINGS, key))
-    unk = model.unk_share(validated["text"].head(UNK_SAMPLE).to_list()) if validated.height else 0.0
+    schema = {"message_id": pl.Utf8, "text_hash": pl.Utf8, "embedding": pl.Array(pl.Float32, model.dimension)}
+    sample: list[str] = []  # texts for the vocabulary check, from the first batch
+    with storage.parquet_writer(path, schema) as write:
+        for batch in storage.iter_parquet(validated_path, fraud.ingest_batch_rows, columns=["message_id", "text_hash", "text"]):
+            embeddings = batch.select("message_id", "text_hash").with_columns(embedding.embed(batch)["embedding"])
+            write(embeddings)
+            sample = sample or batch["text"].head(UNK_SAMPLE).to_list()
+            context.log.info(f"embedded {embedding.stats()['rows']:,} messages")
+    stats = embedding.stats()
+    unk = model.unk_share(sample) if sample else 0.0
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(embeddings, storage.asset_path(MESSAGE_EMBEDDINGS, key), partitioned=True),
+            **table_metadata(pl.DataFrame(schema=schema), path, partitioned=True, rows=stats["rows"]),
             **stats,
             "unk_share": round(unk, 4),
         },
