@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import polars as pl
 
-from fraud_assets.embedding_backends import EXPORT_RECIPE, check_backend, onnx_model
+from fraud_assets.embedding_backends import check_backend, export_recipe, onnx_model
 from fraud_assets.storage import Storage
 
 BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -331,7 +331,7 @@ class Embedder:
                     f"max_seq_length={self.max_seq_length}",
                     f"normalize={self.normalize}",
                     f"precision={self.precision}",
-                    *([f"backend={self.backend}", f"recipe={EXPORT_RECIPE}"] if self.backend != "torch" else []),
+                    *([f"backend={self.backend}", f"recipe={export_recipe()}"] if self.backend != "torch" else []),
                 ]
             )
             self._fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,10 +1,12 @@
 """CPU embedding backends: torch, ONNX fp32 and ONNX int8 through sentence-transformers' ONNX support."""
 
 import importlib.util
+import platform
 
 import numpy as np
 import pytest
 
+from fraud_assets.embedding_backends import int8_preset
 from fraud_assets.embeddings import Embedder
 
 needs_onnx = pytest.mark.skipif(
@@ -31,6 +33,14 @@ def test_backend_is_part_of_the_fingerprint_so_vectors_never_mix():
     torch_fp = Embedder().fingerprint
     assert Embedder(backend="torch").fingerprint == torch_fp  # unchanged for existing caches
     assert len({torch_fp, Embedder(backend="onnx").fingerprint, Embedder(backend="onnx-int8").fingerprint}) == 3
+
+
+@pytest.mark.skipif(platform.machine().lower() in ("arm64", "aarch64"), reason="ARM CPUs take the arm64 preset")
+def test_int8_weights_are_signed_only_where_the_cpu_has_vnni():
+    assert int8_preset("flags\t\t: fpu sse4_2 avx2 fma avx512f avx512_vnni amx_int8") == "avx512_vnni"
+    assert int8_preset("flags\t\t: fpu sse4_2 avx2 fma avx_vnni") == "avx512_vnni"
+    assert int8_preset("flags\t\t: fpu sse4_2 avx2 fma avx512f") == "avx2"  # no VNNI: u8 weights, no overflow
+    assert int8_preset("") == "avx2"
 
 
 @needs_onnx
