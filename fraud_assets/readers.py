@@ -536,7 +536,8 @@ def stream_messages(
     CSV and TSV files are read in batches of ``batch_rows`` lines (default
     ``batches.DEFAULT_BATCH_ROWS``), so memory grows with the batch, not the
     file; clean batches take a vectorised path (see :mod:`fraud_assets.batches`).
-    Other formats are read whole and come as one batch. Row-level problems
+    Parquet files are read ``batch_rows`` rows at a time. JSON files are read
+    whole and come as one batch. Row-level problems
     quarantine that record with a reason; file-level problems are in
     ``error``, with no batches.
     """
@@ -548,6 +549,8 @@ def stream_messages(
     try:
         zone = ZoneInfo(check_timezone(timezone, "timezone"))
         suffix = path.suffix.lower()
+        if suffix in PARQUET_SUFFIXES:
+            return _stream_parquet(path, config, zone, source, require_label, batch_rows or batches.DEFAULT_BATCH_ROWS)
         if suffix in TEXT_SUFFIXES - JSON_SUFFIXES:
             opened = batches.DelimitedFile.open(path, suffix)
         if opened is None:
@@ -603,7 +606,7 @@ def read_messages(
 
 
 def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require_label: bool) -> ParsedFile:
-    """The whole-file reader: every format, one batch."""
+    """The whole-file reader for text formats (JSON, and delimited files the batch reader declines): one batch."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableFile(f"unsupported file type {suffix or '(none)'}; expected one of {sorted(SUPPORTED_SUFFIXES)}")
@@ -634,11 +637,7 @@ def _check_columns(
 
 
 def _load_records(path: Path, suffix: str, config: IngestConfig, zone: ZoneInfo) -> tuple[list[str], list, str, str | None]:
-    """(header, records, format, encoding) of a file; UnreadableFile when it cannot be read at all."""
-    if suffix in PARQUET_SUFFIXES:
-        if path.stat().st_size == 0:
-            raise UnreadableFile("empty file (0 bytes)")
-        return (*_read_parquet(path), "parquet", None)
+    """(header, records, format, encoding) of a text file; UnreadableFile when it cannot be read at all."""
     data = path.read_bytes()
     if not data.strip():
         raise UnreadableFile("empty file (0 bytes)" if not data else "empty file (only whitespace)")
@@ -790,18 +789,57 @@ def _as_text(value: Any, keep_empty: bool = False) -> str | None:
     return text if keep_empty else text.strip()
 
 
-def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str, str | None]]]:
-    """Rows of a Parquet file as dicts; binary, dictionary (categorical) and nested columns included."""
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as exc:  # polars raises several error types for corrupt files
-        raise UnreadableFile(f"cannot read Parquet: {exc}") from exc
+def _parquet_records(frame: pl.DataFrame, first: int) -> list[tuple[int, dict | None, str, str | None]]:
+    """The records of Parquet rows numbered from ``first``: (row, values, raw JSON, no error)."""
     frame = frame.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.Utf8))
-    records: list[tuple[int, dict | None, str, str | None]] = [
-        (i, row, json.dumps(row, ensure_ascii=False, default=_json_default), None)
+    return [
+        (first + i, row, json.dumps(row, ensure_ascii=False, default=_json_default), None)
         for i, row in enumerate(frame.iter_rows(named=True))
     ]
-    return frame.columns, records
+
+
+def _stream_parquet(
+    path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require_label: bool, batch_rows: int
+) -> MessageStream:
+    """A Parquet file ``batch_rows`` rows at a time.
+
+    A first pass reads (and discards) every batch, so a file that is corrupt
+    in its last row group is quarantined whole, as the whole-file reader
+    would, before any of its rows are written; decoding is cheap next to
+    the per-row conversion that follows.
+    """
+    import pyarrow.parquet as pq
+
+    def read() -> Iterator[pl.DataFrame]:
+        with pq.ParquetFile(path) as handle:
+            for batch in handle.iter_batches(batch_size=batch_rows):
+                yield pl.DataFrame(batch)
+
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableFile("empty file (0 bytes)")
+        try:
+            header = pq.read_schema(path).names
+            for _ in read():
+                pass
+        except Exception as exc:  # pyarrow and polars raise several error types for corrupt files
+            raise UnreadableFile(f"cannot read Parquet: {exc}") from exc
+        columns = _check_columns(header, [], "parquet", config, require_label)
+    except (UnreadableFile, OSError) as exc:
+        reason = str(exc) if isinstance(exc, UnreadableFile) else f"cannot open file: {exc}"
+        return MessageStream(source, iter(()), error=reason)
+
+    def frames() -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        first = 0
+        for frame in read():
+            rows, quarantine = _to_rows(_parquet_records(frame, first), header, columns, config, zone, source)
+            first += frame.height
+            yield (
+                pl.DataFrame(rows, schema=RAW_SCHEMA) if rows else empty_raw(),
+                pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA) if quarantine else empty_quarantine(),
+            )
+
+    return MessageStream(source, frames(), None, "parquet")
 
 
 def _json_default(value: Any) -> str:

@@ -229,3 +229,45 @@ def test_duplicates_across_batches_follow_the_whole_file_rule(tmp_path, batch_ro
     assert dict(summary.quarantine.select("source_row", "reason").rows()) == reasons
     assert summary.accepted == len(kept) and summary.fraud == int(accepted["label"].sum())
     assert len(kept) + summary.quarantine.height == n
+
+
+def test_parquet_is_read_in_batches_with_the_rows_and_reasons_of_one_batch(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 23
+    table = pa.table(
+        {
+            "id": [f"m{i}" for i in range(n)],
+            "content": pa.array(
+                [b"\xff not utf-8" if i == 9 else f"消息 {i} about a parcel".encode() for i in range(n)], type=pa.binary()
+            ),
+            "label": pa.array([["0", "1", "defraud", "maybe"][i % 4] for i in range(n)]).dictionary_encode(),
+            "sent_at": [None if i % 5 == 0 else f"2026-03-01 10:{i:02d}:00" for i in range(n)],
+        }
+    )
+    path = tmp_path / "export.parquet"
+    pq.write_table(table, path, row_group_size=5)
+    reference = read_messages(path, CONFIG, batch_rows=100_000)
+    assert (reference.rows.height, reference.quarantine.height) == (22, 1) and reference.quarantine["source_row"].to_list() == [9]
+    for batch_rows in (1, 2, 7):
+        assert_same(read_messages(path, CONFIG, batch_rows=batch_rows), reference)
+        assert stream_messages(path, CONFIG, batch_rows=batch_rows).file_format == "parquet"
+
+
+def test_a_parquet_file_corrupt_in_its_last_row_group_is_quarantined_whole_before_any_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "torn.parquet"
+    texts = [f"message {i} " + "x" * (i % 50) for i in range(400)]
+    pq.write_table(pa.table({"text": texts, "label": [i % 2 for i in range(400)]}), path, row_group_size=100, compression="zstd")
+    last = pq.ParquetFile(path).metadata.row_group(3).column(0)
+    data = bytearray(path.read_bytes())
+    start = last.data_page_offset + 8
+    data[start : start + 64] = bytes(range(64))  # garbage inside the last row group's text pages; the footer is intact
+    path.write_bytes(bytes(data))
+
+    stream = stream_messages(path, CONFIG, batch_rows=50)
+    assert stream.error is not None and "cannot read Parquet" in stream.error
+    assert list(stream) == [] and stream.rows_read == 0
