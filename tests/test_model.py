@@ -177,6 +177,22 @@ def test_tensorboard_has_every_tag(trained):
     assert len(acc.Scalars("Val/F1Score")) == len(trained[0].history)
 
 
+def test_an_epoch_visits_at_most_epoch_rows_and_small_data_trains_as_before(dataset, trained, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    n_train = int((dataset["split"] == "train").sum())
+    same = train_classifier(dataset, dataclasses.replace(FAST, epoch_rows=n_train))  # not fewer rows: the full pass
+    np.testing.assert_array_equal(same.predict_proba(dataset), trained[0].predict_proba(dataset))
+
+    config = dataclasses.replace(FAST, epoch_rows=128, max_epochs=3, patience=3)
+    sampled = train_classifier(dataset, config, tensorboard_dir=tmp_path)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert len(events.Scalars("Train/BatchLoss")) == len(sampled.history) * 2  # 128 rows in batches of 64
+    again = train_classifier(dataset, config)
+    np.testing.assert_array_equal(again.predict_proba(dataset), sampled.predict_proba(dataset))  # seeded samples
+
+
 @pytest.mark.parametrize(
     "groups",
     [

@@ -82,6 +82,9 @@ class TrainConfig:
     sparse_lr: float = 1e-2  # row-wise Adam on the n-gram table (fastText-like higher rate)
     batch_size: int = 256
     max_epochs: int = 40
+    # Rows an epoch visits at most (a fresh seeded sample each epoch on larger data): an epoch of the
+    # deep part costs the same at a million rows as at this many, and early stopping looks as often.
+    epoch_rows: int = 200_000
     patience: int = 5
     warmup_epochs: float = 1.0
     min_loss_delta: float = 1e-3  # a tie on val F1 counts as better only if val loss drops this much
