@@ -570,11 +570,7 @@ def stream_messages(
             if clean is not None:
                 yield batches.fast_frames(clean, first, header, columns, config, zone, source)
             else:
-                rows, quarantine = _to_rows(records or [], header, columns, config, zone, source)
-                yield (
-                    pl.DataFrame(rows, schema=RAW_SCHEMA) if rows else empty_raw(),
-                    pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA) if quarantine else empty_quarantine(),
-                )
+                yield _as_frames(*_to_rows(records or [], header, columns, config, zone, source))
 
     return MessageStream(source, frames(), opened.encoding, "tsv" if suffix == ".tsv" else "csv")
 
@@ -612,13 +608,14 @@ def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require
         raise UnreadableFile(f"unsupported file type {suffix or '(none)'}; expected one of {sorted(SUPPORTED_SUFFIXES)}")
     header, records, file_format, encoding = _load_records(path, suffix, config, zone)
     columns = _check_columns(header, records, file_format, config, require_label)
-    rows, quarantine = _to_rows(records, header, columns, config, zone, source)
-    return ParsedFile(
-        source,
+    return ParsedFile(source, *_as_frames(*_to_rows(records, header, columns, config, zone, source)), encoding, file_format)
+
+
+def _as_frames(rows: list[dict], quarantine: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The (rows, quarantine) frames of :func:`_to_rows`' dicts."""
+    return (
         pl.DataFrame(rows, schema=RAW_SCHEMA) if rows else empty_raw(),
         pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA) if quarantine else empty_quarantine(),
-        encoding=encoding,
-        file_format=file_format,
     )
 
 
@@ -832,12 +829,8 @@ def _stream_parquet(
     def frames() -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
         first = 0
         for frame in read():
-            rows, quarantine = _to_rows(_parquet_records(frame, first), header, columns, config, zone, source)
+            yield _as_frames(*_to_rows(_parquet_records(frame, first), header, columns, config, zone, source))
             first += frame.height
-            yield (
-                pl.DataFrame(rows, schema=RAW_SCHEMA) if rows else empty_raw(),
-                pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA) if quarantine else empty_quarantine(),
-            )
 
     return MessageStream(source, frames(), None, "parquet")
 
