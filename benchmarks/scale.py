@@ -1,7 +1,7 @@
 """How each stage's time and memory grow with the number of messages.
 
     PYTHONPATH=. .venv/bin/python benchmarks/scale.py [--rows 100000 300000 1000000] [--files 5]
-        [--stages register parse_validate embed time_features training_dataset train evaluate]
+        [--stages register parse_validate embed time_features training_dataset train evaluate | prefill ingest]
 
 For each N it writes N synthetic messages (about 165 bytes a row, mostly
 Chinese, 20 % fraud, 2 % of labels flipped) as ``--files`` daily CSV files into a fresh landing
