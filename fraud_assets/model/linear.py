@@ -185,7 +185,7 @@ def fit_view(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, selec
 
     Why: the C walk fits four to ten models, each costing time linear in the
     rows or worse (measured on synthetic messages: 10 s a fit at 100,000 rows,
-    a walk of 45 minutes at 700,000). On larger data the walk runs on a
+    a walk still unfinished after 45 minutes at 700,000). On larger data the walk runs on a
     seeded uniform sample of ``select_rows`` rows and one model is then
     fitted on all of them at the chosen C. sklearn's C multiplies a sum
     over rows, so the same C on more rows already means relatively less
