@@ -59,8 +59,9 @@ def nb_ratio(x_train, y_train: np.ndarray, alpha: float = 1.0, chunk_rows: int =
     for start in range(0, len(y), chunk_rows):  # counted from the CSR arrays, a block of rows at a time
         end = min(start + chunk_rows, len(y))
         lo, hi = indptr[start], indptr[end]
-        ids = x_train.indices[lo:hi][x_train.data[lo:hi] != 0]
-        fraud = np.repeat(y[start:end], np.diff(indptr[start : end + 1]))[x_train.data[lo:hi] != 0]
+        present = x_train.data[lo:hi] != 0
+        ids = x_train.indices[lo:hi][present]
+        fraud = np.repeat(y[start:end], np.diff(indptr[start : end + 1]))[present]
         p += np.bincount(ids[fraud], minlength=width)
         q += np.bincount(ids[~fraud], minlength=width)
     return np.log(p / p.sum()) - np.log(q / q.sum())
