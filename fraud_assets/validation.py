@@ -210,7 +210,7 @@ class BatchValidator:
         if self._keep is None:
             raise RuntimeError("call finish() before reading the accepted rows")
         for part in self._parts:
-            passed = pl.read_parquet(part)
+            passed = pl.read_parquet(part, columns=["_row", *VALIDATED_SCHEMA])  # not the raw line
             if passed.height:
                 rows = passed["_row"].to_numpy()
                 kept = self._keep[np.searchsorted(self._keep, rows[0]) : np.searchsorted(self._keep, rows[-1], side="right")]

@@ -106,8 +106,11 @@ def test_parquet_written_batch_by_batch_is_published_once_complete(storage):
             write(batch)
             assert not storage.exists(target)  # nothing visible before the block ends
     assert storage.read_parquet(target).equals(pl.concat(batches))
-    for batch in storage.iter_parquet(target, 150):
-        assert batch.height <= 150
+    # slices that cut across the row groups (one per write) give back every row once, in order
+    read = list(storage.iter_parquet(target, 150))
+    assert [b.height for b in read] == [150, 150, 150, 50]
+    assert pl.concat(read).equals(pl.concat(batches))
+    assert [b.columns for b in storage.iter_parquet(target, 1000, columns=["text"])] == [["text"]]
 
     broken = storage.root / "batched" / "broken.parquet"
     with pytest.raises(pl.exceptions.InvalidOperationError):
