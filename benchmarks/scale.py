@@ -225,7 +225,8 @@ def stage_train(instance, storage) -> dict:
     from fraud_assets.model import TrainConfig, train_classifier
     from fraud_assets.model.io import save_model
 
-    dataset = storage.read_parquet(storage.root / "scale_dataset.parquet")
+    # as the fraud_classifier asset passes it: lazily, so the vectors are read only for the deep part
+    dataset = pl.scan_parquet(storage.root / "scale_dataset.parquet")
     model = train_classifier(dataset, TrainConfig(), log=lambda message: print(message, file=sys.stderr))
     save_model(model, storage.root / "scale_model", {"run_name": "scale"})
     return {"epochs": len(model.history), "blend": model.selection.get("blend", {}).get("chosen")}

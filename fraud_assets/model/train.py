@@ -27,14 +27,17 @@ def _smoothed_bce(logits, y, pos_weight, eps: float):
     return F.binary_cross_entropy_with_logits(logits, y * (1 - eps) + eps / 2, pos_weight=pos_weight)
 
 
-def _make_spec(dataset: pl.DataFrame, config: TrainConfig) -> FeatureSpec:
+def _make_spec(dataset: pl.LazyFrame, config: TrainConfig) -> FeatureSpec:
     deep = config.use_deep
     embedding_dim = 0
     if config.use_embedding and deep:
-        dtype = dataset.schema.get("embedding")
+        dtype = dataset.collect_schema().get("embedding")
         if dtype is None:
             raise ValueError("use_embedding=True but the dataset has no 'embedding' column")
-        embedding_dim = dtype.size if isinstance(dtype, pl.Array) else len(dataset["embedding"][0])
+        if isinstance(dtype, pl.Array):
+            embedding_dim = dtype.size
+        else:
+            embedding_dim = dataset.select(pl.col("embedding").first().list.len()).collect().item()
     time_columns = (config.time_columns or default_time_columns()) if config.use_time and deep else ()
     return FeatureSpec(
         embedding_dim=int(embedding_dim),
@@ -105,12 +108,15 @@ def _init_idf(module, f_train: _Features, spec: FeatureSpec) -> None:
             module.idf.copy_(torch.from_numpy(f_train.idf(spec.hash_space)))
 
 
-def _add_dense(module, spec: FeatureSpec, dataset: pl.DataFrame, train: tuple, val: tuple, log) -> None:
+def _add_dense(module, spec: FeatureSpec, dataset: pl.LazyFrame, x_train: _Inputs, x_val: _Inputs, log) -> None:
     """Build the train and validation rows' dense matrices into their inputs; standardise on train."""
     t0 = time.perf_counter()
-    for mask, inputs in (train, val):
-        inputs.set_dense(_featurise(dataset.filter(mask), spec, lexical=False).dense)
-    _init_dense_statistics(module, train[1], spec)
+    present = set(dataset.collect_schema().names())
+    needed = [c for c in spec.required_columns if c in present]  # _featurise names any that are missing
+    for split, inputs in (("train", x_train), ("validation", x_val)):
+        rows = dataset.filter(pl.col("split") == split).select(needed).collect()
+        inputs.set_dense(_featurise(rows, spec, lexical=False).dense)
+    _init_dense_statistics(module, x_train, spec)
     log(f"dense features in {time.perf_counter() - t0:.1f}s")
 
 
@@ -214,7 +220,7 @@ def _linear_only_history(module, x_val: _Inputs, y_val: np.ndarray) -> list[dict
 
 
 def train_classifier(
-    dataset: pl.DataFrame,
+    dataset: pl.DataFrame | pl.LazyFrame,
     config: TrainConfig = TrainConfig(),
     *,
     tensorboard_dir: Path | None = None,
@@ -236,22 +242,31 @@ def train_classifier(
 
     Deterministic: same data and seed give identical history and
     probabilities. Torch's global RNG state and thread count are left as found.
+
+    ``dataset`` may be a ``LazyFrame`` (``pl.scan_parquet`` of the training
+    dataset, as the ``fraud_classifier`` asset passes it): the embedding
+    vectors are then read only for the deep part, after the linear part's
+    copies are gone, instead of being held throughout (1.5 GB at a million rows).
     """
     import torch
 
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
-    is_train, is_val = _validate(dataset, config)
+    dataset = dataset.lazy()
+    columns = dataset.collect_schema().names()
+    split_and_label = dataset.select(c for c in ("split", "label") if c in columns).collect()
+    is_train, is_val = _validate(split_and_label, config)
     spec = _make_spec(dataset, config)
 
     t0 = time.perf_counter()
-    if spec.hash_space and "text" not in dataset.columns:
+    if spec.hash_space and "text" not in columns:
         raise ValueError("frame lacks the columns this model needs: ['text']")
-    texts = dataset.select(pl.col("text") if "text" in dataset.columns else pl.lit(None, pl.Utf8).alias("text"))
+    texts = dataset.select(pl.col("text") if "text" in columns else pl.lit(None, pl.Utf8).alias("text")).collect()
     f_train = _featurise(texts.filter(is_train), spec, dense=False)
     f_val = _featurise(texts.filter(is_val), spec, dense=False)
-    y_train = dataset["label"].filter(is_train).cast(pl.Int64).to_numpy()
-    y_val = dataset["label"].filter(is_val).cast(pl.Int64).to_numpy()
+    del texts
+    y_train = split_and_label["label"].filter(is_train).cast(pl.Int64).to_numpy()
+    y_val = split_and_label["label"].filter(is_val).cast(pl.Int64).to_numpy()
     log(f"n-grams of {len(y_train)} train + {len(y_val)} validation rows in {time.perf_counter() - t0:.1f}s")
 
     selection: dict[str, Any] = {}
@@ -264,7 +279,7 @@ def train_classifier(
         if module.use_wide:
             selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
         # The dense matrix (embeddings, time, statistics) only now: the linear part's float64 copies are gone.
-        _add_dense(module, spec, dataset, (is_train, x_train), (is_val, x_val), log)
+        _add_dense(module, spec, dataset, x_train, x_val, log)
         if module.use_deep:
             history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
         else:

@@ -138,12 +138,12 @@ def fraud_classifier(
 
     storage = fraud.storage
     dataset_path = as_path(run_output(context, TRAINING_DATASET))
-    dataset = storage.read_parquet(dataset_path)
     lineage = storage.read_json(dataset_path.with_suffix(".json"))
     name = run_name(context)
     train_config = TrainConfig.from_dict(config.model_dump())
-    with storage.local_folder(storage.tensorboard_dir / name) as tensorboard:
-        model = train_classifier(dataset, train_config, tensorboard_dir=tensorboard, log=context.log.info)
+    with storage.local_copy(dataset_path) as local, storage.local_folder(storage.tensorboard_dir / name) as tensorboard:
+        # lazily: each training stage reads the columns it needs (the vectors only for the deep part)
+        model = train_classifier(pl.scan_parquet(local), train_config, tensorboard_dir=tensorboard, log=context.log.info)
     embedding = embedder.get_embedder()
     card = {
         "run_name": name,
