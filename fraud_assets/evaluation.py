@@ -204,7 +204,9 @@ def baseline_scores(dataset: pl.DataFrame, *, c: float = 10.0, seed: int = 0) ->
     if "embedding" in dataset.columns:
         add(
             "embedding_logreg",
-            lambda: make_pipeline(StandardScaler(), logreg(C=1.0)),
+            # copy=False: each call of the second lambda makes a fresh float64 array, so scaling it in
+            # place is safe and saves a second copy (2 GB for 700,000 train rows of 384-d vectors)
+            lambda: make_pipeline(StandardScaler(copy=False), logreg(C=1.0)),
             lambda f: np.asarray(f.get_column("embedding").to_numpy(), dtype=np.float64).reshape(f.height, -1),
         )
     add(
