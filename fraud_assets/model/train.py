@@ -219,6 +219,26 @@ def _linear_only_history(module, x_val: _Inputs, y_val: np.ndarray) -> list[dict
     ]
 
 
+def _lexical_part(dataset: pl.LazyFrame, config: TrainConfig, log) -> tuple[FeatureSpec, tuple, tuple]:
+    """Check the dataset; the feature spec and the (n-gram features, labels) of train and of validation,
+    read from the split, label and text columns only."""
+    columns = dataset.collect_schema().names()
+    split_and_label = dataset.select(c for c in ("split", "label") if c in columns).collect()
+    is_train, is_val = _validate(split_and_label, config)
+    spec = _make_spec(dataset, config)
+    t0 = time.perf_counter()
+    if spec.hash_space and "text" not in columns:
+        raise ValueError("frame lacks the columns this model needs: ['text']")
+    texts = dataset.select(pl.col("text") if "text" in columns else pl.lit(None, pl.Utf8).alias("text")).collect()
+
+    def part(mask: pl.Series) -> tuple[_Features, np.ndarray]:
+        return _featurise(texts.filter(mask), spec, dense=False), split_and_label["label"].filter(mask).cast(pl.Int64).to_numpy()
+
+    train, val = part(is_train), part(is_val)
+    log(f"n-grams of {len(train[1])} train + {len(val[1])} validation rows in {time.perf_counter() - t0:.1f}s")
+    return spec, train, val
+
+
 def train_classifier(
     dataset: pl.DataFrame | pl.LazyFrame,
     config: TrainConfig = TrainConfig(),
@@ -253,21 +273,7 @@ def train_classifier(
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
     dataset = dataset.lazy()
-    columns = dataset.collect_schema().names()
-    split_and_label = dataset.select(c for c in ("split", "label") if c in columns).collect()
-    is_train, is_val = _validate(split_and_label, config)
-    spec = _make_spec(dataset, config)
-
-    t0 = time.perf_counter()
-    if spec.hash_space and "text" not in columns:
-        raise ValueError("frame lacks the columns this model needs: ['text']")
-    texts = dataset.select(pl.col("text") if "text" in columns else pl.lit(None, pl.Utf8).alias("text")).collect()
-    f_train = _featurise(texts.filter(is_train), spec, dense=False)
-    f_val = _featurise(texts.filter(is_val), spec, dense=False)
-    del texts
-    y_train = split_and_label["label"].filter(is_train).cast(pl.Int64).to_numpy()
-    y_val = split_and_label["label"].filter(is_val).cast(pl.Int64).to_numpy()
-    log(f"n-grams of {len(y_train)} train + {len(y_val)} validation rows in {time.perf_counter() - t0:.1f}s")
+    spec, (f_train, y_train), (f_val, y_val) = _lexical_part(dataset, config, log)
 
     selection: dict[str, Any] = {}
     with torch.random.fork_rng(devices=[]):
