@@ -295,7 +295,6 @@ def build_training_dataset(
     kept, strategy = _split(kept, seed, validation_share, test_share)
     kept = kept.sort("text_hash")
     dataset = joined[kept.get_column("_row").to_numpy()].with_columns(kept.get_column("split"))
-    del joined
     summary: dict[str, Any] = {
         "rows_in": keys.height,
         **dedup_stats,

@@ -267,10 +267,9 @@ class Storage:
         times as much memory for the same frame (its own allocator's pages plus read-ahead).
         """
         with self.local_copy(path) as local:
-            frames = pl.scan_parquet(local)
-            if columns is not None:
-                frames = frames.select(columns)
-            rows = pl.scan_parquet(local).select(pl.len()).collect().item()
+            scan = pl.scan_parquet(local)
+            frames = scan if columns is None else scan.select(columns)
+            rows = scan.select(pl.len()).collect().item()
             for start in range(0, rows, batch_rows):
                 yield frames.slice(start, batch_rows).collect()
 
