@@ -1,7 +1,7 @@
 """Throughput of the project's embedding path against a raw SentenceTransformer.encode.
 
     python benchmarks/embed_throughput.py [--n 2000] [--model all-MiniLM-L6-v2] \
-        [--device auto] [--batch-size 64] [--repeats 2]
+        [--device auto] [--batch-size auto] [--repeats 2] [--texts-csv FILE]
 
 In one process, with the same model and settings, it times:
   raw   SentenceTransformer.encode(texts) on a separately loaded model
@@ -21,7 +21,14 @@ over torch, and mean / min cosine of each backend's vectors to torch's.
 
 Texts: n deterministic messages of 20-300 characters, half Chinese, half
 English. The Chinese ones come from the Telecom fraud dataset in
-../shared/datasets when present, else they are generated.
+../shared/datasets when present, else they are generated. ``--texts-csv FILE``
+takes the first n values of the ``text`` column of a CSV instead (for example
+the short reviews of ../shared/datasets/chinese_reviews/waimai_10k.csv).
+
+Batch size: the Embedder's own default unless ``--batch-size`` is given; raw
+encode uses the same number, batched the way sentence-transformers batches
+(sorted by characters), so on a CPU cold/raw also shows what the project's
+token-length batching (``plan_batches``) gains.
 """
 
 from __future__ import annotations
@@ -94,28 +101,40 @@ def build_texts(n: int, seed: int = 0) -> list[str]:
     return texts
 
 
+def load_texts(args: argparse.Namespace) -> list[str]:
+    """The benchmark's texts: ``--texts-csv``'s text column, else :func:`build_texts`."""
+    if args.texts_csv is None:
+        return build_texts(args.n)
+    texts = pl.read_csv(args.texts_csv, infer_schema=False)["text"].drop_nulls().head(args.n).to_list()
+    if len(texts) < args.n:
+        raise SystemExit(f"{args.texts_csv} has {len(texts)} texts, fewer than --n {args.n}")
+    return texts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the Embedder's (64 on CPU, 256 on CUDA)")
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--paired-slices", type=int, default=8, help="0 to skip the paired A/B")
     parser.add_argument("--backends", default="", help="comma-separated backends to compare, e.g. torch,onnx,onnx-int8")
     parser.add_argument("--backends-only", action="store_true")
+    parser.add_argument("--texts-csv", type=Path, default=None, help="take the texts from this CSV's text column")
     args = parser.parse_args()
     if args.backends_only:
-        compare_backends(build_texts(args.n), args)
+        compare_backends(load_texts(args), args)
         return
 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    texts = build_texts(args.n)
+    texts = load_texts(args)
     embedder = Embedder(args.model, device=args.device, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+    batch_size = embedder.batch_size
     t0 = time.perf_counter()
     fingerprint = embedder.fingerprint
     fingerprint_s = time.perf_counter() - t0
@@ -128,7 +147,7 @@ def main() -> None:
 
     def raw(texts: list[str] = texts) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
-        raw_model.encode(texts, batch_size=args.batch_size, normalize_embeddings=embedder.normalize, show_progress_bar=False)
+        raw_model.encode(texts, batch_size=batch_size, normalize_embeddings=embedder.normalize, show_progress_bar=False)
         if embedder.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - wall, time.process_time() - cpu
@@ -159,7 +178,7 @@ def main() -> None:
         return wall, time.process_time() - cpu, wall - encode_seconds[0], stats
 
     # untimed warm-up: first calls pay for kernel selection and allocator growth
-    raw_model.encode(texts[:128], batch_size=args.batch_size, show_progress_bar=False)
+    raw_model.encode(texts[:128], batch_size=batch_size, show_progress_bar=False)
     inner_encode(texts[:128])
 
     raw_runs, cold_runs, warm_runs, overheads = [], [], [], []
@@ -206,7 +225,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
     )
     print(
-        f"n                {n} texts, mean {sum(map(len, texts)) / n:.0f} chars, batch {args.batch_size}, "
+        f"n                {n} texts, mean {sum(map(len, texts)) / n:.0f} chars, batch {batch_size}, "
         f"max_seq_length {args.max_seq_length}, chunk {args.chunk_size}"
     )
     print(f"raw  encode      {raw_rate:9.1f} msg/s  ({fmt(raw_runs)})")
@@ -250,7 +269,7 @@ def compare_backends(texts: list[str], args: argparse.Namespace) -> None:
             best[name] = min(best[name], time.perf_counter() - t0)
     n = len(texts)
     print(
-        f"backends, {n} texts, batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
+        f"backends, {n} texts, mean {sum(map(len, texts)) / n:.0f} chars, batch {embedders['torch'].batch_size}, max_seq_length {args.max_seq_length}, "
         f"best of {args.repeats} alternating rounds, load average {os.getloadavg()[0]:.1f}"
     )
     for name in names:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import polars as pl
 
-from fraud_assets.embedding_backends import check_backend, export_recipe, onnx_model
+from fraud_assets.embedding_backends import check_backend, export_recipe, onnx_model, onnx_session_options
 from fraud_assets.storage import Storage
 
 BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -119,6 +119,28 @@ def _hub_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = old
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` for the block (``None``: left alone), then restored.
+
+    Why: with an ONNX backend torch only pools token vectors between two ONNX
+    Runtime runs, and its OpenMP workers keep spinning after each small pooling
+    op, taking cores from ONNX Runtime's own threads; with one torch thread
+    int8 encoding ran about 25 % faster on a 2-core CPU.
+    """
+    if count is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _is_local(source: str) -> bool:
     return Path(source).is_dir()
 
@@ -148,7 +170,11 @@ def _load_model(source: str, device: str, backend: str = "torch") -> Any:
         folder, file_name = onnx_model(local, _folder_digest(local), backend)
         with _hub_offline():
             model = SentenceTransformer(
-                str(folder), backend="onnx", device="cpu", local_files_only=True, model_kwargs={"file_name": file_name}
+                str(folder),
+                backend="onnx",
+                device="cpu",
+                local_files_only=True,
+                model_kwargs={"file_name": file_name, "session_options": onnx_session_options()},
             )
     elif _is_local(source):
         with _hub_offline():
@@ -167,6 +193,37 @@ def _get_model(source: str, device: str, backend: str = "torch") -> Any:
         if key not in _MODELS:
             _MODELS[key] = _load_model(source, device, backend)
         return _MODELS[key]
+
+
+# Largest batch x length^2 of a CPU batch (see plan_batches). Measured with all-MiniLM-L6-v2 on a
+# 2-core Xeon (benchmarks/embed_throughput.py; 2**15 to 2**20 tried on long mixed texts and on short
+# Chinese reviews): 2**17 was best or within noise of it for torch and ONNX int8 alike.
+CPU_ATTENTION_BUDGET = 2**17
+
+
+def plan_batches(lengths: Sequence[int], max_batch: int, attention_budget: int | None = None) -> list[np.ndarray]:
+    """Row indices of each encode batch: the longest texts first, neighbours in token length together.
+
+    Why: a batch pads to its longest text, and sentence-transformers sorts by
+    characters, which for mixed scripts says little about tokens (a Chinese
+    character is a token, an English word of six letters one or two), so its
+    batches padded long texts and short ones together. And on a CPU the
+    attention scores of a batch (batch x heads x length^2 floats) fall out of
+    the cache when long texts come in large batches: ONNX Runtime ran texts of
+    256 tokens 2.4x faster one at a time than in batches of 64. So each batch
+    holds at most ``max_batch`` texts and, with ``attention_budget``, at most
+    ``attention_budget // length**2`` of them (at least one).
+    """
+    if max_batch < 1:
+        raise ValueError("max_batch must be positive")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max_batch if attention_budget is None else max(1, min(max_batch, attention_budget // longest**2))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
 
 
 # --------------------------------------------------------------------------- #
@@ -374,25 +431,40 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` -> float32 array (n, dimension), rows in input order.
 
-        sentence-transformers sorts the texts by length inside the call, so
-        each batch pads to similar lengths.
+        On the CPU the texts are counted in tokens first and batched by
+        :func:`plan_batches` (similar token lengths, attention kept within
+        :data:`CPU_ATTENTION_BUDGET`); on CUDA sentence-transformers batches
+        them itself, sorted by character length, since there the extra
+        tokenisation pass would cost more than the padding it saves.
         """
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self._model()
         half = self.precision == "fp16"
-        with _LOCK:  # the shared model's max_seq_length is per-Embedder state
+        # the lock: the shared model's max_seq_length is per-Embedder state
+        with _LOCK, _torch_threads(None if self.backend == "torch" else 1):
             model.max_seq_length = self.max_seq_length
-            vectors = model.encode(
-                texts,
-                batch_size=self.batch_size,
-                # in fp16 a normalised vector is only unit length to ~1e-3; normalise in fp32 below
-                normalize_embeddings=self.normalize and not half,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        vectors = np.asarray(vectors, dtype=np.float32)
+            if self.device.startswith("cuda"):
+                batches = [np.arange(len(texts))]
+            else:
+                lengths = [
+                    len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
+                ]
+                batches = plan_batches(lengths, self.batch_size, CPU_ATTENTION_BUDGET)
+            vectors = np.empty((len(texts), 0), dtype=np.float32)
+            for rows in batches:
+                part = model.encode(
+                    [texts[i] for i in rows],
+                    batch_size=self.batch_size,
+                    # in fp16 a normalised vector is only unit length to ~1e-3; normalise in fp32 below
+                    normalize_embeddings=self.normalize and not half,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                if vectors.shape[1] == 0:
+                    vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+                vectors[rows] = part
         if self.normalize and half:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)

@@ -45,12 +45,16 @@ def test_int8_weights_are_signed_only_where_the_cpu_has_vnni():
 
 @needs_onnx
 def test_onnx_backends_agree_with_torch_and_export_once(tmp_path, monkeypatch):
+    import torch
+
     monkeypatch.setenv("FRAUD_MODEL_CACHE", str(tmp_path / "models"))
     reference = Embedder(max_seq_length=128).encode(TEXTS)
     vectors = {}
+    torch_threads = torch.get_num_threads()
     for backend in ("onnx", "onnx-int8"):
         embedder = Embedder(max_seq_length=128, backend=backend)
         vectors[backend] = embedder.encode(TEXTS)
+        assert torch.get_num_threads() == torch_threads  # lowered to 1 during the encode only
         embedder.release()
         assert vectors[backend].shape == reference.shape and vectors[backend].dtype == np.float32
         assert np.allclose(np.linalg.norm(vectors[backend], axis=1), 1.0, atol=1e-4)

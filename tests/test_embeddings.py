@@ -15,7 +15,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fraud_assets.embeddings import Embedder, EmbeddingCache, embed_texts, resolve_device, resolve_model_source
+from fraud_assets.embeddings import (
+    Embedder,
+    EmbeddingCache,
+    embed_texts,
+    plan_batches,
+    resolve_device,
+    resolve_model_source,
+)
 from fraud_assets.text import normalize_text, text_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +87,33 @@ def test_vectors_shape_dtype_norm_and_duplicates(embedder, tmp_path):
     # Same vectors as encoding directly (batching differs, so only up to rounding).
     direct = embedder.encode(frame["text"].to_list())
     np.testing.assert_allclose(matrix, direct, atol=1e-5)
+
+
+def test_plan_batches_groups_similar_token_lengths_within_the_budget():
+    lengths = [5, 256, 40, 256, 12, 130, 40, 7, 256, 64]
+    batches = plan_batches(lengths, max_batch=3, attention_budget=2**17)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))  # every text exactly once
+    assert [lengths[i] for i in rows] == sorted(lengths, reverse=True)  # longest first, neighbours together
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert 1 <= len(batch) <= 3 and (len(batch) == 1 or len(batch) * longest**2 <= 2**17)
+    # 2**17 // 256**2 = 2 texts a batch while a 256 leads it; then max_batch decides
+    assert [len(b) for b in batches] == [2, 2, 3, 3]
+    assert [len(b) for b in plan_batches(lengths, max_batch=4)] == [4, 4, 2]  # no budget: max_batch only
+    assert plan_batches([600], max_batch=8, attention_budget=2**17)[0].tolist() == [0]  # over budget alone: still one
+    assert plan_batches([], max_batch=8) == []
+    with pytest.raises(ValueError):
+        plan_batches([1], max_batch=0)
+
+
+def test_encode_batches_by_tokens_and_returns_rows_in_input_order(embedder):
+    long_en = " ".join(ENGLISH * 12)  # past max_seq_length: truncated
+    texts = [CHINESE[0], long_en, ENGLISH[1], CHINESE[2] * 6, "ok", ENGLISH[3], CHINESE[1] * 20]
+    alone = np.stack([embedder.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(embedder.encode(texts), alone, atol=1e-5)
+    small = Embedder(device="cpu", batch_size=2)
+    np.testing.assert_allclose(small.encode(texts), alone, atol=1e-5)
 
 
 def test_second_run_reuses_everything(embedder, tmp_path):
