@@ -536,8 +536,10 @@ def stream_messages(
     CSV and TSV files are read in batches of ``batch_rows`` lines (default
     ``batches.DEFAULT_BATCH_ROWS``), so memory grows with the batch, not the
     file; clean batches take a vectorised path (see :mod:`fraud_assets.batches`).
-    Parquet files are read ``batch_rows`` rows at a time. JSON files are read
-    whole and come as one batch. Row-level problems
+    Parquet files are read ``batch_rows`` rows at a time, and so are plain
+    JSON Lines files (see :func:`_stream_json_lines`); other JSON files (an
+    array, pretty-printed objects, a malformed line, another encoding) are
+    read whole and come as one batch. Row-level problems
     quarantine that record with a reason; file-level problems are in
     ``error``, with no batches.
     """
@@ -551,6 +553,10 @@ def stream_messages(
         suffix = path.suffix.lower()
         if suffix in PARQUET_SUFFIXES:
             return _stream_parquet(path, config, zone, source, require_label, batch_rows or batches.DEFAULT_BATCH_ROWS)
+        if suffix in JSON_SUFFIXES:
+            lines = _stream_json_lines(path, config, zone, source, require_label, batch_rows or batches.DEFAULT_BATCH_ROWS)
+            if lines is not None:
+                return lines
         if suffix in TEXT_SUFFIXES - JSON_SUFFIXES:
             opened = batches.DelimitedFile.open(path, suffix)
         if opened is None:
@@ -833,6 +839,86 @@ def _stream_parquet(
             first += frame.height
 
     return MessageStream(source, frames(), None, "parquet")
+
+
+def _stream_json_lines(
+    path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require_label: bool, batch_rows: int
+) -> MessageStream | None:
+    """A plain JSON Lines file ``batch_rows`` records at a time; None when it needs the whole-file reader.
+
+    Plain means: strict UTF-8 without a byte-order mark, no control
+    characters, not an array, and every non-blank line one JSON value without
+    repeated keys. Anything else (a GB18030 export, pretty-printed objects,
+    one malformed line, ...) returns None, and the whole-file reader decides,
+    as before: what a malformed line means can depend on the whole text (it
+    may be part of a pretty-printed object). A first pass
+    (:func:`_json_lines_header`) parses every line and keeps only the keys,
+    so memory grows with the batch, not the file; the records then match the
+    whole-file reader's exactly (same rows, ``source_row`` and quarantine).
+    """
+    try:
+        header = _json_lines_header(path)
+        if header is None:
+            return None
+        columns = _check_columns(header, [], "jsonl", config, require_label)
+    except (UnicodeDecodeError, UnreadableFile, OSError):
+        return None
+
+    def frames() -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        records: list[tuple[int, dict | None, str, str | None]] = []
+        first = 0
+        for line in _json_lines(path):
+            item = _loads(line)
+            error = None if isinstance(item, dict) else f"expected a JSON object, found {type(item).__name__}"
+            records.append((first + len(records), item if error is None else None, line, error))
+            if len(records) == batch_rows:
+                yield _as_frames(*_to_rows(records, header, columns, config, zone, source))
+                first, records = first + len(records), []
+        if records:
+            yield _as_frames(*_to_rows(records, header, columns, config, zone, source))
+
+    return MessageStream(source, frames(), "utf-8", "jsonl")
+
+
+def _json_lines(path: Path) -> Iterator[str]:
+    """The non-blank lines of a file, decoded as strict UTF-8 (UnicodeDecodeError otherwise).
+
+    Split on ``\\n`` only, as the whole-file reader splits (U+2028 and U+0085
+    are valid inside JSON strings).
+    """
+    with path.open("rb") as handle:
+        for raw in handle:
+            line = raw.removesuffix(b"\n").decode("utf-8")
+            if line.strip():
+                yield line
+
+
+def _json_lines_header(path: Path) -> list[str] | None:
+    """The keys of a plain JSON Lines file in order of first appearance; None when it is not plain.
+
+    Control characters anywhere (blank lines included: the whole-file reader
+    counts them), a byte-order mark, a leading ``[`` (an array), a line that
+    does not parse or no line at all: None. Invalid UTF-8: UnicodeDecodeError.
+    """
+    keys: dict[str, None] = {}
+    count = 0
+    with path.open("rb") as handle:
+        if handle.read(3).startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+            return None
+        handle.seek(0)
+        for raw in handle:
+            line = raw.removesuffix(b"\n").decode("utf-8")
+            if _CONTROL.search(line):
+                return None
+            if not line.strip():
+                continue
+            item = _loads(line)
+            if isinstance(item, Exception) or (count == 0 and line.lstrip().startswith("[")):
+                return None
+            if isinstance(item, dict):
+                keys.update(dict.fromkeys(item))
+            count += 1
+    return list(keys) if count else None
 
 
 def _json_default(value: Any) -> str:

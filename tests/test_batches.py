@@ -271,3 +271,65 @@ def test_a_parquet_file_corrupt_in_its_last_row_group_is_quarantined_whole_befor
     stream = stream_messages(path, CONFIG, batch_rows=50)
     assert stream.error is not None and "cannot read Parquet" in stream.error
     assert list(stream) == [] and stream.rows_read == 0
+
+
+# Pieces of JSON Lines exports: every one parses on its own line, so a file of them is streamed.
+JSON_PLAIN = [
+    '{{"text": "message {i} about a parcel", "label": "{y}", "sent_at": "2026-03-01 10:{m:02d}:00"}}',
+    '{{"label": "{y}", "text": "您的快递{i}已到，请取件", "id": "m{i}"}}',
+    '{{"text": "line sep \u2028 and nel \u0085 inside {i}", "label": "{y}", "channel": "sms"}}',
+    '  {{"text": "spaced {i}", "label": "{y}", "sent_at": "not a time"}}  ',
+    '{{"text": "nested {i}", "label": {{"value": "{y}"}}}}',
+    '{{"text": "no label {i}"}}',
+    "5",
+    '"a bare string {i}"',
+    "null",
+    "",
+    "   ",
+]
+# Pieces that send a file to the whole-file reader (which decides, as before).
+JSON_ODD = [
+    '{{"text": "broken {i}", "label": "{y}"',
+    '{{"text": "twice", "text": "keys {i}", "label": "{y}"}}',
+    '{{\n  "text": "pretty {i}",\n  "label": "{y}"\n}}',
+    '{{"text": "form\x0cfeed {i}", "label": "{y}"}}',
+]
+
+
+def json_lines_file(rng: random.Random, rows: int, odd: bool) -> str:
+    lines = [rng.choice(JSON_PLAIN).format(i=i, y=rng.choice(["0", "1", "normal", "defraud"]), m=i % 60) for i in range(rows)]
+    if odd:
+        lines.insert(rng.randrange(len(lines) + 1), rng.choice(JSON_ODD).format(i=rows, y="1"))
+    newline = rng.choice(["\n", "\r\n"])
+    return newline.join(lines) + rng.choice([newline, ""])
+
+
+@pytest.mark.parametrize("seed", range(FUZZ_SEEDS))
+def test_json_lines_are_streamed_in_batches_exactly_as_a_whole_file_read(tmp_path, seed):
+    rng = random.Random(seed)
+    path = tmp_path / f"export_{seed}.{rng.choice(['jsonl', 'ndjson', 'json'])}"
+    path.write_text(json_lines_file(rng, rows=rng.randint(20, 80), odd=False), encoding="utf-8")
+    reference = whole(path)
+    assert reference.error is None and reference.rows_read > 0
+    for batch_rows in (1, 2, 7, 100_000):
+        stream = stream_messages(path, CONFIG, batch_rows=batch_rows)
+        sizes = [rows.height + quarantine.height for rows, quarantine in stream]
+        assert stream.file_format == "jsonl" and stream.encoding == "utf-8"
+        assert max(sizes) <= batch_rows and sum(sizes) == reference.rows_read  # streamed: batches, nothing lost
+        assert_same(read_messages(path, CONFIG, batch_rows=batch_rows), reference)
+
+
+@pytest.mark.parametrize("seed", range(FUZZ_SEEDS))
+def test_json_that_is_not_plain_lines_is_read_whole_as_before(tmp_path, seed):
+    rng = random.Random(seed)
+    text = json_lines_file(rng, rows=rng.randint(5, 30), odd=True)
+    if seed % 3 == 0:  # an array, a byte-order mark, another encoding
+        text = "[" + ",".join(line for line in JSON_PLAIN[:2] for _ in range(3)).format(i=1, y="1", m=5) + "]"
+    encoding = ["utf-8", "utf-8-sig", "gb18030"][seed % 3] if seed % 2 else "utf-8"
+    path = tmp_path / f"odd_{seed}.jsonl"
+    path.write_bytes(text.encode(encoding))
+    reference = whole(path)
+    for batch_rows in (1, 3, 100_000):
+        stream = stream_messages(path, CONFIG, batch_rows=batch_rows)
+        assert len(list(stream)) <= 1  # one batch: the whole-file reader
+        assert_same(read_messages(path, CONFIG, batch_rows=batch_rows), reference)
