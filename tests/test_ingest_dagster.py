@@ -165,6 +165,20 @@ def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, ca
     assert after.height == before.height
     assert all(a != b for a, b in zip(after["embedding"].to_list(), before["embedding"].to_list()))
 
+    # the two partitions now hold vectors of two settings: training refuses to mix them, naming the stale one
+    from fraud_assets.defs.assets.training import training_dataset
+
+    other = files["second.csv"]["partition"]
+    for setting, stale in ((default_resources(), key), (resources, other)):
+        result = dg.materialize([training_dataset], instance=instance, resources=setting, raise_on_error=False)
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        message = failure.step_failure_data.error.message
+        assert "1 of 2 partitions were computed with another embedding" in message and stale in message
+    dg.materialize(
+        [features.message_embeddings], partition_key=other, instance=instance, resources=resources, run_config=RUN_CONFIG
+    )
+    assert dg.materialize([training_dataset], instance=instance, resources=resources).success  # one setting again
+
 
 def test_a_file_ingested_in_small_batches_gives_the_tables_of_one_batch(env):
     """Parse, validate and embed a batch of 2 rows at a time: the same tables as in one batch."""

@@ -13,6 +13,7 @@ import pydantic
 from fraud_assets.asset_names import (
     EVALUATION_REPORT,
     FRAUD_CLASSIFIER,
+    MESSAGE_EMBEDDINGS,
     PRODUCTION_MODEL,
     TRAINING_DATASET,
 )
@@ -101,8 +102,41 @@ def run_name(context: dg.AssetExecutionContext) -> str:
     return f"{when:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
 
 
+def check_embeddings_current(instance: dg.DagsterInstance, keys: list[str], fingerprint: str) -> None:
+    """Fail when some partitions' vectors come from another embedding model, setting or backend.
+
+    Why: changing ``FRAUD_EMBEDDING_MODEL``, ``FRAUD_EMBEDDING_BACKEND`` or the
+    embedder's settings changes the fingerprint for new files only; training on
+    old and new vectors together would mix two vector spaces without a word
+    (or stop on a dimension mismatch). The fingerprint of each partition's
+    latest ``message_embeddings`` materialisation is compared with the current
+    one; partitions without one recorded are not judged.
+    """
+    latest: dict[str, str] = {}
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(MESSAGE_EMBEDDINGS), asset_partitions=keys), limit=1000, cursor=cursor
+        )
+        for record in result.records:  # newest first
+            event = record.asset_materialization
+            if event is not None and event.partition is not None and "fingerprint" in event.metadata:
+                latest.setdefault(event.partition, str(event.metadata["fingerprint"].value))
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    stale = sorted(key for key, value in latest.items() if value != fingerprint)
+    if stale:
+        raise dg.Failure(
+            f"message_embeddings of {len(stale)} of {len(keys)} partitions were computed with another embedding "
+            f"model, setting or backend (fingerprint {latest[stale[0]]}, now {fingerprint}): {', '.join(stale[:5])}"
+            f"{', ...' if len(stale) > 5 else ''}. Re-materialise message_embeddings for them (a backfill in the UI), "
+            "then retrain."
+        )
+
+
 @dg.asset(group_name="training", deps=list(per_file_outputs()), kinds={"polars"})
-def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) -> dg.MaterializeResult:
+def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings, embedder: EmbedderResource) -> dg.MaterializeResult:
     """All ingested partitions joined, de-duplicated across files and split train/validation/test."""
     from fraud_assets.dataset import build_training_dataset
 
@@ -110,6 +144,7 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings) ->
     keys = ingested_partitions(storage, context.instance.get_dynamic_partitions(message_files.name))
     if not keys:
         raise dg.Failure("no ingested partitions: drop files into the landing folder and run ingest first")
+    check_embeddings_current(context.instance, keys, embedder.get_embedder().fingerprint)
     dataset, summary = build_training_dataset(*load_partitions(storage, keys), seed=fraud.seed)
     path = storage.asset_path(TRAINING_DATASET, run_name(context))  # one file per run: retrains never share one
     storage.write_json({"partitions": keys, "summary": summary}, path.with_suffix(".json"))
