@@ -435,9 +435,10 @@ class Embedder:
 
         On the CPU the texts are counted in tokens first and batched by
         :func:`plan_batches` (similar token lengths, attention kept within
-        :data:`CPU_ATTENTION_BUDGET`); on CUDA sentence-transformers batches
-        them itself, sorted by character length, since there the extra
-        tokenisation pass would cost more than the padding it saves.
+        :data:`CPU_ATTENTION_BUDGET`); on CUDA, and for a model without a
+        tokenizer, sentence-transformers batches them itself, sorted by
+        character length (on CUDA the extra tokenisation pass would cost more
+        than the padding it saves).
         """
         texts = list(texts)
         if not texts:
@@ -447,12 +448,11 @@ class Embedder:
         # the lock: the shared model's max_seq_length is per-Embedder state
         with _LOCK, _torch_threads(None if self.backend == "torch" else 1):
             model.max_seq_length = self.max_seq_length
-            if self.device.startswith("cuda"):
+            tokenizer = getattr(model, "tokenizer", None)
+            if self.device.startswith("cuda") or not callable(tokenizer):  # no tokenizer: a model with custom modules
                 batches = [np.arange(len(texts))]
             else:
-                lengths = [
-                    len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
-                ]
+                lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]]
                 batches = plan_batches(lengths, self.batch_size, CPU_ATTENTION_BUDGET)
             vectors = np.empty((len(texts), 0), dtype=np.float32)
             for rows in batches:
