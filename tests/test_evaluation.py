@@ -308,3 +308,23 @@ def test_with_repeats_adds_the_summary_to_metrics_and_report(result):
     assert out.metrics["repeated"]["runs"] == 2 and out.metrics["repeated"]["model"]["f1"]["sd"] == 0.0
     assert "## Repeated evaluation (2 splits" in out.report_md and out.plots == res.plots
     assert res.metrics["repeated"] is None  # the original is left alone
+
+
+def test_embedding_baseline_standardises_as_standard_scaler_does_in_chunks():
+    from sklearn.preprocessing import StandardScaler
+
+    from fraud_assets.evaluation import _standardised_embeddings
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for rows in (50, 20, 9):
+        x = rng.normal(0.1, 0.05, size=(rows, 6)).astype(np.float32)
+        x[:, 2] = 0.25  # constant: left unscaled
+        x[:, 4] = rng.normal(0, 1e-32, size=rows)  # tiny but not constant: scaled, as StandardScaler does
+        frames.append(pl.DataFrame({"embedding": pl.Series(x, dtype=pl.Array(pl.Float32, 6))}))
+    scaler = StandardScaler().fit(frames[0]["embedding"].to_numpy().astype(np.float64))
+    for chunk_rows in (7, 65536):
+        for frame, got in zip(frames, _standardised_embeddings(frames, chunk_rows=chunk_rows)):
+            expected = scaler.transform(frame["embedding"].to_numpy().astype(np.float64))
+            assert got.dtype == np.float32 and got.shape == expected.shape
+            np.testing.assert_allclose(got, expected, atol=1e-5)
