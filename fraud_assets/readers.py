@@ -868,6 +868,8 @@ def _stream_json_lines(
         records: list[tuple[int, dict | None, str, str | None]] = []
         first = 0
         for line in _json_lines(path):
+            if not line.strip():
+                continue
             item = _loads(line)
             error = None if isinstance(item, dict) else f"expected a JSON object, found {type(item).__name__}"
             records.append((first + len(records), item if error is None else None, line, error))
@@ -881,16 +883,14 @@ def _stream_json_lines(
 
 
 def _json_lines(path: Path) -> Iterator[str]:
-    """The non-blank lines of a file, decoded as strict UTF-8 (UnicodeDecodeError otherwise).
+    """Every line of a file, blank ones included, decoded as strict UTF-8 (UnicodeDecodeError otherwise).
 
     Split on ``\\n`` only, as the whole-file reader splits (U+2028 and U+0085
     are valid inside JSON strings).
     """
     with path.open("rb") as handle:
         for raw in handle:
-            line = raw.removesuffix(b"\n").decode("utf-8")
-            if line.strip():
-                yield line
+            yield raw.removesuffix(b"\n").decode("utf-8")
 
 
 def _json_lines_header(path: Path) -> list[str] | None:
@@ -905,19 +905,17 @@ def _json_lines_header(path: Path) -> list[str] | None:
     with path.open("rb") as handle:
         if handle.read(3).startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
             return None
-        handle.seek(0)
-        for raw in handle:
-            line = raw.removesuffix(b"\n").decode("utf-8")
-            if _CONTROL.search(line):
-                return None
-            if not line.strip():
-                continue
-            item = _loads(line)
-            if isinstance(item, Exception) or (count == 0 and line.lstrip().startswith("[")):
-                return None
-            if isinstance(item, dict):
-                keys.update(dict.fromkeys(item))
-            count += 1
+    for line in _json_lines(path):
+        if _CONTROL.search(line):
+            return None
+        if not line.strip():
+            continue
+        item = _loads(line)
+        if isinstance(item, Exception) or (count == 0 and line.lstrip().startswith("[")):
+            return None
+        if isinstance(item, dict):
+            keys.update(dict.fromkeys(item))
+        count += 1
     return list(keys) if count else None
 
 
