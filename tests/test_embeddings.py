@@ -22,6 +22,7 @@ from fraud_assets.embeddings import (
     plan_batches,
     resolve_device,
     resolve_model_source,
+    rust_tokens,
 )
 from fraud_assets.text import normalize_text, text_hash
 
@@ -114,6 +115,43 @@ def test_encode_batches_by_tokens_and_returns_rows_in_input_order(embedder):
     np.testing.assert_allclose(embedder.encode(texts), alone, atol=1e-5)
     small = Embedder(device="cpu", batch_size=2)
     np.testing.assert_allclose(small.encode(texts), alone, atol=1e-5)
+
+
+def _raw_encode(model, texts: list[str], max_seq_length: int = 256) -> np.ndarray:
+    """sentence-transformers' own encode of ``texts``, normalised: the reference the project's path must equal."""
+    model.max_seq_length = max_seq_length
+    return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def test_rust_tokens_are_what_sentence_transformers_feeds_the_model(embedder):
+    model = embedder._model()
+    model.max_seq_length = 32  # short, so that half the texts are truncated
+    texts = ["  padded  ", "\tTabs\nand Newlines", "ÀÉÎ Ünïcödé ß", " ".join(ENGLISH), CHINESE[0] * 3, "https://x.cn/a?b=1 ok"]
+    texts = (texts + ENGLISH + CHINESE) * 8  # more than the texts rust_tokens checks itself
+    tokens = rust_tokens(model, texts)
+    reference = (getattr(model, "preprocess", None) or model.tokenize)(texts)  # every text, not only the checked ones
+    lengths = reference["attention_mask"].numpy().sum(axis=1)
+    assert tokens is not None and np.array_equal(tokens.lengths, lengths) and lengths.max() == 32
+    for row, n in enumerate(lengths):
+        assert tokens.ids[row, :n].tolist() == reference["input_ids"][row, :n].tolist()
+    # and the vectors are sentence-transformers' own, whatever the batches
+    np.testing.assert_allclose(Embedder(device="cpu", max_seq_length=32).encode(texts), _raw_encode(model, texts, 32), atol=1e-5)
+
+
+def test_a_model_with_a_default_prompt_is_encoded_by_sentence_transformers(embedder):
+    """A prompt changes the model's input: the Rust path must step aside, not drop the prompt."""
+    model = embedder._model()
+    texts = ENGLISH + CHINESE
+    plain = _raw_encode(model, texts)
+    model.prompts, model.default_prompt_name = {**model.prompts, "query": "query: "}, "query"
+    try:
+        assert rust_tokens(model, texts) is None
+        with_prompt = _raw_encode(model, texts)
+        assert not np.allclose(with_prompt, plain, atol=1e-3)
+        np.testing.assert_allclose(embedder.encode(texts), with_prompt, atol=1e-5)
+    finally:
+        model.default_prompt_name = None
+    np.testing.assert_allclose(embedder.encode(texts), plain, atol=1e-5)
 
 
 def test_second_run_reuses_everything(embedder, tmp_path):
