@@ -56,6 +56,10 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | PARQUET_SUFFIXES
 _RAW_PREVIEW_CHARS = 2000
 # Undecodable bytes survive decoding as lone surrogates (errors="surrogateescape").
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+# Any lone surrogate; outside that range one comes from a JSON escape such as "\ud800", which is no
+# character and cannot be stored (polars, Parquet and the UI take UTF-8 only).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_A_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")  # the lone surrogates surrogateescape never makes
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
@@ -253,7 +257,8 @@ def _has_undecodable(value: str) -> bool:
 
 
 def _printable(value: str) -> str:
-    """Make surrogate-escaped text safe to store (undecodable bytes shown as \\xNN)."""
+    """Make surrogate-escaped text safe to store (undecodable bytes shown as \\xNN, other lone surrogates as \\uXXXX)."""
+    value = _NOT_A_BYTE.sub(lambda lone: f"\\u{ord(lone.group()):04x}", value)
     return value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
 
 
@@ -775,6 +780,8 @@ def _row_error(values: dict[str, Any]) -> str | None:
     for name, value in values.items():
         if isinstance(value, str) and _has_undecodable(value):
             return f"{name}: undecodable bytes (not valid UTF-8 or GB18030)"
+        if isinstance(value, str) and (lone := _SURROGATE.search(value)):
+            return f"{name}: \\u{ord(lone.group()):04x} is half of a UTF-16 surrogate pair, not a character (a broken escape in the file)"
         if isinstance(value, bytes):
             return f"{name}: binary value that is not valid UTF-8 text ({len(value)} bytes)"
         if isinstance(value, (dict, list, tuple)):

@@ -99,6 +99,26 @@ def test_json_lines_split_on_newline_only(tmp_path):
     assert accepted["label"].to_list() == [1, 0, 1]
 
 
+@pytest.mark.parametrize("layout", ["lines", "array"])  # streamed in batches / read whole
+def test_json_escapes_of_lone_surrogates_quarantine_their_record_only(tmp_path, layout):
+    """``"\\ud800"`` is valid JSON but no character: it cannot be stored, and once failed the whole file."""
+    lines = [
+        r'{"text": "hello \ud800 world", "label": 1}',
+        r'{"text": "a plain message about a parcel", "label": 0}',
+        r'{"text": "a valid pair \ud83d\ude00 stays", "label": 1}',
+        r'{"text": "a broken label", "label": "1\udfff"}',
+        r'{"text": "an extra key is not read", "label": 0, "x\udc00": 1}',
+    ]
+    body = "\n".join(lines) + "\n" if layout == "lines" else "[" + ",\n".join(lines) + "]\n"
+    path = write(tmp_path, "escapes.jsonl" if layout == "lines" else "escapes.json", body)
+    parsed, accepted, quarantine = ingest(path)
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (5, 3, 2)
+    why = reasons(quarantine)
+    assert sorted(why) == [0, 3]
+    assert why[0].startswith("text: \\ud800 is half of a UTF-16 surrogate pair") and why[3].startswith("label: \\udfff")
+    assert "a valid pair \U0001f600 stays" in accepted["text"].to_list()
+
+
 def test_pretty_printed_json_objects_and_nested_values(tmp_path):
     pretty = (
         json.dumps({"text": "one object", "label": "spam"}, indent=2)
