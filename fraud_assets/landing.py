@@ -35,6 +35,9 @@ from fraud_assets.storage import Storage
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _TEMPORARY = (".tmp", ".part", ".crdownload", ".partial", ".swp")
 INDEX_NAME = "_landing_index.json"
+# <key>.manifest.json beside the archived <key><suffix>. Until stop 19 the manifest was <key>.json, which
+# a landed .json file (a JSON array) shared with its own manifest: such files were overwritten and lost.
+MANIFEST_SUFFIX = ".manifest.json"
 MAX_NEW_FILES_PER_PASS = 200
 TIME_BUDGET_SECONDS = 20.0
 
@@ -178,12 +181,11 @@ def _copy_fd(fd: int, target: Path, storage: Storage) -> str:
 def archive_file(storage: Storage, landed: LandedFile, *, fd: int | None = None) -> Path:
     """Copy a landed file into the archive under its key (idempotent, atomic) and write its manifest."""
     target = storage.root / "archive" / f"{landed.partition_key}{_archive_suffix(landed.path)}"
-    manifest = target.with_name(f"{landed.partition_key}.json")
-    if storage.exists(manifest):
-        try:
-            return archived_file(storage, landed.partition_key)[0]  # archived before, perhaps under another name
-        except FileNotFoundError:
-            pass
+    manifest = target.with_name(f"{landed.partition_key}{MANIFEST_SUFFIX}")
+    try:
+        return archived_file(storage, landed.partition_key)[0]  # archived before, perhaps under another name
+    except FileNotFoundError:
+        pass
     own = fd is None
     if own:
         fd = _open_regular(landed.path, os.stat(landed.path, follow_symlinks=False))
@@ -209,17 +211,35 @@ def archive_file(storage: Storage, landed: LandedFile, *, fd: int | None = None)
     return target
 
 
+def _manifest(storage: Storage, folder: Path, partition_key: str) -> tuple[Path, dict] | None:
+    """A partition's manifest and its document, or None before registration finished.
+
+    The second name is the one of archives written before stop 19 (``<key>.json``); a landed
+    .json file now archived under that name is data, not a manifest, and is told apart by content.
+    """
+    for path in (folder / f"{partition_key}{MANIFEST_SUFFIX}", folder / f"{partition_key}.json"):
+        if not storage.exists(path):
+            continue
+        try:
+            doc = storage.read_json(path)
+        except ValueError:  # a landed .json file that is not even JSON
+            continue
+        if isinstance(doc, dict) and doc.get("partition_key") == partition_key and "sha256" in doc:
+            return path, doc
+    return None
+
+
 def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
     """The archived file and its original name (printable) for a partition key."""
     folder = storage.root / "archive"
-    manifest = folder / f"{partition_key}.json"
-    if not storage.exists(manifest):
+    found = _manifest(storage, folder, partition_key)
+    if found is None:
         raise FileNotFoundError(
             f"partition {partition_key!r} has no archived file under {folder}; "
             "register files with the landing sensor or `fraud-assets ingest`"
         )
-    meta = storage.read_json(manifest)
-    matches = [p for p in storage.glob(folder, f"{partition_key}*") if p.suffix != ".json" and p.stem == partition_key]
+    manifest, meta = found
+    matches = [p for p in storage.glob(folder, f"{partition_key}*") if p.stem == partition_key and p.name != manifest.name]
     if not matches:
         raise FileNotFoundError(f"archived file for partition {partition_key!r} is missing from {folder}")
     return matches[0], meta["original_name"]

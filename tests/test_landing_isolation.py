@@ -52,8 +52,31 @@ def test_duplicate_under_a_second_name_plus_a_new_file(env):
     assert duplicates == [("day1.csv.done", first.partition_key)] and not registration.issues and not registration.new
     assert sorted(p.name for p in (data / "archive").glob("day1*")) == [
         f"{first.partition_key}.csv",
-        f"{first.partition_key}.json",
+        f"{first.partition_key}.manifest.json",
     ]
+
+
+def test_a_json_file_is_archived_beside_its_manifest_and_old_archives_still_read(env, capsys):
+    """A landed .json file and its manifest once shared <key>.json: the file was overwritten and never ingested."""
+    data, _ = env
+    rows = [{"text": f"message {i} about a parcel", "label": i % 2, "sent_at": f"2026-03-01 10:0{i}:00"} for i in range(3)]
+    (data / "incoming" / "export.json").write_text(json.dumps(rows, ensure_ascii=False))
+    (data / "incoming" / "day.csv").write_text(content(8))
+    assert main(["ingest", "--json"]) == 0
+    files = {f["file"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert (files["export.json"]["status"], files["export.json"]["accepted"]) == ("ingested", 3)
+    key, csv_key = files["export.json"]["partition"], files["day.csv"]["partition"]
+    path, original = archived_file(Storage(data), key)
+    assert path.name == f"{key}.json" and json.loads(path.read_text()) == rows and original == "export.json"
+
+    # an archive written before the manifest had its own suffix: <key>.json next to <key>.csv
+    archive = data / "archive"
+    (archive / f"{csv_key}.manifest.json").rename(archive / f"{csv_key}.json")
+    path, original = archived_file(Storage(data), csv_key)
+    assert path.name == f"{csv_key}.csv" and original == "day.csv"
+    assert main(["ingest", "--json"]) == 0
+    again = {f["file"]: f["status"] for f in json.loads(capsys.readouterr().out)["files"]}
+    assert again == {"export.json": "unchanged", "day.csv": "unchanged"}
 
 
 def test_a_non_utf8_name_plus_a_good_file(env):
@@ -68,7 +91,7 @@ def test_a_non_utf8_name_plus_a_good_file(env):
     tags = {r.partition_key: r.tags["fraud/source_file"] for r in tick.run_requests}
     shown = tags[keys[0]]  # printable and encodable: undecodable bytes as \xNN
     assert shown.startswith("\\xbf") and shown.endswith("\\xd0\\xc5.csv") and shown.isprintable() and shown.encode("utf-8")
-    manifest = json.loads((data / "archive" / f"{keys[0]}.json").read_text())
+    manifest = json.loads((data / "archive" / f"{keys[0]}.manifest.json").read_text())
     assert bytes.fromhex(manifest["original_name_hex"]) == os.fsencode(GBK_NAME)
     path, original = archived_file(Storage(data), keys[0])
     assert path.read_text() == content(3) and original == manifest["original_name"]
@@ -84,7 +107,7 @@ def test_very_long_names_and_names_with_newlines_get_safe_keys(env):
     tick = evaluate_sensor(instance, fraud)
     keys = sorted(r.partition_key for r in tick.run_requests)
     assert len(keys) == 3 and all(len(k) <= 61 and "\n" not in k for k in keys)
-    names = sorted(json.loads((data / "archive" / f"{k}.json").read_text())["original_name"] for k in keys)
+    names = sorted(json.loads((data / "archive" / f"{k}.manifest.json").read_text())["original_name"] for k in keys)
     assert names == sorted([long_name, "two\\nlines.csv", "y" * 200 + "." + "z" * 50])
     assert all(len(p.name) < 100 for p in (data / "archive").iterdir())
 

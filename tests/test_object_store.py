@@ -111,7 +111,7 @@ def test_a_run_killed_mid_write_leaves_nothing_that_reads_as_complete(s3_bucket,
     assert objects
     for key in objects:  # every object that exists is whole
         pl.read_parquet(s3_bucket.cat(key))
-    (key,) = [p.stem for p in storage.glob(storage.root / "archive", "*.json") if not p.name.startswith("_")]
+    (key,) = [p.name.removesuffix(".manifest.json") for p in storage.glob(storage.root / "archive", "*.manifest.json")]
     assert key not in ingested_partitions(storage, [key])
 
     rerun = subprocess.run(
