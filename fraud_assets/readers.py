@@ -618,6 +618,8 @@ def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableFile(f"unsupported file type {suffix or '(none)'}; expected one of {sorted(SUPPORTED_SUFFIXES)}")
     header, records, file_format, encoding = _load_records(path, suffix, config, zone)
+    if not header and not records:  # "[]": a JSON export of a day without messages, like a CSV of its header only
+        return ParsedFile(source, empty_raw(), empty_quarantine(), encoding, file_format)
     columns = _check_columns(header, records, file_format, config, require_label)
     return ParsedFile(source, *_as_frames(*_to_rows(records, header, columns, config, zone, source)), encoding, file_format)
 

@@ -115,9 +115,11 @@ def test_unreadable_files_are_reported_not_raised(tmp_path, name, data, reason):
     assert parsed.rows_read == 0
 
 
-def test_header_only_file_is_readable_and_empty(tmp_path):
-    parsed, accepted, quarantine = ingest(write(tmp_path, "header.csv", "text,label,sent_at\n"))
-    assert parsed.error is None and parsed.rows_read == 0 and accepted.height == 0
+@pytest.mark.parametrize("name, body", [("header.csv", "text,label,sent_at\n"), ("day.json", "[]"), ("day2.json", " [ ]\n")])
+def test_header_only_file_is_readable_and_empty(tmp_path, name, body):
+    """A day without messages: a CSV of its header only, or an empty JSON array; not an unreadable file."""
+    parsed, accepted, quarantine = ingest(write(tmp_path, name, body))
+    assert parsed.error is None and parsed.rows_read == 0 and accepted.height == 0 and quarantine.height == 0
 
 
 def test_one_malformed_json_line_is_quarantined_alone(tmp_path):
