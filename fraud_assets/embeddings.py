@@ -267,17 +267,30 @@ def rust_tokens(model: Any, texts: list[str]) -> Tokens | None:
     if getattr(model, "default_prompt_name", None) or getattr(model, "truncate_dim", None):
         return None
     encoder = _rust_encoder(backend, model.max_seq_length, getattr(tokenizer, "truncation_side", "right"))
-    encodings = encoder.encode_batch(texts)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    ids = np.full((len(texts), int(lengths.max())), tokenizer.pad_token_id or 0, dtype=np.int64)
-    type_ids = np.zeros_like(ids)
-    for row, (encoding, n) in enumerate(zip(encodings, lengths)):
-        ids[row, :n] = encoding.ids
-        type_ids[row, :n] = encoding.type_ids
     preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers 6 / 5
     reference = preprocess(texts[:_CHECKED_TEXTS])
-    tokens = Tokens(ids, type_ids if "token_type_ids" in reference else None, lengths, {})
-    return tokens if _matches(tokens, reference) else None
+    pad, types = tokenizer.pad_token_id or 0, "token_type_ids" in reference
+    # the checked texts first, so that a model that fails the check costs 32 texts, not the slice
+    head = _padded(encoder.encode_batch(texts[:_CHECKED_TEXTS]), pad, types)
+    if not _matches(head, reference):
+        return None
+    if len(texts) <= _CHECKED_TEXTS:
+        return head
+    tokens = _padded(encoder.encode_batch(texts), pad, types)
+    tokens.extra.update(head.extra)
+    return tokens
+
+
+def _padded(encodings: list[Any], pad_id: int, types: bool) -> Tokens:
+    """Right-padded arrays of Rust encodings (token types only where the model takes them)."""
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    ids = np.full((len(encodings), int(lengths.max())), pad_id, dtype=np.int64)
+    type_ids = np.zeros_like(ids) if types else None
+    for row, (encoding, n) in enumerate(zip(encodings, lengths)):
+        ids[row, :n] = encoding.ids
+        if type_ids is not None:
+            type_ids[row, :n] = encoding.type_ids
+    return Tokens(ids, type_ids, lengths, {})
 
 
 @functools.lru_cache(maxsize=8)
