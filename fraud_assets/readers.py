@@ -227,7 +227,13 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             raise UnreadableFile(f"invalid UTF-16: {exc}") from exc
     head = data[:65536]
     if head.count(b"\x00") > max(4, len(head) // 100):  # a stray NUL must not lose a whole export
-        raise UnreadableFile("binary content (NUL bytes), not a text file")
+        utf16 = _bomless_utf16(head) if len(data) % 2 == 0 else None
+        if utf16 is None:
+            raise UnreadableFile("binary content (NUL bytes), not a text file")
+        try:
+            return data.decode(utf16), utf16
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(f"binary content (NUL bytes), not a text file; not {utf16.upper()} either: {exc}") from exc
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -246,6 +252,23 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     if bad > max(16, len(data) // 20):
         raise UnreadableFile(f"not text in UTF-8 or GB18030 ({bad} undecodable bytes)")
     return text, encoding
+
+
+def _bomless_utf16(head: bytes) -> str | None:
+    """``utf-16-le`` or ``utf-16-be`` when a file without a byte-order mark looks like UTF-16, else None.
+
+    Why: SQL Server's ``bcp -w`` and some Windows tools write UTF-16 without a
+    BOM. There the high byte of every ASCII character (delimiters, digits,
+    newlines) is a NUL, all on one side of the 16-bit units, while binary data
+    has NULs on both sides. A CJK character can put a NUL on the other side
+    (U+4E00 is 00 4E in little-endian), hence a ratio rather than zero.
+    """
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if odd >= max(2, len(head) // 64) and even * 16 <= odd:
+        return "utf-16-le"
+    if even >= max(2, len(head) // 64) and odd * 16 <= even:
+        return "utf-16-be"
+    return None
 
 
 def _count_undecodable(text: str) -> int:

@@ -19,14 +19,20 @@ PHONE_PATTERN = r"(?:\+?\d{1,3}[ -]?)?(?:1[3-9]\d{9}|\d{3,4}[ -]?\d{7,8}|\d{3}[ 
 PHONE_IN_TEXT = rf"(?:^|\D){PHONE_PATTERN}(?:\D|$)"
 
 _WS = re.compile(r"\s+")
+# Characters that render as nothing: soft hyphen, Mongolian vowel separator, zero-width space,
+# direction marks, embeddings, overrides and isolates, word joiner and invisible operators, BOM.
+# Removed, so that a text padded with them to slip past keyword filters hashes and reads like the
+# plain text, and a text of nothing else is empty. ZWJ and ZWNJ stay: they shape emoji and scripts.
+_INVISIBLE = "[\u00ad\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+_INVISIBLE_RE = re.compile(_INVISIBLE)
 _URL = re.compile(URL_PATTERN, re.IGNORECASE)
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){13,19}(?!\d)")
 _PHONE = re.compile(rf"(?<!\d){PHONE_PATTERN}(?!\d)")
 
 
 def normalize_text(text: str) -> str:
-    """NFKC-normalise and collapse whitespace, so visually equal texts hash equally."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    """NFKC-normalise, drop invisible characters and collapse whitespace, so visually equal texts hash equally."""
+    return _WS.sub(" ", _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text))).strip()
 
 
 def text_hash(normalized: str) -> str:
@@ -44,7 +50,7 @@ def normalize_texts(texts: pl.Series) -> pl.Series:
     nfkc = pl.Series(
         texts.name, [None if t is None else unicodedata.normalize("NFKC", t) for t in texts.to_list()], dtype=pl.Utf8
     )
-    return nfkc.str.replace_all(_POLARS_WS, " ").str.strip_chars(" ")
+    return nfkc.str.replace_all(_INVISIBLE, "").str.replace_all(_POLARS_WS, " ").str.strip_chars(" ")
 
 
 def text_hashes(normalized: pl.Series) -> pl.Series:

@@ -44,8 +44,9 @@ class ValidationResult:
     accepted: pl.DataFrame
     quarantine: pl.DataFrame
     expectations: list[dict[str, Any]] = field(default_factory=list)
-    duplicates: int = 0
+    duplicates: int = 0  # repeats of a text already accepted: valid input, kept once
     conflicting: int = 0
+    duplicate_ids: int = 0  # another text under a message_id already used
 
     @property
     def suite_success(self) -> bool:
@@ -100,7 +101,9 @@ def validate_messages(raw: pl.DataFrame, config: IngestConfig, *, now: dt.dateti
         validator.add(raw)
         summary = validator.finish()
         accepted = pl.concat([empty_validated(), *validator.accepted_batches()])
-    return ValidationResult(accepted, summary.quarantine, summary.expectations, summary.duplicates, summary.conflicting)
+    return ValidationResult(
+        accepted, summary.quarantine, summary.expectations, summary.duplicates, summary.conflicting, summary.duplicate_ids
+    )
 
 
 class BatchValidator:
@@ -180,7 +183,7 @@ class BatchValidator:
         """Resolve duplicates over the whole file; the quarantine of every stage of validation."""
         keys = _Keys.concat(self._keys)
         self._keys = []
-        keep, duplicate_reasons, duplicates, conflicting = _resolve_duplicates(keys)
+        keep, duplicate_reasons, (duplicates, duplicate_ids, conflicting) = _resolve_duplicates(keys)
         fraud = int(keys.label[np.searchsorted(keys.row, keep)].sum()) if len(keep) else 0
         self._keep = keep
         dup_quarantine = (
@@ -201,6 +204,7 @@ class BatchValidator:
             list(self._expectations.values()),
             duplicates,
             conflicting,
+            duplicate_ids,
             accepted=len(keep),
             fraud=fraud,
         )
@@ -226,6 +230,7 @@ class ValidationSummary:
     expectations: list[dict[str, Any]]
     duplicates: int
     conflicting: int
+    duplicate_ids: int
     accepted: int
     fraud: int
 
@@ -301,10 +306,10 @@ def _reason_details(frame: pl.DataFrame, reasons: dict[int, list[str]], config: 
     return out
 
 
-def _resolve_duplicates(keys: _Keys) -> tuple[np.ndarray, pl.DataFrame, int, int]:
+def _resolve_duplicates(keys: _Keys) -> tuple[np.ndarray, pl.DataFrame, tuple[int, int, int]]:
     """Keep the first of exact duplicate texts and of repeated message ids; quarantine every row of a
-    text seen with both labels. Returns (sorted _row numbers kept, _row -> reason, duplicates,
-    conflicting)."""
+    text seen with both labels. Returns (sorted _row numbers kept, _row -> reason, and the counts of
+    duplicate texts, repeated message ids and rows with conflicting labels)."""
     first_row, order, starts = _first_in_group(keys.text, keys.source_row)
     conflict = np.zeros(len(order), dtype=bool)
     if len(order):
@@ -332,4 +337,4 @@ def _resolve_duplicates(keys: _Keys) -> tuple[np.ndarray, pl.DataFrame, int, int
             reasons(duplicate_id, "duplicate: message_id already used at source_row ", first_id_row),
         ]
     )
-    return keys.row[keep], reason_rows, int(duplicate_text.sum() + duplicate_id.sum()), int(conflict.sum())
+    return keys.row[keep], reason_rows, (int(duplicate_text.sum()), int(duplicate_id.sum()), int(conflict.sum()))

@@ -10,6 +10,8 @@ from fraud_assets.cli import main
 
 GOOD = "text,label\n您的验证码是4821,0\n【公安局】您涉嫌洗钱请转账至安全账户,1\nYour parcel is waiting,0\n"
 MOSTLY_BAD = "text,label\n" + "".join(f"msg {i},{'x' if i % 2 else 0}\n" for i in range(10))
+# one scam template sent to many people, and a notice: 16 of 20 rows repeat a text
+TEMPLATES = "text,label\n" + "【ETC】您的卡已失效，请点击链接认证,1\n快递已放在门口,0\n" * 10
 
 
 def _check_status(instance, asset: str, check: str, partition: str) -> AssetCheckExecutionRecordStatus:
@@ -23,16 +25,25 @@ def _check_status(instance, asset: str, check: str, partition: str) -> AssetChec
 def test_each_file_keeps_its_own_check_results(env, capsys):
     (env / "incoming" / "good.csv").write_text(GOOD)
     (env / "incoming" / "mostly_bad.csv").write_text(MOSTLY_BAD)
+    (env / "incoming" / "templates.csv").write_text(TEMPLATES)
     assert main(["ingest", "--json"]) == 0
     files = {f["file"]: f for f in json.loads(capsys.readouterr().out)["files"]}
     good, bad = files["good.csv"]["partition"], files["mostly_bad.csv"]["partition"]
     assert files["mostly_bad.csv"]["status"] == "blocked" and files["good.csv"]["status"] == "ingested"
+    # repeated texts are kept once and recorded, but they are not rejections: the file is not blocked
+    templates = files["templates.csv"]
+    assert templates["status"] == "ingested"
+    assert (templates["rows_read"], templates["accepted"], templates["quarantined"]) == (20, 2, 18)
 
     instance = dg.DagsterInstance.get()
     # the bad file was ingested second (sorted names): a single unpartitioned result would show its
     # failure for both, or hide it behind the next pass
     assert _check_status(instance, "validated_messages", "rejected_share", bad) == AssetCheckExecutionRecordStatus.FAILED
     assert _check_status(instance, "validated_messages", "rejected_share", good) == AssetCheckExecutionRecordStatus.SUCCEEDED
+    assert (
+        _check_status(instance, "validated_messages", "rejected_share", templates["partition"])
+        == AssetCheckExecutionRecordStatus.SUCCEEDED
+    )
     for partition in (good, bad):
         assert _check_status(instance, "raw_messages", "file_readable", partition) == AssetCheckExecutionRecordStatus.SUCCEEDED
     assert _check_status(instance, "message_embeddings", "vocabulary_coverage", good) in (
@@ -40,7 +51,7 @@ def test_each_file_keeps_its_own_check_results(env, capsys):
         AssetCheckExecutionRecordStatus.FAILED,  # a WARN: the default model reads little Chinese
     )
     # the blocked file's downstream assets were not built; the good file's were
-    assert instance.get_materialized_partitions(dg.AssetKey("message_embeddings")) == {good}
+    assert instance.get_materialized_partitions(dg.AssetKey("message_embeddings")) == {good, templates["partition"]}
 
 
 def test_catalog_metadata_is_standard(env, capsys):

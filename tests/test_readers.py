@@ -66,13 +66,26 @@ def test_row_level_problems_are_quarantined_with_their_reason(tmp_path):
     assert quoted["label"][0] == 1
 
 
+def test_a_message_of_invisible_characters_is_quarantined_as_empty(tmp_path):
+    # zero-width spaces render as nothing: such a "message" is empty, and one inside a text hides nothing
+    path = write(tmp_path, "zw.csv", "text,label\n\u200b\u200b,1\n快递已放在门口,0\n快\u200b递已放在门口,0\n")
+    _, accepted, quarantine = ingest(path)
+    assert accepted["text"].to_list() == ["快递已放在门口"]
+    assert reasons(quarantine)[0].startswith("text: empty")
+    assert reasons(quarantine)[2] == "duplicate: same text as source_row 1"
+
+
 def test_raw_column_keeps_the_original_record(tmp_path):
     path = write(tmp_path, "raw.csv", "text,label\nok text,0\na,b,c\n")
     _, _, quarantine = ingest(path)
     assert quarantine["raw"].to_list() == ["a,b,c"]
 
 
-@pytest.mark.parametrize("encoding,bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("gb18030", b""), ("utf-16", b"")])
+@pytest.mark.parametrize(
+    "encoding,bom",
+    # utf-16-le/-be without a BOM: what SQL Server's bcp -w writes
+    [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("gb18030", b""), ("utf-16", b""), ("utf-16-le", b""), ("utf-16-be", b"")],
+)
 def test_encodings_are_detected(tmp_path, encoding, bom):
     text = "content,label\n冒充公检法：您的账户涉嫌洗钱，请转账到安全账户,诈骗\n您的验证码是123456,正常\n"
     path = tmp_path / "enc.csv"
@@ -100,6 +113,8 @@ def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
     [
         ("empty.csv", b"", "empty file"),
         ("junk.csv", bytes(range(256)) * 40, "binary"),
+        ("sparse.csv", b"\x00\x01\x02\x03\x00\x00\x07" * 300, "binary"),  # NULs on both sides of 16-bit units
+        ("odd16.csv", "text,label\nok,0\n".encode("utf-16-le") + b"\x00", "binary"),  # odd length: not UTF-16
         ("noheader.csv", b"\n\n", "empty file"),
         ("notext.csv", b"foo,bar\n1,2\n", "no text column"),
         ("nolabel.csv", b"text,foo\nhello,2\n", "no label column"),

@@ -11,6 +11,10 @@ def test_normalisation_makes_visually_equal_texts_hash_equal():
     assert normalize_text("  Ｈｅｌｌｏ，\u3000世界\n\t！ ") == "Hello, 世界 !"
     assert text_hash(normalize_text("ＡＢＣ  1")) == text_hash(normalize_text("ABC 1"))
     assert text_hash("a") != text_hash("b")
+    # invisible characters inserted to slip past keyword filters change neither the text nor its hash
+    assert normalize_text("转\u200b账到\u2060安全\ufeff账户\u202e \u00ad") == "转账到安全账户"
+    assert normalize_text("\u200b\u200b \ufeff") == ""
+    assert normalize_text("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧"  # ZWJ shapes emoji: kept
 
 
 def test_previews_mask_phones_cards_and_urls():
@@ -66,6 +70,8 @@ def test_vectorised_normalisation_and_hashing_equal_the_per_text_functions():
         "  全角ＡＢＣ１２３　和\u3000空格 ",
         "tab\tnew\nline\r\nand\x1c\x1d\x1e\x1fseparators",
         "\u00a0nbsp\u2028line\u2029para\x85nel\u200bzero-width",
+        "\u200b\ufeff \u00ad",
+        "转\u200b账 \u2060\u202e到\u2066安全\u2069账户\u200d\u200c",
         "ﬁ ligature ① circled ㍻ square",
         "",
         "   ",

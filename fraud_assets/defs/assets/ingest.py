@@ -108,7 +108,9 @@ def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) 
 
     rows_read = raw_rows + raw_quarantined
     quarantined = raw_quarantined + result.quarantine.height
-    share = quarantined / rows_read if rows_read else 0.0
+    # a repeated text is valid input (a scam template sent to many people), kept once, not a rejection
+    rejected = quarantined - result.duplicates
+    share = rejected / rows_read if rows_read else 0.0
     failed = {f"{e['expectation']}({e['column']})": e["unexpected_count"] for e in result.expectations if not e["success"]}
     return dg.MaterializeResult(
         metadata={
@@ -117,6 +119,7 @@ def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) 
             "accepted": result.accepted,
             "quarantined": quarantined,
             "duplicates": result.duplicates,
+            "duplicate_ids": result.duplicate_ids,
             "conflicting_labels": result.conflicting,
             **label_balance(result.accepted, result.fraud),
             "preview": dg.MetadataValue.md(preview_markdown(head, ["message_id", "label", "sent_at", "text"])),
@@ -135,10 +138,12 @@ def validated_messages(context: dg.AssetExecutionContext, fraud: FraudSettings) 
                 metadata={
                     "rejected_share": round(share, 4),
                     "limit": fraud.max_rejected_share,
-                    "quarantined": quarantined,
+                    "rejected": rejected,
+                    "duplicates_not_counted": result.duplicates,
                     "rows_read": rows_read,
                 },
-                description=f"{share:.1%} of rows rejected (limit {fraud.max_rejected_share:.0%})",
+                description=f"{share:.1%} of rows rejected (limit {fraud.max_rejected_share:.0%}); "
+                f"{result.duplicates:,} repeated texts kept once, not counted",
             ),
         ],
     )
