@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from fraud_assets.readers import QUARANTINE_SCHEMA, SUPPORTED_SUFFIXES
+from fraud_assets.readers import COMPRESSED_SUFFIXES, QUARANTINE_SCHEMA, SUPPORTED_SUFFIXES
 from fraud_assets.storage import Storage
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -100,6 +100,9 @@ def _archive_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in SUPPORTED_SUFFIXES:
         return suffix
+    if suffix in COMPRESSED_SUFFIXES:  # the reader needs the type inside too: .csv.gz
+        inner = path.with_suffix("").suffix.lower()
+        return f"{inner}{suffix}" if inner in SUPPORTED_SUFFIXES else suffix
     safe = _UNSAFE.sub("_", suffix[1:])[:16]
     return f".{safe}" if safe else ""
 
@@ -239,10 +242,23 @@ def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
             "register files with the landing sensor or `fraud-assets ingest`"
         )
     manifest, meta = found
-    matches = [p for p in storage.glob(folder, f"{partition_key}*") if p.stem == partition_key and p.name != manifest.name]
+    matches = [
+        p for p in storage.glob(folder, f"{partition_key}*") if _archives(p.name, partition_key) and p.name != manifest.name
+    ]
     if not matches:
         raise FileNotFoundError(f"archived file for partition {partition_key!r} is missing from {folder}")
     return matches[0], meta["original_name"]
+
+
+def _archives(name: str, partition_key: str) -> bool:
+    """Whether an archive file name holds the data of ``partition_key``: the key and its
+    :func:`_archive_suffix` (one suffix, or a type plus a compression suffix), not its manifest."""
+    if not name.startswith(partition_key):
+        return False
+    parts = name[len(partition_key) :].split(".")  # "" | ".csv" | ".csv.gz" -> [""], ["", "csv"], ["", "csv", "gz"]
+    if len(parts) == 3 and f".{parts[2].lower()}" in COMPRESSED_SUFFIXES:
+        parts = parts[:2]
+    return parts == [""] or (len(parts) == 2 and parts[0] == "")
 
 
 def _index_path(storage: Storage) -> Path:

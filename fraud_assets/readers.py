@@ -5,18 +5,25 @@ quarantine row that says why. A file that cannot be read at all is reported
 with a reason instead of raising, so one bad file never stops the others.
 
 Formats: CSV, TSV (delimiter sniffed from the header), JSON Lines / JSON
-arrays, Parquet. Encodings: UTF-8, UTF-8 with BOM, UTF-16 with BOM and
-GB18030/GBK, detected automatically.
+arrays, Parquet, each also compressed with gzip, bzip2 or xz (``day.csv.gz``).
+Encodings: UTF-8, UTF-8 with BOM, UTF-16 (with a BOM, or without one where its
+NUL bytes show it) and GB18030/GBK, detected automatically.
 """
 
 from __future__ import annotations
 
+import bz2
 import datetime as dt
 import functools
+import gzip
 import hashlib
 import json
+import lzma
 import math
 import re
+import shutil
+import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +60,10 @@ TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json"}
 JSON_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | PARQUET_SUFFIXES
+#: A file with one of these suffixes is read as the file inside it: ``day.csv.gz`` as a CSV.
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+_DECOMPRESS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_DISK_RESERVE = 1 << 30  # bytes of the temporary folder's disk a decompressed file leaves free
 _RAW_PREVIEW_CHARS = 2000
 # Undecodable bytes survive decoding as lone surrogates (errors="surrogateescape").
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
@@ -575,6 +586,8 @@ def stream_messages(
 
     path = Path(path)
     source = source_file or path.name
+    if path.suffix.lower() in COMPRESSED_SUFFIXES:  # day.csv.gz: read as day.csv
+        return _stream_compressed(path, config, source, timezone=timezone, require_label=require_label, batch_rows=batch_rows)
     opened = None
     try:
         zone = ZoneInfo(check_timezone(timezone, "timezone"))
@@ -609,6 +622,50 @@ def stream_messages(
     return MessageStream(source, frames(), opened.encoding, "tsv" if suffix == ".tsv" else "csv")
 
 
+def _stream_compressed(path: Path, config: IngestConfig, source_file: str, **options: Any) -> MessageStream:
+    """:func:`stream_messages` of the file inside a gzip, bzip2 or xz file.
+
+    It is decompressed into a temporary file first, so that the batch readers
+    stream it as they stream any file (memory bounded by the batch, disk by the
+    uncompressed size); the temporary file goes when the last batch has been read.
+    """
+    packing, inner = path.suffix.lower(), path.with_suffix("").suffix.lower()
+    if inner not in SUPPORTED_SUFFIXES:
+        kind = f"a {inner} file" if inner else "a file without a type suffix"
+        error = f"unsupported file type: {kind} inside {packing}; expected a name such as day.csv{packing}"
+        return MessageStream(source_file, iter(()), error=error)
+    work = Path(tempfile.mkdtemp(prefix="fraud-assets-decompressed-"))
+    target = work / f"data{inner}"
+    room = shutil.disk_usage(work).free - _DISK_RESERVE  # a small file can unpack to more than the disk holds
+    try:
+        with _DECOMPRESS[packing](path, "rb") as packed, target.open("wb") as out:
+            while block := packed.read(1 << 20):
+                room -= out.write(block)
+                if room < 0:
+                    raise UnreadableFile(
+                        f"the {COMPRESSED_SUFFIXES[packing]} file unpacks to more than {tempfile.gettempdir()} can hold "
+                        f"(keeping {_DISK_RESERVE >> 30} GiB free); unpack it into the landing folder instead"
+                    )
+    except (UnreadableFile, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:  # corrupt, truncated, too large
+        shutil.rmtree(work, ignore_errors=True)
+        error = (
+            str(exc) if isinstance(exc, UnreadableFile) else f"cannot decompress the {COMPRESSED_SUFFIXES[packing]} file: {exc}"
+        )
+        return MessageStream(source_file, iter(()), error=error)
+    stream = stream_messages(target, config, source_file=source_file, **options)
+
+    def batches_then_remove(batches: Iterator[tuple[pl.DataFrame, pl.DataFrame]]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        try:
+            yield from batches
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    stream.batches = batches_then_remove(stream.batches)
+    if stream.file_format:
+        stream.file_format += f" ({COMPRESSED_SUFFIXES[packing]})"
+    return stream
+
+
 def read_messages(
     path: str | Path,
     config: IngestConfig,
@@ -639,7 +696,10 @@ def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require
     """The whole-file reader for text formats (JSON, and delimited files the batch reader declines): one batch."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UnreadableFile(f"unsupported file type {suffix or '(none)'}; expected one of {sorted(SUPPORTED_SUFFIXES)}")
+        raise UnreadableFile(
+            f"unsupported file type {suffix or '(none)'}; expected one of {sorted(SUPPORTED_SUFFIXES)}, "
+            f"or one of those compressed ({', '.join(COMPRESSED_SUFFIXES)})"
+        )
     header, records, file_format, encoding = _load_records(path, suffix, config, zone)
     if not header and not records:  # "[]": a JSON export of a day without messages, like a CSV of its header only
         return ParsedFile(source, empty_raw(), empty_quarantine(), encoding, file_format)

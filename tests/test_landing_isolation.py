@@ -253,3 +253,24 @@ def test_a_damaged_index_only_costs_a_re_hash(env, damage):
     (data / "archive" / landing.INDEX_NAME).write_text(damage)
     again = register_files(Storage(data), {f.partition_key for f in first.new})
     assert [f.partition_key for f in again.landed] == [first.new[0].partition_key] and not again.new and not again.issues
+
+
+def test_compressed_files_are_read_as_the_file_inside(env, capsys):
+    """Daily exports often arrive gzipped: day.csv.gz is archived under <key>.csv.gz and read as a CSV."""
+    import bz2
+    import gzip
+
+    data, _ = env
+    (data / "incoming" / "day.csv.gz").write_bytes(gzip.compress(content(1).encode()))
+    (data / "incoming" / "day2.tsv.bz2").write_bytes(bz2.compress(content(2).replace(",", "\t").encode()))
+    (data / "incoming" / "cut.csv.gz").write_bytes(gzip.compress(content(3).encode())[:-12])  # a transfer cut short
+    assert main(["ingest", "--json"]) == 1  # the cut file is quarantined whole
+    files = {f["file"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    for name in ("day.csv.gz", "day2.tsv.bz2"):
+        assert (files[name]["status"], files[name]["rows_read"], files[name]["accepted"]) == ("ingested", 3, 3)
+    key = files["day.csv.gz"]["partition"]
+    path, original = archived_file(Storage(data), key)
+    assert path.name == f"{key}.csv.gz" and original == "day.csv.gz"
+    cut = files["cut.csv.gz"]
+    assert cut["status"] == "quarantined" and cut["reason"].startswith("cannot decompress the gzip file")
+    assert pl.read_parquet(data / "quarantine" / "raw_messages" / f"{cut['partition']}.parquet")["stage"].to_list() == ["file"]

@@ -2,6 +2,8 @@
 
 import datetime as dt
 import json
+import tempfile
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -73,6 +75,36 @@ def test_a_message_of_invisible_characters_is_quarantined_as_empty(tmp_path):
     assert accepted["text"].to_list() == ["快递已放在门口"]
     assert reasons(quarantine)[0].startswith("text: empty")
     assert reasons(quarantine)[2] == "duplicate: same text as source_row 1"
+
+
+def test_compressed_files_that_cannot_be_read_say_why(tmp_path, monkeypatch):
+    import gzip
+    import lzma
+
+    from fraud_assets import readers
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the decompressed copies go
+    body = "text,label\n您的账户异常请转账,1\n好的,0\n".encode()
+    cases = {
+        "ok.jsonl.xz": (lzma.compress(b'{"text": "x", "label": 1}\n'), None),
+        "bad.csv.gz": (b"not gzip at all", "cannot decompress the gzip file"),
+        "crc.csv.gz": (gzip.compress(body)[:-8] + b"\0" * 8, "cannot decompress the gzip file"),
+        "day.gz": (gzip.compress(body), "unsupported file type: a file without a type suffix inside .gz"),
+        "book.xlsx.gz": (gzip.compress(b"PK"), "unsupported file type: a .xlsx file inside .gz"),
+    }
+    for name, (data, reason) in cases.items():
+        parsed = read_messages(write_bytes(tmp_path / name, data), CONFIG)
+        assert (parsed.error or "").startswith(reason or "") and (parsed.error is None) == (reason is None), name
+    monkeypatch.setattr(readers, "_DISK_RESERVE", 1 << 62)  # a "zip bomb": more than the disk can take
+    parsed = read_messages(write_bytes(tmp_path / "big.csv.gz", gzip.compress(body)), CONFIG)
+    assert "unpacks to more than" in parsed.error
+    assert not list(Path(tmp_path / "tmp").iterdir())  # no decompressed copy left behind
+
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path
 
 
 def test_raw_column_keeps_the_original_record(tmp_path):
