@@ -57,6 +57,8 @@ def sniff_encoding(path: Path) -> str | None:
     bad, non_ascii = _undecodable_utf8(path)
     if bad <= 0.02 * non_ascii:
         return "utf-8"
+    if readers.looks_single_byte(*_lone_high_bytes(path)):
+        return "cp1252"
     return "gb18030" if _decodes(path, "gb18030") else None
 
 
@@ -71,6 +73,17 @@ def _undecodable_utf8(path: Path) -> tuple[int, int]:
             bad += readers._count_undecodable(decoder.decode(chunk))
         bad += readers._count_undecodable(decoder.decode(b"", final=True))
     return bad, non_ascii
+
+
+def _lone_high_bytes(path: Path) -> tuple[int, int]:
+    """:func:`readers.lone_high_bytes` of a whole file, streamed (a byte at a chunk's edge may count
+    wrongly, which a share over the file does not notice)."""
+    lone = high = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            counts = readers.lone_high_bytes(chunk)
+            lone, high = lone + counts[0], high + counts[1]
+    return lone, high
 
 
 def _decodes(path: Path, encoding: str) -> bool:

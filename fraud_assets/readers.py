@@ -7,7 +7,7 @@ with a reason instead of raising, so one bad file never stops the others.
 Formats: CSV, TSV (delimiter sniffed from the header), JSON Lines / JSON
 arrays, Parquet, each also compressed with gzip, bzip2 or xz (``day.csv.gz``).
 Encodings: UTF-8, UTF-8 with BOM, UTF-16 (with a BOM, or without one where its
-NUL bytes show it) and GB18030/GBK, detected automatically.
+NUL bytes show it), GB18030/GBK and Windows-1252, detected automatically.
 """
 
 from __future__ import annotations
@@ -222,8 +222,9 @@ def _label_key(value: Any, keep_placeholders: bool = False) -> str:
 def decode_bytes(data: bytes) -> tuple[str, str]:
     """Decode file bytes, returning (text, encoding name).
 
-    UTF-8 is tried first, then GB18030 (a superset of GBK/GB2312). A file that
-    is valid UTF-8 but for a few bytes (at most 2% of its non-ASCII bytes)
+    UTF-8 is tried first, then Windows-1252 for Western text (see
+    :func:`looks_single_byte`), then GB18030 (a superset of GBK/GB2312). A file
+    that is valid UTF-8 but for a few bytes (at most 2% of its non-ASCII bytes)
     stays UTF-8. Otherwise, when neither decodes cleanly, the encoding with
     fewer undecodable bytes wins. Undecodable bytes are kept as surrogate
     escapes, so the affected records can be quarantined one by one instead of
@@ -255,6 +256,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     bad_utf8 = _count_undecodable(utf8)
     if bad_utf8 <= 0.02 * sum(1 for b in data if b >= 0x80):
         return utf8, "utf-8"
+    if looks_single_byte(*lone_high_bytes(data)):
+        return data.decode("cp1252", errors="surrogateescape"), "cp1252"
     try:
         return data.decode("gb18030"), "gb18030"
     except UnicodeDecodeError:
@@ -263,6 +266,30 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     if bad > max(16, len(data) // 20):
         raise UnreadableFile(f"not text in UTF-8 or GB18030 ({bad} undecodable bytes)")
     return text, encoding
+
+
+_LONE_HIGH_BYTE = re.compile(rb"(?<![\x80-\xff])[\x80-\xff](?![\x80-\xff])")
+_GB18030_FOUR_BYTES = re.compile(rb"[\x81-\xfe][0-9][\x81-\xfe][0-9]")  # emoji, rare characters
+_ASCII_BYTES = bytes(range(128))
+
+
+def lone_high_bytes(data: bytes) -> tuple[int, int]:
+    """(bytes >= 0x80 between two ASCII bytes, outside GB18030's four-byte characters; all bytes >= 0x80)."""
+    return len(_LONE_HIGH_BYTE.findall(_GB18030_FOUR_BYTES.sub(b"\x80\x80", data))), len(data.translate(None, _ASCII_BYTES))
+
+
+def looks_single_byte(lone: int, high: int) -> bool:
+    """Whether a file that is not UTF-8 is Western text in Windows-1252 (or Latin-1) rather than GB18030.
+
+    Why: an English SMS export saved by Excel or older tools (the SMS Spam
+    Collection's common CSV among them) writes "£", "é" and curly quotes as
+    single bytes. Read as GB18030 such a byte either fails, and the message
+    was quarantined, or pairs with the next letter into a Chinese character.
+    In Western text nearly every such byte stands alone between ASCII bytes;
+    in GB18030 Chinese, characters are two or four bytes whose common ones
+    are all >= 0x80, so almost none does.
+    """
+    return high > 0 and lone >= high / 2
 
 
 def _bomless_utf16(head: bytes) -> str | None:

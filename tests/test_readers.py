@@ -128,6 +128,23 @@ def test_encodings_are_detected(tmp_path, encoding, bom):
     assert accepted["label"].to_list() == [1, 0]
 
 
+def test_western_single_byte_exports_are_read_as_windows_1252(tmp_path):
+    # Excel's "CSV" of an English SMS export: £, é and curly quotes as single bytes. Read as GB18030
+    # they were quarantined as undecodable, or merged with the next letter into a Chinese character.
+    texts = ["WINNER!! You have won a £1000 prize, call 09061701461", "I’m at the café, don’t wait", "Ok lar... Joking wif u oni"]
+    labels = ["spam", "ham", "ham"]
+    csv = "label,text\n" + "".join(f'{label},"{text}"\n' for label, text in zip(labels, texts))
+    array = json.dumps([{"text": t, "label": label} for t, label in zip(texts, labels)], ensure_ascii=False)
+    for name, body in (("spam.csv", csv), ("spam.json", array)):  # the batch reader and the whole-file reader
+        parsed, accepted, quarantine = ingest(write(tmp_path, name, body, "cp1252"))
+        assert parsed.encoding == "cp1252" and quarantine.height == 0, name
+        assert accepted["text"].to_list() == texts
+    # GB18030 Chinese stays GB18030, four-byte characters (emoji) included
+    chinese = "text,label\n" + "".join(f"恭喜您🎉中奖了，请点击链接领取{i},1\n" for i in range(20))
+    parsed, accepted, _ = ingest(write(tmp_path, "gb.csv", chinese, "gb18030"))
+    assert parsed.encoding == "gb18030" and accepted["text"][0] == "恭喜您🎉中奖了,请点击链接领取0"
+
+
 def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
     rows = "".join(f"您的快递{i}号已到达驿站，请凭取件码取件,0\n" for i in range(30))
     data = ("text,label\n" + rows).encode() + b"bad \xff\xfe byte,1\n" + "最后一条消息,0\n".encode()
