@@ -449,7 +449,7 @@ _CJK_DATE = str.maketrans({"年": "-", "月": "-", "日": " ", "时": ":", "分"
 _EPOCH_UNITS = ((1e11, 1.0, "seconds"), (1e14, 1e3, "milliseconds"), (1e17, 1e6, "microseconds"), (1e20, 1e9, "nanoseconds"))
 TIMESTAMP_FORMATS = (
     "ISO 8601 (2026-03-01 10:00:00, optional offset, / or 年月日 separators), compact yyyyMMdd[HHmm[ss]], "
-    "or epoch seconds/milliseconds/microseconds/nanoseconds"
+    "epoch seconds/milliseconds/microseconds/nanoseconds, or Excel serial days (46022.5)"
 )
 
 
@@ -457,8 +457,8 @@ def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
     """Parse the timestamp formats real exports use to an aware UTC datetime.
 
     ISO 8601 (``/`` and Chinese 年月日 separators too), compact
-    ``yyyyMMddHHmmss``/``yyyyMMddHHmm``/``yyyyMMdd``, and epoch numbers whose
-    unit (s, ms, µs, ns) follows from their magnitude. Naive values are read in
+    ``yyyyMMddHHmmss``/``yyyyMMddHHmm``/``yyyyMMdd``, epoch numbers whose
+    unit (s, ms, µs, ns) follows from their magnitude, and Excel serial days. Naive values are read in
     ``zone``. Returns None for empty values and raises ValueError saying what
     was seen for values that cannot be parsed.
     """
@@ -476,12 +476,21 @@ def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
         stamp = _compact(text)
         if stamp is None:
             number = _as_number(text)
-            if number is not None:
+            if number is not None and _EXCEL_DAYS[0] <= number < _EXCEL_DAYS[1]:
+                stamp = _EXCEL_EPOCH + dt.timedelta(days=number)  # local time, like the sheet showed it
+            elif number is not None:
                 return _from_epoch(number, text)
-            stamp = _from_text(text)
+            else:
+                stamp = _from_text(text)
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=zone)
     return stamp.astimezone(dt.timezone.utc)
+
+
+# A date column of a spreadsheet saved as numbers holds days since 1899-12-30. Serials of 1970-2099
+# (25,569-73,050) would be epoch seconds of the first day of 1970, which no message carries.
+_EXCEL_EPOCH = dt.datetime(1899, 12, 30)
+_EXCEL_DAYS = (25569, 73051)
 
 
 def _as_number(text: str) -> float | None:

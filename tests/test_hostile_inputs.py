@@ -232,6 +232,8 @@ def test_timestamp_formats_of_real_exports():
     assert parse_timestamp("1767225600000000", SHANGHAI) == expected  # microseconds
     assert parse_timestamp("1767225600000000000", SHANGHAI) == expected  # nanoseconds
     assert parse_timestamp("2026年1月1日 08:00", SHANGHAI) == expected
+    assert parse_timestamp("46023.3333333333", SHANGHAI) - expected < dt.timedelta(seconds=1)  # Excel serial days
+    assert parse_timestamp(46023, SHANGHAI) == dt.datetime(2025, 12, 31, 16, tzinfo=UTC)  # a date alone: local midnight
     with pytest.raises(ValueError, match=r"'1e30' is out of range"):
         parse_timestamp("1e30", SHANGHAI)
     with pytest.raises(ValueError, match=r"cannot parse '20261399' as compact yyyyMMdd.*month must be in 1..12"):
