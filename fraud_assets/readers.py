@@ -751,17 +751,24 @@ def _as_frames(rows: list[dict], quarantine: list[dict]) -> tuple[pl.DataFrame, 
     )
 
 
+_ALIAS_HINT = (
+    "; if one of the file's columns holds the {0}, add its name to [columns] {0} in a copy of "
+    "ingest_config.toml and point FRAUD_INGEST_CONFIG at the copy"
+)
+
+
 def _check_columns(
     header: list[str], records: list, file_format: str, config: IngestConfig, require_label: bool
 ) -> dict[str, Any]:
     """The resolved columns of a header; UnreadableFile when names repeat or text/label are missing."""
     _check_header(header)
     columns = _resolve_columns(header, config)
-    if columns.get("text") is None:
-        hint = _json_wrapper_hint(records) if file_format == "jsonl" else ""
-        raise UnreadableFile(f"no text column: header {header[:20]} has none of {config.columns['text']}{hint}")
-    if require_label and columns.get("label") is None:
-        raise UnreadableFile(f"no label column: header {header[:20]} has none of {config.columns['label']}")
+    for role in ("text", "label") if require_label else ("text",):
+        if columns.get(role) is None:
+            hint = _json_wrapper_hint(records) if file_format == "jsonl" and role == "text" else ""
+            raise UnreadableFile(
+                f"no {role} column: header {header[:20]} has none of {config.columns[role]}{hint or _ALIAS_HINT.format(role)}"
+            )
     return columns
 
 
