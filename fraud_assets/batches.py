@@ -197,12 +197,19 @@ def clean_fields(lines: list[str], layout: Layout, chunk: int = 10_000) -> pl.Da
     frames = []
     for start in range(0, len(lines), chunk):
         part = lines[start : start + chunk]
+        joined = "".join(part)
         try:
-            encoded = "".join(part).encode("utf-8")  # fails on undecodable bytes (kept as surrogates)
+            encoded = joined.encode("utf-8")  # fails on undecodable bytes (kept as surrogates)
         except UnicodeEncodeError:
             return None
         if len(encoded.translate(None, _CONTROL_BYTES)) != len(encoded):
             return None
+        if layout.quoting == csv.QUOTE_NONE or '"' not in joined:
+            plain = _split_unquoted(part, layout.delimiter, names)
+            if plain is None:
+                return None
+            frames.append(plain)
+            continue
         try:
             parsed = list(csv.reader(part, delimiter=layout.delimiter, quoting=layout.quoting, strict=True))
         except csv.Error:
@@ -224,6 +231,23 @@ def clean_fields(lines: list[str], layout: Layout, chunk: int = 10_000) -> pl.Da
         series = [pl.Series(name, values, dtype=pl.Utf8) for name, values in zip(names, columns)]
         frames.append(pl.DataFrame([*series, pl.Series("raw", raws, dtype=pl.Utf8)]))
     return pl.concat(frames) if frames else pl.DataFrame(schema={name: pl.Utf8 for name in [*names, "raw"]})
+
+
+def _split_unquoted(lines: list[str], delimiter: str, names: list[str]) -> pl.DataFrame | None:
+    """:func:`clean_fields` of lines without a quote character, split by polars instead of the csv
+    module (the same fields: without quotes a record is its line, and a field what lies between
+    delimiters); None when a non-blank line has another number of fields than the header."""
+    raw = pl.Series("raw", lines, dtype=pl.Utf8)
+    body = raw.str.strip_chars_end("\r\n")
+    delimiters = body.str.count_matches(delimiter, literal=True)
+    keep = (delimiters > 0) | (body.str.strip_chars() != "")  # csv's blank line: one blank field
+    if not (delimiters.filter(keep) == len(names) - 1).all():
+        return None
+    body, raw = body.filter(keep), raw.filter(keep)
+    if len(names) == 1:
+        return pl.DataFrame([body.alias(names[0]), raw])
+    fields = body.str.split_exact(delimiter, len(names) - 1).struct.rename_fields(names).struct.unnest()
+    return fields.with_columns(raw)
 
 
 def fast_frames(

@@ -109,6 +109,30 @@ def test_a_clean_file_takes_the_vectorised_path_and_counts_every_record(tmp_path
     assert_same(read_messages(path, CONFIG, batch_rows=1000), whole(path))
 
 
+@pytest.mark.parametrize("delimiter,width", [(",", 3), ("\t", 2), (";", 1)])
+def test_lines_without_quotes_split_as_the_csv_module_splits_them(delimiter, width):
+    import csv
+
+    from fraud_assets.batches import clean_fields
+    from fraud_assets.delimited import Layout
+
+    d = delimiter
+    pieces = [f"a{d}b{d}c", f" x {d}{d}", f"{d}{d}", "", "   ", "\u3000", f"中文{d}1{d}2026", f"tail{d}{d}\r", f"end {d}1{d}x\r"]
+    lines = [p + "\n" for p in pieces if p.count(d) in (0, width - 1)]
+    lines = [line for line in lines if line.count(d) == width - 1 or not line.strip()] + ["last" + f"{d}x" * (width - 1)]
+    layout = Layout(d, csv.QUOTE_MINIMAL, [f"c{i}" for i in range(width)], 1)
+    got = clean_fields(lines, layout)
+    expected = [
+        (fields, line)
+        for fields, line in zip(csv.reader(lines, delimiter=d, strict=True), lines)
+        if len(fields) > 1 or any(f.strip() for f in fields)  # csv gives a blank line one blank field, or none
+    ]
+    assert got is not None and got["raw"].to_list() == [line for _, line in expected]
+    assert got.drop("raw").rows() == [tuple(fields) for fields, _ in expected]
+    # a line of another width sends the batch to the record-by-record reader
+    assert clean_fields(lines + [f"x{d}" * width + "\n"], layout) is None
+
+
 def test_a_multi_line_record_across_a_batch_boundary_stays_one_record(tmp_path):
     body = [f"row {i},0,2026-03-01 10:00:00" for i in range(9)]
     body.insert(
