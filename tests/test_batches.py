@@ -151,6 +151,9 @@ def test_a_multi_line_record_across_a_batch_boundary_stays_one_record(tmp_path):
         (b"text,label\n\xe4\xbd\xa0\xe5\xa5\xbd,0\n", "utf-8"),
         (b"\xef\xbb\xbftext,label\nx,0\n", "utf-8-sig"),
         ("text,label\n你好,0\n".encode("gb18030"), "gb18030"),
+        ("text,label\nWin £100 at the café,1\n".encode("cp1252"), "cp1252"),
+        ("text,label\n中奖🎉请点击,1\n".encode("gb18030"), "gb18030"),
+        ("text,label\nx,0\n".encode("utf-16-le"), None),  # whole-file reader
         ("text,label\nx,0\n".encode("utf-16"), None),  # whole-file reader
         (b"", None),
     ],
