@@ -689,6 +689,9 @@ def _stream_compressed(path: Path, config: IngestConfig, source_file: str, **opt
         )
         return MessageStream(source_file, iter(()), error=error)
     stream = stream_messages(target, config, source_file=source_file, **options)
+    if stream.error:  # nothing to read: no batch would ever remove the copy
+        shutil.rmtree(work, ignore_errors=True)
+        return stream
 
     def batches_then_remove(batches: Iterator[tuple[pl.DataFrame, pl.DataFrame]]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
         try:

@@ -96,6 +96,8 @@ def test_compressed_files_that_cannot_be_read_say_why(tmp_path, monkeypatch):
     for name, (data, reason) in cases.items():
         parsed = read_messages(write_bytes(tmp_path / name, data), CONFIG)
         assert (parsed.error or "").startswith(reason or "") and (parsed.error is None) == (reason is None), name
+    stream = readers.stream_messages(write_bytes(tmp_path / "cols.csv.gz", gzip.compress(b"foo,bar\n1,2\n")), CONFIG)
+    assert stream.error.startswith("no text column")  # never iterated: its copy must go at once
     monkeypatch.setattr(readers, "_DISK_RESERVE", 1 << 62)  # a "zip bomb": more than the disk can take
     parsed = read_messages(write_bytes(tmp_path / "big.csv.gz", gzip.compress(body)), CONFIG)
     assert "unpacks to more than" in parsed.error
