@@ -665,7 +665,9 @@ def _stream_compressed(path: Path, config: IngestConfig, source_file: str, **opt
     stream it as they stream any file (memory bounded by the batch, disk by the
     uncompressed size); the temporary file goes when the last batch has been read.
     """
-    packing, inner = path.suffix.lower(), path.with_suffix("").suffix.lower()
+    packing = path.suffix.lower()
+    # archives of stop 19 and before kept only the last suffix (<key>.gz): the original name says what is inside
+    inner = path.with_suffix("").suffix.lower() or Path(source_file).with_suffix("").suffix.lower()
     if inner not in SUPPORTED_SUFFIXES:
         kind = f"a {inner} file" if inner else "a file without a type suffix"
         error = f"unsupported file type: {kind} inside {packing}; expected a name such as day.csv{packing}"

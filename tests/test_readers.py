@@ -91,10 +91,12 @@ def test_compressed_files_that_cannot_be_read_say_why(tmp_path, monkeypatch):
         "bad.csv.gz": (b"not gzip at all", "cannot decompress the gzip file"),
         "crc.csv.gz": (gzip.compress(body)[:-8] + b"\0" * 8, "cannot decompress the gzip file"),
         "day.gz": (gzip.compress(body), "unsupported file type: a file without a type suffix inside .gz"),
+        "key-0123.gz": (gzip.compress(body), None),  # an archive that kept only .gz: its original name tells
         "book.xlsx.gz": (gzip.compress(b"PK"), "unsupported file type: a .xlsx file inside .gz"),
     }
     for name, (data, reason) in cases.items():
-        parsed = read_messages(write_bytes(tmp_path / name, data), CONFIG)
+        original = "day.csv.gz" if name.startswith("key-") else None
+        parsed = read_messages(write_bytes(tmp_path / name, data), CONFIG, source_file=original)
         assert (parsed.error or "").startswith(reason or "") and (parsed.error is None) == (reason is None), name
     stream = readers.stream_messages(write_bytes(tmp_path / "cols.csv.gz", gzip.compress(b"foo,bar\n1,2\n")), CONFIG)
     assert stream.error.startswith("no text column")  # never iterated: its copy must go at once
