@@ -941,6 +941,27 @@ def _parquet_records(frame: pl.DataFrame, first: int) -> list[tuple[int, dict | 
     ]
 
 
+def _binary_unless_utf8(batch: Any) -> Any:
+    """The batch with each string column that holds bytes which are not UTF-8 read as binary.
+
+    Why: neither pyarrow nor polars checks a string column's bytes when
+    reading, so a writer that did not check either left values that made
+    polars panic when the rows were read. As binary, each such value
+    quarantines its own record, as a binary column's do.
+    """
+    import pyarrow as pa
+
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                column = column.view(pa.binary() if pa.types.is_string(column.type) else pa.large_binary())
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
 def _stream_parquet(
     path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require_label: bool, batch_rows: int
 ) -> MessageStream:
@@ -956,7 +977,7 @@ def _stream_parquet(
     def read() -> Iterator[pl.DataFrame]:
         with pq.ParquetFile(path) as handle:
             for batch in handle.iter_batches(batch_size=batch_rows):
-                yield pl.DataFrame(batch)
+                yield pl.DataFrame(_binary_unless_utf8(batch))
 
     try:
         if path.stat().st_size == 0:

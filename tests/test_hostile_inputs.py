@@ -176,6 +176,25 @@ def test_parquet_binary_dictionary_and_nested_columns(tmp_path):
     assert "nested list" in quarantine["reason"][0]
 
 
+def test_parquet_strings_that_are_not_utf8_quarantine_their_records(tmp_path):
+    # a writer that did not check: neither pyarrow nor polars checks when reading, and polars panicked
+    # (PanicException, not an Exception) when the rows were read, failing the whole run
+    def unchecked(values):
+        return pa.array(values, type=pa.binary()).view(pa.string())
+
+    table = pa.table(
+        {
+            "text": unchecked([b"ok text", b"bad \xff\xfe", "中文".encode(), b"fine"]),
+            "label": unchecked([b"0", b"1", b"0", b"\xc3"]),
+        }
+    )
+    pq.write_table(table, tmp_path / "unchecked.parquet")
+    parsed, accepted, quarantine = ingest(tmp_path / "unchecked.parquet")
+    assert (parsed.rows_read, accepted["text"].to_list()) == (4, ["ok text", "中文"])
+    assert reasons(quarantine)[1].startswith("text: binary value that is not valid UTF-8")
+    assert reasons(quarantine)[3].startswith("label: binary value that is not valid UTF-8")
+
+
 # --------------------------------------------------------------------------- headers, labels, timestamps
 
 
