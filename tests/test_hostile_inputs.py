@@ -6,7 +6,10 @@ quarantined row has a reason.
 """
 
 import datetime as dt
+import gzip
 import json
+import os
+import random
 import zoneinfo
 
 import pyarrow as pa
@@ -356,3 +359,59 @@ def test_a_quoted_tsv_keeps_its_multi_line_fields(tmp_path):
     parsed, accepted, quarantine = ingest(write(tmp_path, "multi.tsv", body))
     assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
     assert accepted["text"].to_list() == ["line one line two", "plain"] and accepted["label"].to_list() == [1, 0]
+
+
+# --------------------------------------------------------------------------- byte mutations
+
+MUTATION_ROUNDS = int(os.environ.get("FRAUD_FUZZ_SEEDS", "12")) * 10  # 1,000 rounds passed when this was written (76 s)
+
+
+def _mutation_bases() -> dict[str, bytes]:
+    rows = [("您的账户存在异常请点击链接验证 http://x.cn", 1, "2026-03-01 10:00:00"), ('He said "hi", ok', 0, "1772331300")]
+    rows = [(f"{t} {i}", y, s) for i, (t, y, s) in enumerate(rows * 15)]
+    csv = "id,text,label,sent_at\n" + "".join(
+        f'{i},"{t.replace(chr(34), chr(34) * 2)}",{y},{s}\n' for i, (t, y, s) in enumerate(rows)
+    )
+    lines = "".join(
+        json.dumps({"id": i, "text": t, "label": y, "sent_at": s}, ensure_ascii=False) + "\n" for i, (t, y, s) in enumerate(rows)
+    )
+    table = pa.table({"text": [t for t, _, _ in rows], "label": [y for _, y, _ in rows]})
+    parquet = pa.BufferOutputStream()
+    pq.write_table(table, parquet)
+    return {
+        ".csv": csv.encode(),
+        ".tsv": csv.replace(",", "\t").encode(),
+        ".jsonl": lines.encode(),
+        ".json": ("[" + ",".join(lines.splitlines()) + "]").encode(),
+        ".parquet": parquet.getvalue().to_pybytes(),
+        ".csv.gz": gzip.compress(csv.encode()),
+        "-gb.csv": csv.encode("gb18030"),
+        "-utf16.csv": csv.encode("utf-16"),
+    }
+
+
+def test_byte_mutations_of_every_format_never_crash_and_account_for_every_record(tmp_path):
+    """Flipped, inserted, deleted and truncated bytes in every format and encoding: each file is read
+    or refused with a reason, and every record it yields is accepted or quarantined with one."""
+    rng = random.Random(0)
+    bases = _mutation_bases()
+    for round_ in range(MUTATION_ROUNDS):
+        suffix, data = rng.choice(sorted(bases.items()))
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            at, kind = rng.randrange(len(mutated) or 1), rng.random()
+            if kind < 0.35:
+                mutated[at : at + 1] = bytes([rng.randrange(256)])
+            elif kind < 0.55:
+                mutated[at:at] = rng.choice([b'"', b"\n", b"\r", b",", b"\t", b"\x00", b"{", "\u2028".encode(), b"\xe4\xbd"])
+            elif kind < 0.75:
+                del mutated[at : at + rng.randint(1, 20)]
+            elif kind < 0.85:
+                del mutated[at:]
+            else:
+                mutated[at:at] = data[rng.randrange(len(data)) :][: rng.randint(1, 60)]
+        path = tmp_path / f"m{round_}{suffix}"
+        path.write_bytes(bytes(mutated))
+        parsed = read_messages(path, CONFIG, batch_rows=rng.choice([None, 1, 7]))
+        assert parsed.error is None or parsed.rows_read == 0, path
+        ingest(path)  # parse + validate again: rows_read == accepted + quarantined, every reason given
