@@ -42,11 +42,13 @@ _ISO = r"^(?:19[7-9]\d|2[01]\d\d)-\d\d-\d\d[ T](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5
 
 def sniff_encoding(path: Path) -> str | None:
     """The encoding :func:`readers.decode_bytes` would choose for the whole file, in one streaming
-    pass; None when only a whole-file read can tell (UTF-16, binary content, or neither UTF-8 nor
-    GB18030 decodes cleanly), or when the file is empty."""
+    pass; None when only a whole-file read can tell (UTF-16 without a byte-order mark or not valid,
+    binary content, or neither UTF-8 nor GB18030 decodes cleanly), or when the file is empty."""
     with path.open("rb") as handle:
         head = handle.read(65536)
-    if not head.strip() or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text": read in batches like UTF-8
+        return "utf-16" if head[2:].strip(b"\x00 \t\r\n") and _decodes(path, "utf-16") else None
+    if not head.strip():
         return None
     if head.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"

@@ -85,7 +85,7 @@ def assert_same(batched: readers.ParsedFile, reference: readers.ParsedFile) -> N
 def test_batches_of_any_size_read_hostile_files_exactly_as_a_whole_file_read(tmp_path, seed):
     rng = random.Random(seed)
     text = hostile_file(rng, rows=rng.randint(20, 120), dirty_share=rng.choice([0.0, 0.05, 0.3]))
-    encoding = rng.choice(["utf-8", "utf-8-sig", "gb18030"])
+    encoding = rng.choice(["utf-8", "utf-8-sig", "gb18030", "utf-16"])
     path = tmp_path / f"hostile_{seed}.{rng.choice(['csv', 'txt'])}"
     path.write_bytes(text.encode(encoding))
     reference = whole(path)
@@ -154,7 +154,8 @@ def test_a_multi_line_record_across_a_batch_boundary_stays_one_record(tmp_path):
         ("text,label\nWin £100 at the café,1\n".encode("cp1252"), "cp1252"),
         ("text,label\n中奖🎉请点击,1\n".encode("gb18030"), "gb18030"),
         ("text,label\nx,0\n".encode("utf-16-le"), None),  # whole-file reader
-        ("text,label\nx,0\n".encode("utf-16"), None),  # whole-file reader
+        ("text,label\nx,0\n".encode("utf-16"), "utf-16"),  # with its BOM: streamed too
+        ("text,label\nx,0\n".encode("utf-16") + b"\x00\xd8", None),  # not valid UTF-16: the whole-file reader says so
         (b"", None),
     ],
 )
