@@ -56,36 +56,27 @@ def sniff_encoding(path: Path) -> str | None:
         return None
     if _decodes(path, "utf-8"):
         return "utf-8"
-    bad, non_ascii = _undecodable_utf8(path)
-    if bad <= 0.02 * non_ascii:
+    bad, lone, high = _byte_counts(path)
+    if bad <= 0.02 * high:
         return "utf-8"
-    if readers.looks_single_byte(*_lone_high_bytes(path)):
+    if readers.looks_single_byte(lone, high):
         return "cp1252"
     return "gb18030" if _decodes(path, "gb18030") else None
 
 
-def _undecodable_utf8(path: Path) -> tuple[int, int]:
-    """(undecodable bytes when read as UTF-8, bytes >= 0x80), streamed."""
+def _byte_counts(path: Path) -> tuple[int, int, int]:
+    """(undecodable bytes when read as UTF-8, then :func:`readers.lone_high_bytes`) of a whole file in
+    one streamed pass (a lone byte at a chunk's edge may count wrongly, which a share over the file
+    does not notice)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
-    bad = non_ascii = 0
-    ascii_bytes = bytes(range(128))
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            non_ascii += len(chunk.translate(None, ascii_bytes))
-            bad += readers._count_undecodable(decoder.decode(chunk))
-        bad += readers._count_undecodable(decoder.decode(b"", final=True))
-    return bad, non_ascii
-
-
-def _lone_high_bytes(path: Path) -> tuple[int, int]:
-    """:func:`readers.lone_high_bytes` of a whole file, streamed (a byte at a chunk's edge may count
-    wrongly, which a share over the file does not notice)."""
-    lone = high = 0
+    bad = lone = high = 0
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK_BYTES):
             counts = readers.lone_high_bytes(chunk)
             lone, high = lone + counts[0], high + counts[1]
-    return lone, high
+            bad += readers._count_undecodable(decoder.decode(chunk))
+        bad += readers._count_undecodable(decoder.decode(b"", final=True))
+    return bad, lone, high
 
 
 def _decodes(path: Path, encoding: str) -> bool:

@@ -254,9 +254,10 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     # decode "cleanly" into mojibake: a file that is overwhelmingly valid UTF-8 stays UTF-8.
     utf8 = data.decode("utf-8", errors="surrogateescape")
     bad_utf8 = _count_undecodable(utf8)
-    if bad_utf8 <= 0.02 * sum(1 for b in data if b >= 0x80):
+    lone, high = lone_high_bytes(data)
+    if bad_utf8 <= 0.02 * high:
         return utf8, "utf-8"
-    if looks_single_byte(*lone_high_bytes(data)):
+    if looks_single_byte(lone, high):
         return data.decode("cp1252", errors="surrogateescape"), "cp1252"
     try:
         return data.decode("gb18030"), "gb18030"

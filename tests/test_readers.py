@@ -31,7 +31,7 @@ def reasons(quarantine: pl.DataFrame) -> dict[int, str]:
 
 def write(tmp_path, name, text, encoding="utf-8"):
     path = tmp_path / name
-    path.write_bytes(text.encode(encoding))
+    path.write_bytes(text if isinstance(text, bytes) else text.encode(encoding))
     return path
 
 
@@ -96,19 +96,14 @@ def test_compressed_files_that_cannot_be_read_say_why(tmp_path, monkeypatch):
     }
     for name, (data, reason) in cases.items():
         original = "day.csv.gz" if name.startswith("key-") else None
-        parsed = read_messages(write_bytes(tmp_path / name, data), CONFIG, source_file=original)
+        parsed = read_messages(write(tmp_path, name, data), CONFIG, source_file=original)
         assert (parsed.error or "").startswith(reason or "") and (parsed.error is None) == (reason is None), name
-    stream = readers.stream_messages(write_bytes(tmp_path / "cols.csv.gz", gzip.compress(b"foo,bar\n1,2\n")), CONFIG)
+    stream = readers.stream_messages(write(tmp_path, "cols.csv.gz", gzip.compress(b"foo,bar\n1,2\n")), CONFIG)
     assert stream.error.startswith("no text column")  # never iterated: its copy must go at once
     monkeypatch.setattr(readers, "_DISK_RESERVE", 1 << 62)  # a "zip bomb": more than the disk can take
-    parsed = read_messages(write_bytes(tmp_path / "big.csv.gz", gzip.compress(body)), CONFIG)
+    parsed = read_messages(write(tmp_path, "big.csv.gz", gzip.compress(body)), CONFIG)
     assert "unpacks to more than" in parsed.error
     assert not list(Path(tmp_path / "tmp").iterdir())  # no decompressed copy left behind
-
-
-def write_bytes(path, data):
-    path.write_bytes(data)
-    return path
 
 
 def test_raw_column_keeps_the_original_record(tmp_path):
