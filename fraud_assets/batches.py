@@ -43,7 +43,7 @@ _ISO = r"^(?:19[7-9]\d|2[01]\d\d)-\d\d-\d\d[ T](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5
 def sniff_encoding(path: Path) -> str | None:
     """The encoding :func:`readers.decode_bytes` would choose for the whole file, in one streaming
     pass; None when only a whole-file read can tell (UTF-16 without a byte-order mark or not valid,
-    binary content, or neither UTF-8 nor GB18030 decodes cleanly), or when the file is empty."""
+    binary content, or neither UTF-8 nor the Chinese encoding decodes cleanly), or when the file is empty."""
     with path.open("rb") as handle:
         head = handle.read(65536)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text": read in batches like UTF-8
@@ -61,7 +61,9 @@ def sniff_encoding(path: Path) -> str | None:
         return "utf-8"
     if readers.looks_single_byte(lone, high):
         return "cp1252"
-    return "gb18030" if _decodes(path, "gb18030") else None
+    with path.open("rb") as handle:
+        chinese = readers.chinese_double_byte(handle.read(readers.ENCODING_SAMPLE_BYTES))
+    return chinese if _decodes(path, chinese) else None
 
 
 def _byte_counts(path: Path) -> tuple[int, int, int]:

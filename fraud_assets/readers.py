@@ -259,14 +259,67 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         return utf8, "utf-8"
     if looks_single_byte(lone, high):
         return data.decode("cp1252", errors="surrogateescape"), "cp1252"
+    chinese = chinese_double_byte(data[:ENCODING_SAMPLE_BYTES])
     try:
-        return data.decode("gb18030"), "gb18030"
+        return data.decode(chinese), chinese
     except UnicodeDecodeError:
-        gb = data.decode("gb18030", errors="surrogateescape")
-    bad, text, encoding = min((bad_utf8, utf8, "utf-8"), (_count_undecodable(gb), gb, "gb18030"), key=lambda t: t[0])
+        decoded = data.decode(chinese, errors="surrogateescape")
+    bad, text, encoding = min((bad_utf8, utf8, "utf-8"), (_count_undecodable(decoded), decoded, chinese), key=lambda t: t[0])
     if bad > max(16, len(data) // 20):
-        raise UnreadableFile(f"not text in UTF-8 or GB18030 ({bad} undecodable bytes)")
+        raise UnreadableFile(f"not text in UTF-8 or {_ENCODING_NAMES[chinese]} ({bad} undecodable bytes)")
     return text, encoding
+
+
+#: Bytes from the start of a file that decide between GB18030 and Big5 (see :func:`chinese_double_byte`).
+ENCODING_SAMPLE_BYTES = 1 << 18
+_ENCODING_NAMES = {"gb18030": "GB18030", "cp950": "Big5"}
+
+
+def chinese_double_byte(sample: bytes) -> str:
+    """``cp950`` (Big5, as Windows writes it) or ``gb18030`` for Chinese text that is not UTF-8.
+
+    Why: Big5 files (Taiwan, Hong Kong) also decode as GB18030, without a
+    single error, into rare characters: mojibake that was accepted as text
+    and trained on. Each reading of ``sample`` is scored by the share of its
+    non-ASCII characters that are its own encoding's frequent ones (the 7,445
+    characters and symbols of GB2312; Big5's symbols and 5,401 frequent
+    characters); the right reading scores 0.96-1.00 and the wrong one
+    0.25-0.63 (Telecom and waimai_10k re-encoded, traditional-Chinese
+    messages). Big5 wins only by a clear margin, so a sample with few Chinese
+    characters stays GB18030, as before.
+    """
+    gb = sample.decode("gb18030", errors="replace")
+    big5 = sample.decode("cp950", errors="replace")
+    non_ascii = len(gb) - len(gb.encode("ascii", "ignore"))
+    if non_ascii < 16:
+        return "gb18030"
+    gb_table, big5_table = _frequent_characters()
+    return "cp950" if _share_of(big5, big5_table) >= _share_of(gb, gb_table) + 0.25 else "gb18030"
+
+
+def _share_of(text: str, frequent: dict[int, None]) -> float:
+    """Share of the non-ASCII characters of ``text`` that ``frequent`` (a deletion table that also
+    deletes ASCII) removes."""
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    return 1.0 - len(text.translate(frequent)) / max(1, non_ascii)
+
+
+@functools.cache
+def _frequent_characters() -> tuple[dict[int, None], dict[int, None]]:
+    """Deletion tables (ASCII plus frequent characters) of GB2312 and of Big5's frequent area (lead bytes A1-C6)."""
+
+    def table(encoding: str, leads: range, trails: list[int]) -> dict[int, None]:
+        chars = dict.fromkeys(range(128))
+        for lead in leads:
+            for trail in trails:
+                try:
+                    chars[ord(bytes((lead, trail)).decode(encoding))] = None
+                except UnicodeDecodeError:
+                    pass
+        return chars
+
+    big5_trails = [*range(0x40, 0x7F), *range(0xA1, 0xFF)]
+    return table("gb2312", range(0xA1, 0xF8), list(range(0xA1, 0xFF))), table("cp950", range(0xA1, 0xC7), big5_trails)
 
 
 _LONE_HIGH_BYTE = re.compile(rb"(?<![\x80-\xff])[\x80-\xff](?![\x80-\xff])")
@@ -913,7 +966,7 @@ def _decode_binary(value: Any) -> Any:
 def _row_error(values: dict[str, Any]) -> str | None:
     for name, value in values.items():
         if isinstance(value, str) and _has_undecodable(value):
-            return f"{name}: undecodable bytes (not valid UTF-8 or GB18030)"
+            return f"{name}: undecodable bytes (not valid in the file's encoding)"
         if isinstance(value, str) and (lone := _SURROGATE.search(value)):
             return f"{name}: \\u{ord(lone.group()):04x} is half of a UTF-16 surrogate pair, not a character (a broken escape in the file)"
         if isinstance(value, bytes):

@@ -153,6 +153,8 @@ def test_a_multi_line_record_across_a_batch_boundary_stays_one_record(tmp_path):
         ("text,label\n你好,0\n".encode("gb18030"), "gb18030"),
         ("text,label\nWin £100 at the café,1\n".encode("cp1252"), "cp1252"),
         ("text,label\n中奖🎉请点击,1\n".encode("gb18030"), "gb18030"),
+        ("text,label\n您的帳戶已被凍結，請立即點擊連結驗證身份,1\n".encode("cp950"), "cp950"),  # Big5
+        ("text,label\n您的账户已被冻结，请立即点击链接验证身份,1\n".encode("gb18030"), "gb18030"),
         ("text,label\nx,0\n".encode("utf-16-le"), None),  # whole-file reader
         ("text,label\nx,0\n".encode("utf-16"), "utf-16"),  # with its BOM: streamed too
         ("text,label\nx,0\n".encode("utf-16") + b"\x00\xd8", None),  # not valid UTF-16: the whole-file reader says so

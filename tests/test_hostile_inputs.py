@@ -387,6 +387,11 @@ def _mutation_bases() -> dict[str, bytes]:
         ".csv.gz": gzip.compress(csv.encode()),
         "-gb.csv": csv.encode("gb18030"),
         "-utf16.csv": csv.encode("utf-16"),
+        "-big5.csv": "".join(
+            f"{i},您的帳戶{i}已被凍結，請立即點擊連結驗證,詐騙\n{i}b,明天下午三點開會，記得帶報告,正常\n" for i in range(15)
+        )
+        .join(["id,內容,標籤\n", ""])
+        .encode("cp950"),
     }
 
 

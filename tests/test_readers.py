@@ -144,6 +144,31 @@ def test_western_single_byte_exports_are_read_as_windows_1252(tmp_path):
     assert parsed.encoding == "gb18030" and accepted["text"][0] == "恭喜您🎉中奖了,请点击链接领取0"
 
 
+def test_big5_exports_are_read_as_big5_not_as_gb18030_mojibake(tmp_path):
+    # Taiwanese and Hong Kong exports are Big5. Every Big5 byte pair also decodes as GB18030, into
+    # rare characters that were accepted as text: silent corruption, not an error.
+    texts = [
+        "您的帳戶已被凍結，請立即點擊連結驗證身份",
+        "恭喜您獲得本期幸運大獎，請聯繫客服領取獎金",
+        "媽，我換了新號碼，這個月的學費先轉帳給我",
+        "明天下午三點開會，記得帶報告",
+        "晚餐想吃什麼？我們在車站見面吧",
+    ]
+    labels = ["詐騙", "詐騙", "詐騙", "正常", "正常"]  # the traditional spelling of the label is known too
+    csv = "內容,標籤\n" + "".join(f"{t},{label}\n" for t, label in zip(texts, labels))
+    array = json.dumps([{"text": t, "label": label} for t, label in zip(texts, labels)], ensure_ascii=False)
+    for name, body in (("tw.csv", csv), ("tw.json", array)):  # the batch reader and the whole-file reader
+        parsed, accepted, quarantine = ingest(write(tmp_path, name, body, "cp950"))
+        assert parsed.encoding == "cp950" and quarantine.height == 0, name
+        assert accepted["text"].to_list() == [t.replace("，", ",").replace("？", "?") for t in texts]
+        assert accepted["label"].to_list() == [1, 1, 1, 0, 0]
+    # the same simplified-Chinese messages in GBK stay GB18030, and so does traditional Chinese written in GBK
+    for text in ("您的账户已被冻结，请立即点击链接验证身份", texts[0]):
+        body = "text,label\n" + "".join(f"{text}{i},1\n" for i in range(10))
+        parsed, accepted, _ = ingest(write(tmp_path, "gbk.csv", body, "gb18030"))
+        assert parsed.encoding == "gb18030" and accepted["text"][0].startswith(text.replace("，", ",")[:5])
+
+
 def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
     rows = "".join(f"您的快递{i}号已到达驿站，请凭取件码取件,0\n" for i in range(30))
     data = ("text,label\n" + rows).encode() + b"bad \xff\xfe byte,1\n" + "最后一条消息,0\n".encode()
