@@ -192,7 +192,8 @@ def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
         ("notext.csv", b"foo,bar\n1,2\n", "no text column"),
         ("nolabel.csv", b"text,foo\nhello,2\n", "no label column"),
         ("broken.parquet", b"PAR1 not really parquet", "Parquet"),
-        ("data.xlsx", b"PK\x03\x04", "unsupported file type"),
+        ("data.xlsx", b"PK\x03\x04", "unsupported file type .xlsx; expected one of"),
+        ("data.xls", b"\xd0\xcf\x11\xe0", "save the sheet as CSV UTF-8"),
     ],
 )
 def test_unreadable_files_are_reported_not_raised(tmp_path, name, data, reason):
