@@ -11,6 +11,15 @@ for name in ("FRAUD_DATA_DIR", "FRAUD_LANDING_DIR", "FRAUD_INGEST_CONFIG", "FRAU
     os.environ.pop(name, None)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+# The longest files first (measured, --durations): CI runs two workers (pytest-xdist, whole files per
+# worker), and the Telecom run alone takes 4-7 minutes; started last, it ran on after all the rest.
+LONGEST_FIRST = ("test_telecom.py", "test_concurrency.py", "test_object_store.py", "test_dagster_dev_e2e.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture
 def env(tmp_path, monkeypatch) -> Path:
