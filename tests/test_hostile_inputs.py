@@ -378,6 +378,9 @@ def _mutation_bases() -> dict[str, bytes]:
     table = pa.table({"text": [t for t, _, _ in rows], "label": [y for _, y, _ in rows]})
     parquet = pa.BufferOutputStream()
     pq.write_table(table, parquet)
+    big5 = "id,內容,標籤\n" + "".join(  # a Taiwanese export: traditional characters, Big5 bytes
+        f"{i},您的帳戶{i}已被凍結，請立即點擊連結驗證,詐騙\n{i}b,明天下午三點開會，記得帶報告,正常\n" for i in range(15)
+    )
     return {
         ".csv": csv.encode(),
         ".tsv": csv.replace(",", "\t").encode(),
@@ -387,11 +390,7 @@ def _mutation_bases() -> dict[str, bytes]:
         ".csv.gz": gzip.compress(csv.encode()),
         "-gb.csv": csv.encode("gb18030"),
         "-utf16.csv": csv.encode("utf-16"),
-        "-big5.csv": "".join(
-            f"{i},您的帳戶{i}已被凍結，請立即點擊連結驗證,詐騙\n{i}b,明天下午三點開會，記得帶報告,正常\n" for i in range(15)
-        )
-        .join(["id,內容,標籤\n", ""])
-        .encode("cp950"),
+        "-big5.csv": big5.encode("cp950"),
     }
 
 
