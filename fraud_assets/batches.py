@@ -45,7 +45,8 @@ def sniff_encoding(path: Path) -> str | None:
     pass; None when only a whole-file read can tell (UTF-16 without a byte-order mark or not valid,
     binary content, or neither UTF-8 nor the Chinese encoding decodes cleanly), or when the file is empty."""
     with path.open("rb") as handle:
-        head = handle.read(65536)
+        sample = handle.read(readers.ENCODING_SAMPLE_BYTES)
+    head = sample[:65536]
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text": read in batches like UTF-8
         return "utf-16" if head[2:].strip(b"\x00 \t\r\n") and _decodes(path, "utf-16") else None
     if not head.strip():
@@ -61,8 +62,7 @@ def sniff_encoding(path: Path) -> str | None:
         return "utf-8"
     if readers.looks_single_byte(lone, high):
         return "cp1252"
-    with path.open("rb") as handle:
-        chinese = readers.chinese_double_byte(handle.read(readers.ENCODING_SAMPLE_BYTES))
+    chinese = readers.chinese_double_byte(sample)
     return chinese if _decodes(path, chinese) else None
 
 

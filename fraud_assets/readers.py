@@ -787,8 +787,8 @@ def read_messages(
     return ParsedFile(stream.source_file, rows, quarantine, stream.encoding, stream.file_format, stream.error, stream.notes)
 
 
+_SPREADSHEET_SUFFIXES = {".xlsx", ".xls", ".xlsm", ".ods"}
 _SPREADSHEET_HINT = "; save the sheet as CSV UTF-8 (Excel: File > Save As > CSV UTF-8) and drop that file instead"
-_CONVERT_HINTS = {".xlsx": _SPREADSHEET_HINT, ".xls": _SPREADSHEET_HINT, ".xlsm": _SPREADSHEET_HINT, ".ods": _SPREADSHEET_HINT}
 
 
 def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require_label: bool) -> ParsedFile:
@@ -797,7 +797,8 @@ def _read(path: Path, config: IngestConfig, zone: ZoneInfo, source: str, require
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableFile(
             f"unsupported file type {suffix or '(none)'}; expected one of {sorted(SUPPORTED_SUFFIXES)}, "
-            f"or one of those compressed ({', '.join(COMPRESSED_SUFFIXES)})" + _CONVERT_HINTS.get(suffix, "")
+            f"or one of those compressed ({', '.join(COMPRESSED_SUFFIXES)})"
+            + (_SPREADSHEET_HINT if suffix in _SPREADSHEET_SUFFIXES else "")
         )
     header, records, file_format, encoding = _load_records(path, suffix, config, zone)
     if not header and not records:  # "[]": a JSON export of a day without messages, like a CSV of its header only
