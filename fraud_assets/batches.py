@@ -57,13 +57,8 @@ def sniff_encoding(path: Path) -> str | None:
         return None
     if _decodes(path, "utf-8"):
         return "utf-8"
-    bad, lone, high = _byte_counts(path)
-    if bad <= 0.02 * high:
-        return "utf-8"
-    if readers.looks_single_byte(lone, high):
-        return "cp1252"
-    chinese = readers.chinese_double_byte(sample)
-    return chinese if _decodes(path, chinese) else None
+    encoding = readers.fallback_encoding(*_byte_counts(path), sample)
+    return encoding if encoding in ("utf-8", "cp1252") or _decodes(path, encoding) else None
 
 
 def _byte_counts(path: Path) -> tuple[int, int, int]:

@@ -250,24 +250,39 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    # GB18030 accepts most byte sequences, so a UTF-8 export with a few bad bytes would
-    # decode "cleanly" into mojibake: a file that is overwhelmingly valid UTF-8 stays UTF-8.
     utf8 = data.decode("utf-8", errors="surrogateescape")
     bad_utf8 = _count_undecodable(utf8)
-    lone, high = lone_high_bytes(data)
-    if bad_utf8 <= 0.02 * high:
-        return utf8, "utf-8"
-    if looks_single_byte(lone, high):
-        return data.decode("cp1252", errors="surrogateescape"), "cp1252"
-    chinese = chinese_double_byte(data[:ENCODING_SAMPLE_BYTES])
+    guess = fallback_encoding(bad_utf8, *lone_high_bytes(data), data[:ENCODING_SAMPLE_BYTES])
+    if guess == "utf-8":
+        return utf8, guess
+    if guess == "cp1252":  # Western single-byte text, which always decodes
+        return data.decode(guess, errors="surrogateescape"), guess
     try:
-        return data.decode(chinese), chinese
+        return data.decode(guess), guess
     except UnicodeDecodeError:
-        decoded = data.decode(chinese, errors="surrogateescape")
-    bad, text, encoding = min((bad_utf8, utf8, "utf-8"), (_count_undecodable(decoded), decoded, chinese), key=lambda t: t[0])
+        decoded = data.decode(guess, errors="surrogateescape")
+    bad, text, encoding = min((bad_utf8, utf8, "utf-8"), (_count_undecodable(decoded), decoded, guess), key=lambda t: t[0])
     if bad > max(16, len(data) // 20):
-        raise UnreadableFile(f"not text in UTF-8 or {_ENCODING_NAMES[chinese]} ({bad} undecodable bytes)")
+        raise UnreadableFile(f"not text in UTF-8 or {_ENCODING_NAMES[guess]} ({bad} undecodable bytes)")
     return text, encoding
+
+
+def fallback_encoding(bad_utf8: int, lone: int, high: int, sample: bytes) -> str:
+    """The encoding of a file that is not valid UTF-8, from counts over the whole file.
+
+    ``bad_utf8``: its bytes undecodable as UTF-8; ``lone``, ``high``: see
+    :func:`lone_high_bytes`; ``sample``: its first :data:`ENCODING_SAMPLE_BYTES`.
+    Still ``utf-8`` when at most 2 % of its non-ASCII bytes are bad (GB18030
+    would decode such a file "cleanly" into mojibake), else ``cp1252`` for
+    Western text (:func:`looks_single_byte`), else the Chinese double-byte
+    encoding (:func:`chinese_double_byte`). One decision for the whole-file
+    reader and the streaming sniff, so both read a file the same way.
+    """
+    if bad_utf8 <= 0.02 * high:
+        return "utf-8"
+    if looks_single_byte(lone, high):
+        return "cp1252"
+    return chinese_double_byte(sample)
 
 
 #: Bytes from the start of a file that decide between GB18030 and Big5 (see :func:`chinese_double_byte`).

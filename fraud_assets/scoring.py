@@ -143,8 +143,25 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
     with storage.atomic_path(path) as tmp:
         suffix = path.suffix.lower()
         if suffix == ".csv":
-            frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).write_csv(tmp)
+            spreadsheet_safe(frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ"))).write_csv(tmp)
         elif suffix == ".jsonl":
             frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).write_ndjson(tmp)
         else:
             frame.write_parquet(tmp)
+
+
+def spreadsheet_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text cells that a spreadsheet would run as a formula, prefixed with an apostrophe.
+
+    Why: messages are written by fraudsters, and a CSV opened in Excel or
+    LibreOffice runs a cell starting with ``=``, ``+``, ``-``, ``@``, tab or
+    carriage return as a formula (CSV injection, e.g. ``=HYPERLINK(...)``); the
+    apostrophe makes it shown as text. The ``.jsonl`` and ``.parquet`` outputs
+    keep every value exactly.
+    """
+    risky = r"^[=+\-@\t\r]"
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(risky)).then(pl.lit("'") + pl.col(name)).otherwise(pl.col(name)).alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.Utf8
+    )

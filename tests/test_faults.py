@@ -167,6 +167,20 @@ def test_score_keeps_every_input_row_and_says_why_one_was_not_scored(project, tm
     assert "next tuesday" in reasons[1] and "empty" in reasons[2] and "expected 2 fields, found 3" in reasons[3]
 
 
+def test_score_csv_cannot_carry_a_spreadsheet_formula_and_jsonl_keeps_the_text(project, tmp_path, capsys):
+    texts = ['=HYPERLINK("http://x.example/pay","退款")', "+86 138 0000 0000 中奖", "@客服 请回复", "-1 元 领取", "正常的消息 =1"]
+    source = tmp_path / "formulas.jsonl"
+    source.write_text(
+        "".join(json.dumps({"text": t, "sent_at": "2026-03-01 10:00:00"}, ensure_ascii=False) + "\n" for t in texts)
+    )
+    for out in (tmp_path / "scored.csv", tmp_path / "scored.jsonl"):
+        assert main(["score", str(source), "-o", str(out)]) == 0
+    capsys.readouterr()
+    as_csv = pl.read_csv(tmp_path / "scored.csv")["text"].to_list()
+    assert as_csv == ["'" + t for t in texts[:4]] + [texts[4]]  # shown as text, not run
+    assert pl.read_ndjson(tmp_path / "scored.jsonl")["text"].to_list() == texts  # exact
+
+
 def test_a_model_card_without_its_fields_gives_a_clear_error(project, tmp_path, capsys):
     sample_file = str(next((project["data"] / "incoming").iterdir()))
     broken = tmp_path / "card"

@@ -149,6 +149,17 @@ def test_trained_model_is_never_worse_on_validation_than_its_linear_part():
     # uncalibrated = the plain sum of the parts; calibrated = the blend
     val = data.filter(pl.col("split") == "validation")
     assert not np.allclose(model.predict_proba(val), model.predict_proba(val, calibrated=False))
+    # the report's pair, from one featurisation, is the module's own forward with and without the blend
+    from fraud_assets.model.featurize import _featurise
+    from fraud_assets.model.network import _Inputs, _logits
+
+    inputs = _Inputs(_featurise(val, model.spec), model.module)
+    pair = model.predict_proba_before_after(val)
+    for proba, raw in zip(pair, (False, True)):
+        assert np.array_equal(
+            proba, torch.sigmoid(torch.from_numpy(_logits(model.module, inputs, raw=raw))).numpy().astype(np.float64)
+        )
+    assert all(p.shape == (0,) for p in model.predict_proba_before_after(val.head(0)))
     linear_only = train_classifier(data, dataclasses.replace(FAST, use_deep=False))
     assert linear_only.selection["blend"]["chosen"] == "linear" and not hasattr(linear_only.module, "head")
 

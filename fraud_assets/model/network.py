@@ -216,6 +216,7 @@ def _logits(module, inputs: _Inputs, batch_size: int = 8192, *, raw: bool = Fals
             out.append(torch.stack(module.parts(*batch), 1) if parts else module(*batch, raw=raw))
     module.train(was_training)
     if not out:
-        return np.zeros((0, 2) if parts else 0, np.float32)
+        empty = np.zeros(0, np.float32)
+        return (empty, empty.copy()) if parts else empty
     result = torch.cat(out).numpy()
     return (result[:, 0], result[:, 1]) if parts else result

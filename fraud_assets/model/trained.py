@@ -33,11 +33,23 @@ class TrainedModel:
         gives the model before the validation-fitted blend (wide + deep logit),
         to show what calibration changed.
         """
+        return self.predict_proba_before_after(frame, batch_size)[0 if calibrated else 1]
+
+    def predict_proba_before_after(self, frame: pl.DataFrame, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """``(calibrated, raw)`` probabilities from one featurisation of ``frame``.
+
+        Why: featurising (jieba, n-gram hashing) costs far more than the network,
+        and the report needs both; each equals what ``predict_proba`` gives.
+        """
         import torch
 
         feats = _featurise(frame, self.spec)
-        logits = _logits(self.module, _Inputs(feats, self.module), batch_size, raw=not calibrated)
-        return torch.sigmoid(torch.from_numpy(logits)).numpy().astype(np.float64)
+        wide, deep = (
+            torch.from_numpy(part) for part in _logits(self.module, _Inputs(feats, self.module), batch_size, parts=True)
+        )
+        blend = self.module.blend
+        calibrated = blend[0] * wide + blend[1] * deep + blend[2]  # the module's forward, on the parts
+        return tuple(torch.sigmoid(logits).numpy().astype(np.float64) for logits in (calibrated, wide + deep))  # type: ignore[return-value]
 
     @property
     def best(self) -> dict[str, float]:

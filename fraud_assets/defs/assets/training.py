@@ -223,14 +223,15 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     model, card = load_model(candidate_dir)
     dataset = storage.read_parquet(as_path(card["training_dataset"]))  # the split this candidate was trained on
     val, test = (dataset.filter(pl.col("split") == s) for s in ("validation", "test"))
+    test_proba, raw_test_proba = model.predict_proba_before_after(test)
     result = evaluate(
         dataset,
         model.predict_proba(val),
-        model.predict_proba(test),
+        test_proba,
         history=card.get("history"),
         strategy=config.threshold_strategy,
         target=config.target,
-        raw_test_proba=model.predict_proba(test, calibrated=False),
+        raw_test_proba=raw_test_proba,
     )
     if config.repeats > 1:
         result = with_repeats(
