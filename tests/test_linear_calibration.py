@@ -160,6 +160,10 @@ def test_trained_model_is_never_worse_on_validation_than_its_linear_part():
             proba, torch.sigmoid(torch.from_numpy(_logits(model.module, inputs, raw=raw))).numpy().astype(np.float64)
         )
     assert all(p.shape == (0,) for p in model.predict_proba_before_after(val.head(0)))
+    # featurised a few rows at a time (bounded memory), the same bits as all at once
+    whole = model.predict_proba_before_after(val, batch_size=16, batches_per_pass=val.height)
+    for piecewise, at_once in zip(model.predict_proba_before_after(val, batch_size=16, batches_per_pass=1), whole):
+        assert val.height > 16 and np.array_equal(piecewise, at_once)
     linear_only = train_classifier(data, dataclasses.replace(FAST, use_deep=False))
     assert linear_only.selection["blend"]["chosen"] == "linear" and not hasattr(linear_only.module, "head")
 
