@@ -275,23 +275,25 @@ def fallback_encoding(bad_utf8: int, lone: int, high: int, sample: bytes) -> str
     Still ``utf-8`` when at most 2 % of its non-ASCII bytes are bad (GB18030
     would decode such a file "cleanly" into mojibake), else ``cp1252`` for
     Western text (:func:`looks_single_byte`), else the Chinese double-byte
-    encoding (:func:`chinese_double_byte`). One decision for the whole-file
+    encoding (:func:`double_byte_encoding`). One decision for the whole-file
     reader and the streaming sniff, so both read a file the same way.
     """
     if bad_utf8 <= 0.02 * high:
         return "utf-8"
     if looks_single_byte(lone, high):
         return "cp1252"
-    return chinese_double_byte(sample)
+    return double_byte_encoding(sample)
 
 
-#: Bytes from the start of a file that decide between GB18030 and Big5 (see :func:`chinese_double_byte`).
+#: Bytes from the start of a file that decide between GB18030, Big5 and Shift-JIS (see :func:`double_byte_encoding`).
 ENCODING_SAMPLE_BYTES = 1 << 18
-_ENCODING_NAMES = {"gb18030": "GB18030", "cp950": "Big5"}
+_ENCODING_NAMES = {"gb18030": "GB18030", "cp950": "Big5", "cp932": "Shift-JIS"}
+_KANA = re.compile("[\u3041-\u30ff]")  # full-width hiragana and katakana
 
 
-def chinese_double_byte(sample: bytes) -> str:
-    """``cp950`` (Big5, as Windows writes it) or ``gb18030`` for Chinese text that is not UTF-8.
+def double_byte_encoding(sample: bytes) -> str:
+    """``cp950`` (Big5, as Windows writes it), ``cp932`` (Shift-JIS, as Windows writes it) or
+    ``gb18030`` for East Asian text that is not UTF-8.
 
     Why: Big5 files (Taiwan, Hong Kong) also decode as GB18030, without a
     single error, into rare characters: mojibake that was accepted as text
@@ -302,7 +304,19 @@ def chinese_double_byte(sample: bytes) -> str:
     0.24-0.64 (the shared CSVs re-encoded both ways, traditional-Chinese
     messages). Big5 wins only by a clear margin, so a sample with few Chinese
     characters stays GB18030, as before.
+
+    Japanese exports in Shift-JIS decode as GB18030 into mojibake too. Read as
+    Shift-JIS, Japanese text is mostly kana (every sentence has particles), while
+    Chinese text in GBK or Big5 read that way has next to none: its lead bytes
+    fall on Shift-JIS's kanji and half-width katakana, not on the full-width
+    kana rows. So a sample whose Shift-JIS reading is at least 20 % full-width
+    kana is Shift-JIS. (Korean EUC-KR cannot be told this way: its Hangul rows
+    are GB2312's frequent characters; it stays GB18030.)
     """
+    japanese = sample.decode("cp932", errors="replace")
+    japanese_non_ascii = len(japanese) - len(japanese.encode("ascii", "ignore"))
+    if japanese_non_ascii >= 16 and len(_KANA.findall(japanese)) >= 0.2 * japanese_non_ascii:
+        return "cp932"
     gb = sample.decode("gb18030", errors="replace")
     big5 = sample.decode("cp950", errors="replace")
     non_ascii = len(gb) - len(gb.encode("ascii", "ignore"))

@@ -155,6 +155,7 @@ def test_a_multi_line_record_across_a_batch_boundary_stays_one_record(tmp_path):
         ("text,label\n中奖🎉请点击,1\n".encode("gb18030"), "gb18030"),
         ("text,label\n您的帳戶已被凍結，請立即點擊連結驗證身份,1\n".encode("cp950"), "cp950"),  # Big5
         ("text,label\n您的账户已被冻结，请立即点击链接验证身份,1\n".encode("gb18030"), "gb18030"),
+        ("text,label\nお客様のアカウントが停止されました。確認してください,1\n".encode("cp932"), "cp932"),  # Shift-JIS
         ("text,label\nx,0\n".encode("utf-16-le"), None),  # whole-file reader
         ("text,label\nx,0\n".encode("utf-16"), "utf-16"),  # with its BOM: streamed too
         ("text,label\nx,0\n".encode("utf-16") + b"\x00\xd8", None),  # not valid UTF-16: the whole-file reader says so

@@ -381,6 +381,9 @@ def _mutation_bases() -> dict[str, bytes]:
     big5 = "id,內容,標籤\n" + "".join(  # a Taiwanese export: traditional characters, Big5 bytes
         f"{i},您的帳戶{i}已被凍結，請立即點擊連結驗證,詐騙\n{i}b,明天下午三點開會，記得帶報告,正常\n" for i in range(15)
     )
+    sjis = "id,text,label\n" + "".join(  # a Japanese export in Shift-JIS
+        f"{i},お客様のアカウント{i}が停止されました。確認してください,1\n{i}b,明日の会議は十時からです,0\n" for i in range(15)
+    )
     return {
         ".csv": csv.encode(),
         ".tsv": csv.replace(",", "\t").encode(),
@@ -391,6 +394,7 @@ def _mutation_bases() -> dict[str, bytes]:
         "-gb.csv": csv.encode("gb18030"),
         "-utf16.csv": csv.encode("utf-16"),
         "-big5.csv": big5.encode("cp950"),
+        "-sjis.csv": sjis.encode("cp932"),
     }
 
 

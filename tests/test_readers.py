@@ -169,6 +169,29 @@ def test_big5_exports_are_read_as_big5_not_as_gb18030_mojibake(tmp_path):
         assert parsed.encoding == "gb18030" and accepted["text"][0].startswith(text.replace("，", ",")[:5])
 
 
+def test_shift_jis_exports_are_read_as_shift_jis_not_as_gb18030_mojibake(tmp_path):
+    texts = [
+        "【重要】お客様のアカウントが一時停止されました。こちらから確認してください",
+        "当選おめでとうございます！賞金の受け取りには手数料のお振込みが必要です",
+        "明日の会議は十時からです。よろしくお願いします",
+        "ご注文の商品を発送しました。配達予定日は三月五日です",
+    ]
+    labels = [1, 1, 0, 0]
+    csv = "text,label\n" + "".join(f"{t},{label}\n" for t, label in zip(texts, labels))
+    array = json.dumps([{"text": t, "label": label} for t, label in zip(texts, labels)], ensure_ascii=False)
+    for name, body in (("jp.csv", csv), ("jp.json", array)):  # the batch reader and the whole-file reader
+        parsed, accepted, quarantine = ingest(write(tmp_path, name, body, "cp932"))
+        assert parsed.encoding == "cp932" and quarantine.height == 0, name
+        assert accepted["text"].to_list() == [t.replace("！", "!") for t in texts]
+    # Chinese in GBK or Big5 has no kana when read as Shift-JIS: it stays what it was
+    for text, encoding in (
+        ("您的账户已被冻结，请立即点击链接验证身份", "gb18030"),
+        ("您的帳戶已被凍結，請立即點擊連結驗證身份", "cp950"),
+    ):
+        body = "text,label\n" + "".join(f"{text}{i},1\n" for i in range(10))
+        assert ingest(write(tmp_path, "zh.csv", body, encoding))[0].encoding == encoding
+
+
 def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
     rows = "".join(f"您的快递{i}号已到达驿站，请凭取件码取件,0\n" for i in range(30))
     data = ("text,label\n" + rows).encode() + b"bad \xff\xfe byte,1\n" + "最后一条消息,0\n".encode()
