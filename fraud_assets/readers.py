@@ -288,7 +288,7 @@ def fallback_encoding(bad_utf8: int, lone: int, high: int, sample: bytes) -> str
 #: Bytes from the start of a file that decide between GB18030, Big5 and Shift-JIS (see :func:`double_byte_encoding`).
 ENCODING_SAMPLE_BYTES = 1 << 18
 _ENCODING_NAMES = {"gb18030": "GB18030", "cp950": "Big5", "cp932": "Shift-JIS"}
-_KANA = re.compile("[\u3041-\u30ff]")  # full-width hiragana and katakana
+_KANA = dict.fromkeys([*range(128), *range(0x3041, 0x3100)])  # deletion table: ASCII, full-width hiragana and katakana
 
 
 def double_byte_encoding(sample: bytes) -> str:
@@ -314,23 +314,24 @@ def double_byte_encoding(sample: bytes) -> str:
     are GB2312's frequent characters; it stays GB18030.)
     """
     japanese = sample.decode("cp932", errors="replace")
-    japanese_non_ascii = len(japanese) - len(japanese.encode("ascii", "ignore"))
-    if japanese_non_ascii >= 16 and len(_KANA.findall(japanese)) >= 0.2 * japanese_non_ascii:
+    if _non_ascii(japanese) >= 16 and _share_of(japanese, _KANA) >= 0.2:
         return "cp932"
     gb = sample.decode("gb18030", errors="replace")
-    big5 = sample.decode("cp950", errors="replace")
-    non_ascii = len(gb) - len(gb.encode("ascii", "ignore"))
-    if non_ascii < 16:
+    if _non_ascii(gb) < 16:
         return "gb18030"
     gb_table, big5_table = _frequent_characters()
+    big5 = sample.decode("cp950", errors="replace")
     return "cp950" if _share_of(big5, big5_table) >= _share_of(gb, gb_table) + 0.25 else "gb18030"
 
 
 def _share_of(text: str, frequent: dict[int, None]) -> float:
     """Share of the non-ASCII characters of ``text`` that ``frequent`` (a deletion table that also
     deletes ASCII) removes."""
-    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    return 1.0 - len(text.translate(frequent)) / max(1, non_ascii)
+    return 1.0 - len(text.translate(frequent)) / max(1, _non_ascii(text))
+
+
+def _non_ascii(text: str) -> int:
+    return len(text) - len(text.encode("ascii", "ignore"))
 
 
 @functools.cache
