@@ -142,10 +142,12 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
     storage = Storage(path.parent)
     with storage.atomic_path(path) as tmp:
         suffix = path.suffix.lower()
-        if suffix == ".csv":
-            spreadsheet_safe(frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ"))).write_csv(tmp)
-        elif suffix == ".jsonl":
-            frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).write_ndjson(tmp)
+        if suffix in (".csv", ".jsonl"):
+            text = frame.with_columns(pl.col("sent_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ"))
+            if suffix == ".csv":
+                spreadsheet_safe(text).write_csv(tmp)
+            else:
+                text.write_ndjson(tmp)
         else:
             frame.write_parquet(tmp)
 
