@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from fraud_assets import readers
-from fraud_assets.delimited import Layout, Record, body_records, detect_layout
+from fraud_assets.delimited import Layout, Record, body_records, detect_layout, is_blank
 
 ShapeFor = Callable[[list[str]], tuple[Callable[[list[str]], bool], int | None]]
 Batch = tuple[int, pl.DataFrame | None, list[Record] | None]
@@ -206,12 +206,12 @@ def clean_fields(lines: list[str], layout: Layout, chunk: int = 10_000) -> pl.Da
             return None
         if len(parsed) != len(part):  # a record spans lines
             return None
-        if width > 1 and set(map(len, parsed)) == {width}:  # no blank line, every record complete
+        if width > 1 and set(map(len, parsed)) == {width} and not any(map(is_blank, parsed)):  # every record complete
             columns, raws = list(zip(*parsed)), part
         else:
             rows = []
             for fields, line in zip(parsed, part):
-                if len(fields) <= 1 and not any(f.strip() for f in fields):
+                if is_blank(fields):
                     continue  # blank line
                 if len(fields) != width:
                     return None
@@ -230,7 +230,7 @@ def _split_unquoted(lines: list[str], delimiter: str, names: list[str]) -> pl.Da
     raw = pl.Series("raw", lines, dtype=pl.Utf8)
     body = raw.str.strip_chars_end("\r\n")
     delimiters = body.str.count_matches(delimiter, literal=True)
-    keep = (delimiters > 0) | (body.str.strip_chars() != "")  # csv's blank line: one blank field
+    keep = body.str.replace_all(delimiter, "", literal=True).str.strip_chars() != ""  # not a blank line (is_blank)
     if not (delimiters.filter(keep) == len(names) - 1).all():
         return None
     body, raw = body.filter(keep), raw.filter(keep)
@@ -280,7 +280,9 @@ def fast_frames(
             "source_file": pl.Series([source], dtype=pl.Utf8).extend_constant(source, n - 1),
             "source_row": index,
             "raw": raw,
-            "_error": errors,
+            "_error": pl.select(
+                pl.when(_repeated_headers(fields, header)).then(pl.lit(readers.REPEATED_HEADER)).otherwise("sent_at: " + errors)
+            ).to_series(),
         }
     )
     bad = frame["_error"].is_not_null()
@@ -288,10 +290,22 @@ def fast_frames(
         "source_file",
         "source_row",
         pl.lit("raw_messages").alias("stage"),
-        ("sent_at: " + pl.col("_error")).alias("reason"),
+        pl.col("_error").alias("reason"),
         "raw",
     )
     return frame.filter(~bad).drop("_error").cast(readers.RAW_SCHEMA), quarantine.cast(readers.QUARANTINE_SCHEMA)
+
+
+def _repeated_headers(fields: pl.DataFrame, header: list[str]) -> pl.Series:
+    """Per row, :func:`readers.repeats_header`: checked in Python only on the rows whose widest
+    column holds that column's name (a cheap filter in polars)."""
+    names = [readers.normalize_header(h) for h in header]
+    widest = max(range(len(names)), key=lambda i: len(names[i]))
+    token = max(names[widest].split(" "), key=len)
+    flags = [False] * fields.height
+    for row in fields[str(widest)].str.to_lowercase().str.contains(token, literal=True).arg_true().to_list():
+        flags[row] = readers.repeats_header([fields[str(i)][row] for i in range(len(header))], header)
+    return pl.Series(flags, dtype=pl.Boolean)
 
 
 def parse_timestamps(values: pl.Series | None, zone: ZoneInfo, n: int) -> tuple[pl.Series, pl.Series]:

@@ -9,7 +9,7 @@ block of valid records becomes one record carrying the label of its last line.
 The rule here: a multi-line quoted record is accepted only when none of the
 lines it would swallow (its first line and every line before the closing one),
 read with quotes as literal characters, is itself a plausible record (the
-header's field count and a known label; see ``plausible``). Otherwise the
+header's field count and a known, non-empty label; see ``plausible``). Otherwise the
 quote is taken as a literal character for that line, or only that line is
 quarantined, and reading resumes on the next line.
 
@@ -50,6 +50,12 @@ def quotes_fields(lines: list[str], delimiter: str, sample: int = 2000) -> bool:
     if len(head) == sample and rows:
         rows = rows[:-1]  # the sample may end inside a record
     return bool(rows) and all(len(row) == len(rows[0]) for row in rows)
+
+
+def is_blank(fields: list[str]) -> bool:
+    """A line with nothing but delimiters and spaces: not a record. Excel writes its empty rows
+    as ``,,,`` (one delimiter fewer than the sheet's used columns), not as empty lines."""
+    return not any(field.strip() for field in fields)
 
 
 def _opens_quote(line: str, delimiter: str) -> bool:
@@ -103,7 +109,7 @@ def detect_layout(lines: list[str], suffix: str) -> Layout:
         fields, error = _next_fields(reader, feed)
         if fields is None:
             raise UnreadableFile(f"cannot parse header: {error}")
-        if len(fields) > 1 or any(f.strip() for f in fields):
+        if not is_blank(fields):
             return Layout(delimiter, quoting, fields, feed.pos)
     raise UnreadableFile("no header row (file has no records)")
 
@@ -157,7 +163,7 @@ def body_records(
         reached = end
         fields, end, error = _settle(lines, begin, end, fields, error, delimiter, quoting, fit, len(header))
         feed.pos = end
-        if fields is not None and len(fields) <= 1 and not any(f.strip() for f in fields):
+        if fields is not None and is_blank(fields):
             continue  # blank line: not a record
         yield begin, end, reached, fields, "".join(lines[begin:end]), error
 
@@ -244,7 +250,7 @@ def _settle(
     width: int,
 ) -> tuple[list[str] | None, int, str | None]:
     """The record read from ``start``: kept, or re-read as its first line alone; (fields, end, error)."""
-    if error is None and len(fields) <= 1 and not any(f.strip() for f in fields):
+    if error is None and is_blank(fields):
         return fields, end, None  # a blank line (skipped by the caller)
     fitted = fit(fields) if error is None else None
     if fitted is not None:

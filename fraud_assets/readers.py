@@ -925,7 +925,11 @@ def _record_shape(header: list[str], config: IngestConfig, zone: ZoneInfo):
     stamp = header.index(columns["sent_at"]) if isinstance(columns.get("sent_at"), str) else None
 
     def plausible(fields: list[str]) -> bool:
-        if len(fields) != len(header) or (label is not None and not config.label_is_known(fields[label])):
+        # An empty label does not make a line a record: a multi-line text field as pandas and Excel
+        # write it has inner lines such as `Call us now,` that would otherwise stop the record.
+        if len(fields) != len(header) or (
+            label is not None and not (fields[label].strip() and config.label_is_known(fields[label]))
+        ):
             return False
         try:
             return stamp is None or not fields[stamp].strip() or parse_timestamp(fields[stamp], zone) is not None
@@ -936,6 +940,15 @@ def _record_shape(header: list[str], config: IngestConfig, zone: ZoneInfo):
     others = [h for h in header if h != columns.get("text") and normalize_header(h)]  # blank names: empty columns
     free_text = columns.get("text") is not None and label is not None and all(normalize_header(h) in structured for h in others)
     return plausible, header.index(columns["text"]) if free_text else None
+
+
+REPEATED_HEADER = "the header line again (files joined one after another?): not a record"
+
+
+def repeats_header(fields: list[str], header: list[str]) -> bool:
+    """True for a record that is the header again, as ``cat a.csv b.csv`` leaves one. Where every
+    other label value is a fraud category it would otherwise be read as a fraud message."""
+    return len(fields) == len(header) and all(normalize_header(f) == normalize_header(h) for f, h in zip(fields, header))
 
 
 def _to_rows(records: list, header: list[str], columns: dict[str, Any], config: IngestConfig, zone: ZoneInfo, source: str):
@@ -958,7 +971,7 @@ def _to_rows(records: list, header: list[str], columns: dict[str, Any], config: 
                 for name, col in columns.items()
             }
             values = {name: _decode_binary(value) for name, value in values.items()}
-            error = _row_error(values)
+            error = REPEATED_HEADER if isinstance(record, list) and repeats_header(record, header) else _row_error(values)
         if error is not None:
             quarantine.append(dict(source_file=source, source_row=index, stage="raw_messages", reason=error, raw=raw_text))
             continue

@@ -63,6 +63,46 @@ def test_real_multi_line_quoted_fields_are_still_one_record(tmp_path):
     assert accepted["text"][0] == "Dear customer, your account was frozen, call 95588 now"  # normalised whitespace
 
 
+def test_multi_line_fields_as_pandas_and_excel_write_them_stay_one_record(tmp_path):
+    # two columns: inner lines such as `Call us now,` read as a text with an empty label, which
+    # used to count as a record of their own and cut the quoted field into accepted fragments
+    body = (
+        'text,label\n"Dear customer,\nYour account is locked.\nCall us now,\nBank",1\n'
+        '"Hi John,\nsee you at 5",0\nplain message,0\n'
+    )
+    for batch_rows in (1, 100_000):
+        parsed = read_messages(write(tmp_path, "pandas.csv", body), CONFIG, batch_rows=batch_rows)
+        assert parsed.rows_read == 3 and parsed.quarantine.height == 0
+        assert parsed.rows["text"].to_list() == [
+            "Dear customer,\nYour account is locked.\nCall us now,\nBank",
+            "Hi John,\nsee you at 5",
+            "plain message",
+        ]
+        assert parsed.rows["label"].to_list() == [1, 0, 0]
+
+
+def test_excel_empty_rows_of_delimiters_are_blank_lines_not_records(tmp_path):
+    body = (
+        ",,,\r\ntext,label,,\r\n" + "".join(f"message number {i},{i % 2},,\r\n" for i in range(8)) + ",,,\r\n" * 3 + ' , ,"",\r\n'
+    )
+    for batch_rows in (1, 3, 100_000):
+        parsed = read_messages(write(tmp_path, "excel_rows.csv", body), CONFIG, batch_rows=batch_rows)
+        assert (parsed.rows_read, parsed.quarantine.height) == (8, 0)
+        assert parsed.rows["text"].to_list() == [f"message number {i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 100_000])
+def test_the_header_repeated_by_joining_two_exports_is_not_a_fraud_message(tmp_path, batch_rows):
+    export = lambda kind: "\ufefftext,label\n" + "".join(f"{kind} message {i},{kind}\n" for i in range(4))  # noqa: E731
+    path = write(tmp_path, "joined.csv", export("loan_scam") + export("impersonation"))  # cat a.csv b.csv
+    categories = IngestConfig.load(other_values_are_fraud_categories=True)
+    parsed = read_messages(path, categories, batch_rows=batch_rows)
+    assert (parsed.rows_read, parsed.rows.height, parsed.quarantine.height) == (9, 8, 1)
+    assert "text" not in parsed.rows["text"].to_list() and set(parsed.rows["fraud_type"]) == {"loan_scam", "impersonation"}
+    assert parsed.quarantine["source_row"].to_list() == [4]
+    assert "header line again" in parsed.quarantine["reason"][0]
+
+
 def test_a_stray_quote_on_an_unreadable_line_quarantines_only_that_line(tmp_path):
     body = 'ok one,0\n"broken, line, with, commas\nok two,1\nok three,0\n'
     parsed, accepted, quarantine = ingest(write(tmp_path, "broken.csv", "text,label\n" + body))
