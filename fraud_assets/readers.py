@@ -555,7 +555,7 @@ def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
         stamp = dt.datetime(value.year, value.month, value.day)
     else:
         text = str(value).strip()
-        if not text:
+        if not text or text.lower() in _NO_TIME:
             return None
         stamp = _compact(text)
         if stamp is None:
@@ -569,6 +569,11 @@ def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=zone)
     return stamp.astimezone(dt.timezone.utc)
+
+
+# How exports write a missing value (SQL Server and Oracle NULL, MySQL \N, pandas NaN/NaT, R NA, Excel #N/A):
+# an empty time, as an empty field is, not an unreadable one.
+_NO_TIME = frozenset({"null", "\\n", "nan", "nat", "none", "na", "n/a", "#n/a", "-", "--"})
 
 
 # A date column of a spreadsheet saved as numbers holds days since 1899-12-30. Serials of 1970-2099

@@ -91,6 +91,19 @@ def test_excel_empty_rows_of_delimiters_are_blank_lines_not_records(tmp_path):
         assert parsed.rows["text"].to_list() == [f"message number {i}" for i in range(8)]
 
 
+def test_database_nulls_are_missing_values_not_unreadable_ones(tmp_path):
+    # SQL Server / Oracle NULL, MySQL \N, pandas NaT: a missing time is accepted like an empty one;
+    # a missing label is quarantined as missing, not as an unknown label value
+    body = "text,label,sent_at\nhello,0,NULL\nwin a prize,1,\\N\nlunch?,0,NaT\nno label,\\N,2026-03-01 10:00:00\n"
+    for batch_rows in (1, 100_000):
+        parsed = read_messages(write(tmp_path, "nulls.csv", body), CONFIG, batch_rows=batch_rows)
+        assert (parsed.rows_read, parsed.quarantine.height) == (4, 0)
+        assert parsed.rows["sent_at"].null_count() == 3
+    parsed, accepted, quarantine = ingest(tmp_path / "nulls.csv")
+    assert accepted["text"].to_list() == ["hello", "win a prize", "lunch?"]
+    assert reasons(quarantine)[3].startswith("label: missing (placeholder '\\\\N')")
+
+
 @pytest.mark.parametrize("batch_rows", [1, 100_000])
 def test_the_header_repeated_by_joining_two_exports_is_not_a_fraud_message(tmp_path, batch_rows):
     export = lambda kind: "\ufefftext,label\n" + "".join(f"{kind} message {i},{kind}\n" for i in range(4))  # noqa: E731
