@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 Record = tuple[int, list[str] | None, str, str | None]  # (index, fields, raw text, error)
-_EXCEL_SEP = re.compile(r"^\ufeff?sep=(.)\s*$")
+# Excel's delimiter hint; quoted, and followed by empty cells, when the sheet that held it was saved again
+_EXCEL_SEP = re.compile(r'^\ufeff?"?sep=([^"\r\n])"?\1*\s*$')
 
 
 def sniff_delimiter(first_line: str, suffix: str) -> str:

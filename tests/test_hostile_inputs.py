@@ -381,10 +381,11 @@ def test_configuration_mistakes_exit_2_naming_the_setting(tmp_path, monkeypatch,
 
 
 def test_trailing_delimiters_unquoted_commas_and_excel_sep_lines(tmp_path):
-    body = "sep=;\ntext;label;sent_at\nhello;0;2026-03-01 10:00:00;\nbye;1;2026-03-01 11:00:00\n"
-    parsed, accepted, quarantine = ingest(write(tmp_path, "excel.csv", body))
-    assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
-    assert accepted["text"].to_list() == ["hello", "bye"]
+    body = "text;label;sent_at\nhello;0;2026-03-01 10:00:00;\nbye;1;2026-03-01 11:00:00\n"
+    for hint in ("sep=;\n", '"sep=;"\n', '"sep=;";;\r\n'):  # the last two: a sheet holding the hint, saved again
+        parsed, accepted, quarantine = ingest(write(tmp_path, "excel.csv", hint + body))
+        assert (parsed.rows_read, accepted.height, quarantine.height) == (2, 2, 0)
+        assert accepted["text"].to_list() == ["hello", "bye"]
 
     body = "text,label,\n您好,我是客服,退款请点链接,1,\n正常通知,0\n"  # unquoted commas in the text; a missing blank column
     parsed, accepted, quarantine = ingest(write(tmp_path, "commas.csv", body))
