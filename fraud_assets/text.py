@@ -19,12 +19,24 @@ PHONE_PATTERN = r"(?:\+?\d{1,3}[ -]?)?(?:1[3-9]\d{9}|\d{3,4}[ -]?\d{7,8}|\d{3}[ 
 PHONE_IN_TEXT = rf"(?:^|\D){PHONE_PATTERN}(?:\D|$)"
 
 _WS = re.compile(r"\s+")
-# Characters that render as nothing: soft hyphen, Mongolian vowel separator, zero-width space,
-# direction marks, embeddings, overrides and isolates, word joiner and invisible operators, BOM.
+# Characters that render as nothing: soft hyphen, Arabic letter mark, Mongolian vowel separator and
+# free variation selectors, zero-width space, direction marks, embeddings, overrides and isolates, word
+# joiner and invisible operators, BOM, combining grapheme joiner, Khmer inherent vowels, Hangul fillers
+# (NFKC turns U+3164 and U+FFA0 into U+1160), braille blank, variation selectors (emoji presentation
+# and ideographic variants: the same character drawn another way) and tag characters.
 # Removed, so that a text padded with them to slip past keyword filters hashes and reads like the
-# plain text, and a text of nothing else is empty. ZWJ and ZWNJ stay: they shape emoji and scripts.
-_INVISIBLE = "[\u00ad\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-_INVISIBLE_RE = re.compile(_INVISIBLE)
+# plain text, and a text of nothing else is empty. ZWJ and ZWNJ stay inside a text: they shape
+# emoji sequences (man, ZWJ, woman, ZWJ, girl: one family emoji) and Persian or Indic words; at
+# either end they join nothing and are stripped with the spaces, so a text of only joiners is empty.
+_INVISIBLE = (
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u200e\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u2069\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
+)
+# Tag characters are visible in one place: a subdivision flag (🏴 + tag letters + cancel tag, as
+# Scotland's), which is kept whole by matching it first and putting it back (group 1).
+_INVISIBLE_OR_FLAG = f"(\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)|{_INVISIBLE}"
+_INVISIBLE_RE = re.compile(_INVISIBLE_OR_FLAG)
+_EDGES = " \u200c\u200d"  # what is stripped from both ends once whitespace is collapsed to spaces
 _URL = re.compile(URL_PATTERN, re.IGNORECASE)
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){13,19}(?!\d)")
 _PHONE = re.compile(rf"(?<!\d){PHONE_PATTERN}(?!\d)")
@@ -32,7 +44,7 @@ _PHONE = re.compile(rf"(?<!\d){PHONE_PATTERN}(?!\d)")
 
 def normalize_text(text: str) -> str:
     """NFKC-normalise, drop invisible characters and collapse whitespace, so visually equal texts hash equally."""
-    return _WS.sub(" ", _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text))).strip()
+    return _WS.sub(" ", _INVISIBLE_RE.sub(r"\1", unicodedata.normalize("NFKC", text))).strip(_EDGES)
 
 
 def text_hash(normalized: str) -> str:
@@ -50,7 +62,7 @@ def normalize_texts(texts: pl.Series) -> pl.Series:
     nfkc = pl.Series(
         texts.name, [None if t is None else unicodedata.normalize("NFKC", t) for t in texts.to_list()], dtype=pl.Utf8
     )
-    return nfkc.str.replace_all(_INVISIBLE, "").str.replace_all(_POLARS_WS, " ").str.strip_chars(" ")
+    return nfkc.str.replace_all(_INVISIBLE_OR_FLAG, "${1}").str.replace_all(_POLARS_WS, " ").str.strip_chars(_EDGES)
 
 
 def text_hashes(normalized: pl.Series) -> pl.Series:

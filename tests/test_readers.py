@@ -77,6 +77,29 @@ def test_a_message_of_invisible_characters_is_quarantined_as_empty(tmp_path):
     assert reasons(quarantine)[2] == "duplicate: same text as source_row 1"
 
 
+INVISIBLE_ONLY = ["\u3164", "\u2800", "\ufe0f", "\u200d", "\u034f", "\U000e0020", "\u115f", "\u200c\u200d", "\u17b5"]
+INVISIBLE_ONLY += ["\uffa0\u1160", "\U000e0100", "\ufe0e \u200d\u00ad", "\U000e0001\U000e007f"]
+
+
+def test_texts_of_only_invisible_characters_or_joiners_are_empty_in_every_reader(tmp_path):
+    # Hangul fillers, braille blank, variation selectors, tags and a lone joiner render as nothing:
+    # such a message is empty. Joiners inside emoji and the tags of a subdivision flag are kept.
+    family, scotland = (
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+    )
+    visible = [f"{family} 全家福", f"{scotland} trip", "转\u3164账到\u2800安全\ufe0f账户", "\u200d\u200c边缘\u200d"]
+    texts = INVISIBLE_ONLY + visible
+    csv = "text,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(texts))
+    array = json.dumps([{"text": t, "label": i % 2} for i, t in enumerate(texts)], ensure_ascii=False)
+    dirty = csv + '"a stray quote,1\n'  # one dirty line: the record-by-record reader instead of the vectorised one
+    for name, body in (("inv.csv", csv), ("dirty.csv", dirty), ("inv.json", array)):
+        _, accepted, quarantine = ingest(write(tmp_path, name, body))
+        why = reasons(quarantine)
+        assert all(why[i].startswith("text: empty") for i in range(len(INVISIBLE_ONLY))), (name, why)
+        assert accepted["text"].to_list()[:4] == [f"{family} 全家福", f"{scotland} trip", "转账到安全账户", "边缘"], name
+
+
 def test_compressed_files_that_cannot_be_read_say_why(tmp_path, monkeypatch):
     import gzip
     import lzma

@@ -15,6 +15,7 @@ def test_normalisation_makes_visually_equal_texts_hash_equal():
     assert normalize_text("转\u200b账到\u2060安全\ufeff账户\u202e \u00ad") == "转账到安全账户"
     assert normalize_text("\u200b\u200b \ufeff") == ""
     assert normalize_text("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧"  # ZWJ shapes emoji: kept
+    assert normalize_text(" \u200d\u3164\u200c ") == ""  # a joiner at an end joins nothing
 
 
 def test_previews_mask_phones_cards_and_urls():
@@ -77,6 +78,8 @@ def test_vectorised_normalisation_and_hashing_equal_the_per_text_functions():
         "   ",
         None,
         "plain ascii",
+        "\u3164\u2800\ufe0f \u200d\u200c",
+        "\u200d\u2764\ufe0f\u200d\U0001f525 \U0001f3f4\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f\U000e0020",
     ]
     normalized = normalize_texts(pl.Series(tricky, dtype=pl.Utf8)).to_list()
     assert normalized == [None if t is None else normalize_text(t) for t in tricky]
