@@ -250,6 +250,18 @@ def archived_file(storage: Storage, partition_key: str) -> tuple[Path, str]:
     return matches[0], meta["original_name"]
 
 
+def registered_name(storage: Storage, partition_key: str) -> bytes | None:
+    """The exact name (bytes) a partition was registered under, from its manifest; None without one."""
+    found = _manifest(storage, storage.root / "archive", partition_key)
+    if found is None:
+        return None
+    meta = found[1]
+    exact = meta.get("original_name_hex")
+    if isinstance(exact, str):
+        return bytes.fromhex(exact)
+    return os.fsencode(meta["original_name"]) if isinstance(meta.get("original_name"), str) else None
+
+
 def _archives(name: str, partition_key: str) -> bool:
     """Whether an archive file name holds the data of ``partition_key``: the key and its
     :func:`_archive_suffix` (one suffix, or a type plus a compression suffix), not its manifest."""

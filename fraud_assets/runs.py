@@ -20,7 +20,7 @@ from fraud_assets.definitions import defs as load_definitions
 from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.features import per_file_outputs
-from fraud_assets.landing import candidate_files, register_files
+from fraud_assets.landing import LandedFile, candidate_files, register_files, registered_name
 from fraud_assets.settings import Settings
 from fraud_assets.storage import Storage, as_path
 
@@ -158,10 +158,10 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
         instance.add_dynamic_partitions(message_files.name, [f.partition_key for f in registration.new])
     complete = set(ingested_partitions(storage, {f.partition_key for f in registration.landed}))
     results: list = []
-    statuses: dict = {}
+    owners = _partition_owners(storage, registration.landed)
     for item in registration.landed:
         key, reason = item.partition_key, None
-        if item.duplicate_of or key in statuses:
+        if owners.get(key) is not item:
             status, reason = "duplicate", f"same content as partition {key}"
         elif key in complete:
             status = "unchanged"
@@ -175,7 +175,6 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
                 tags=_headless_tags(**{"fraud/source_file": item.name[:200]}),
             )
             status, reason = _ingest_status(result, storage, key, blocking_checks(job))
-        statuses.setdefault(key, status)
         counts = file_summary(storage, key)
         if counts.pop("whole_file_quarantined"):
             status, reason = "quarantined", _file_reason(storage, key)
@@ -193,6 +192,27 @@ def run_ingest(instance: dg.DagsterInstance, *, log=print) -> list[dict[str, Any
             }
         )
     return results
+
+
+def _partition_owners(storage, landed: list[LandedFile]) -> dict[str, LandedFile]:
+    """The landed file that is each partition's own, the others being duplicates of it.
+
+    Several names can hold one partition's bytes (``day.csv`` and ``day (1).csv``), and a copy can
+    sort before the original, so the first one listed is not necessarily the partition's file: the
+    name in the archive manifest is. Without it among them, the first not registered as a duplicate.
+    """
+    by_key: dict[str, list[LandedFile]] = {}
+    for item in landed:
+        by_key.setdefault(item.partition_key, []).append(item)
+    owners = {}
+    for key, items in by_key.items():
+        candidates = [item for item in items if item.duplicate_of is None]
+        if len(items) > 1:
+            name = registered_name(storage, key)
+            candidates = [item for item in items if os.fsencode(item.path.name) == name] + candidates
+        if candidates:
+            owners[key] = candidates[0]
+    return owners
 
 
 def _file_reason(storage, key: str) -> str | None:

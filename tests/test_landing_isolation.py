@@ -274,3 +274,20 @@ def test_compressed_files_are_read_as_the_file_inside(env, capsys):
     cut = files["cut.csv.gz"]
     assert cut["status"] == "quarantined" and cut["reason"].startswith("cannot decompress the gzip file")
     assert pl.read_parquet(data / "quarantine" / "raw_messages" / f"{cut['partition']}.parquet")["stage"].to_list() == ["file"]
+
+
+def test_a_copy_that_sorts_first_is_the_duplicate_and_the_original_stays_unchanged(env, capsys):
+    """`day (1).csv` sorts before `day.csv`: the copy was listed first and made the original a duplicate of itself."""
+    data, _ = env
+    original = data / "incoming" / "day.csv"
+    original.write_text(content(14))
+    assert main(["ingest", "--json"]) == 0
+    [first] = json.loads(capsys.readouterr().out)["files"]
+    assert first["status"] == "ingested"
+    shutil.copy(original, data / "incoming" / "day (1).csv")  # same bytes, a browser's second download
+    os.utime(original, (time.time() - 60, time.time() - 60))  # touched: the index misses, the file is hashed again
+    main(["ingest", "--json"])
+    files = {f["file"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert sorted(files) == ["day (1).csv", "day.csv"]
+    assert files["day.csv"]["status"] == "unchanged" and files["day.csv"]["partition"] == first["partition"]
+    assert files["day (1).csv"]["status"] == "duplicate" and files["day (1).csv"]["partition"] == first["partition"]
