@@ -61,19 +61,21 @@ def sniff_encoding(path: Path) -> str | None:
     return encoding if encoding in ("utf-8", "cp1252") or _decodes(path, encoding) else None
 
 
-def _byte_counts(path: Path) -> tuple[int, int, int]:
-    """(undecodable bytes when read as UTF-8, then :func:`readers.lone_high_bytes`) of a whole file in
-    one streamed pass (a lone byte at a chunk's edge may count wrongly, which a share over the file
-    does not notice)."""
+def _byte_counts(path: Path) -> tuple[int, int, int, int]:
+    """(undecodable bytes and valid multi-byte sequences when read as UTF-8, then
+    :func:`readers.lone_high_bytes`) of a whole file in one streamed pass (a lone byte at a chunk's
+    edge may count wrongly, which a share over the file does not notice)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
-    bad = lone = high = 0
+    bad = valid = lone = high = 0
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK_BYTES):
             counts = readers.lone_high_bytes(chunk)
             lone, high = lone + counts[0], high + counts[1]
-            bad += readers._count_undecodable(decoder.decode(chunk))
+            text = decoder.decode(chunk)
+            undecodable = readers._count_undecodable(text)
+            bad, valid = bad + undecodable, valid + readers._non_ascii(text) - undecodable
         bad += readers._count_undecodable(decoder.decode(b"", final=True))
-    return bad, lone, high
+    return bad, valid, lone, high
 
 
 def _decodes(path: Path, encoding: str) -> bool:

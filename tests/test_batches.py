@@ -164,6 +164,7 @@ def test_a_multi_line_record_across_a_batch_boundary_stays_one_record(tmp_path):
         ("text,label\nx,0\n".encode("utf-16"), "utf-16"),  # with its BOM: streamed too
         ("text,label\nx,0\n".encode("utf-16") + b"\x00\xd8", None),  # not valid UTF-16: the whole-file reader says so
         (b"", None),
+        ("text,label\nRéunion déplacée à jeudi déjà vérifié,0\n".encode() * 2 + "café,1\n".encode("cp1252"), "utf-8"),
     ],
 )
 def test_the_streaming_encoding_sniff_agrees_with_the_whole_file_decode(tmp_path, data, expected):

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from fraud_assets import readers
 from fraud_assets.readers import IngestConfig, parse_timestamp, read_messages
 from fraud_assets.validation import validate_messages
 
@@ -225,6 +226,32 @@ def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
     assert accepted.height == 31 and accepted["text"][0].startswith("您的快递0号")
     assert quarantine["source_row"].to_list() == [30] and "undecodable" in quarantine["reason"][0]
     assert "\\xff" in quarantine["raw"][0]
+
+
+FRENCH = [
+    "Félicitations vous avez gagné un séjour à Paris",
+    "Déjà arrivé à la gare, à tout à l'heure",
+    "Votre colis est bloqué, payez les frais",
+    "Réunion déplacée à jeudi",
+    "Votre compte a été suspendu, vérifiez-le",
+    "Merci pour le café",
+    "Vous êtes éligible à un remboursement",
+    "À ce soir chérie",
+    "Dernière chance: réclamez votre prix",
+    "Le médecin a appelé",
+]
+
+
+def test_a_utf8_export_with_cp1252_rows_appended_stays_utf8(tmp_path):
+    # Two exports concatenated: the cp1252 bytes were more than 2 % of the non-ASCII bytes, and the
+    # whole file fell to GB18030, which read every UTF-8 "é" as "茅" and accepted the mojibake.
+    utf8 = ("text,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(FRENCH))).encode()
+    cp1252 = "".join(f"{t} (export 2),{i % 2}\n" for i, t in enumerate(FRENCH[:2])).encode("cp1252")
+    path = write(tmp_path, "mixed2.csv", utf8 + cp1252)
+    parsed, accepted, quarantine = ingest(path)
+    assert parsed.encoding == "utf-8" and readers.decode_bytes(utf8 + cp1252)[1] == "utf-8"
+    assert accepted["text"].to_list() == FRENCH
+    assert quarantine["source_row"].to_list() == [10, 11] and all("undecodable" in r for r in quarantine["reason"])
 
 
 @pytest.mark.parametrize(
