@@ -45,8 +45,7 @@ def sniff_encoding(path: Path) -> str | None:
     pass; None when only a whole-file read can tell (UTF-16 without a byte-order mark or not valid,
     binary content, or neither UTF-8 nor the Chinese encoding decodes cleanly), or when the file is empty."""
     with path.open("rb") as handle:
-        sample = handle.read(readers.ENCODING_SAMPLE_BYTES)
-    head = sample[:65536]
+        head = handle.read(65536)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text": read in batches like UTF-8
         return "utf-16" if head[2:].strip(b"\x00 \t\r\n") and _decodes(path, "utf-16") else None
     if not head.strip():
@@ -57,16 +56,18 @@ def sniff_encoding(path: Path) -> str | None:
         return None
     if _decodes(path, "utf-8"):
         return "utf-8"
-    encoding = readers.fallback_encoding(*_byte_counts(path), sample)
+    encoding = readers.fallback_encoding(*_byte_counts(path))
     return encoding if encoding in ("utf-8", "cp1252") or _decodes(path, encoding) else None
 
 
-def _byte_counts(path: Path) -> tuple[int, int, int, int]:
+def _byte_counts(path: Path) -> tuple[int, int, int, int, bytes]:
     """(undecodable bytes and valid multi-byte sequences when read as UTF-8, then
-    :func:`readers.lone_high_bytes`) of a whole file in one streamed pass (a lone byte at a chunk's
+    :func:`readers.lone_high_bytes`, then the lines with non-ASCII bytes of
+    :class:`readers.NonAsciiLines`) of a whole file in one streamed pass (a lone byte at a chunk's
     edge may count wrongly, which a share over the file does not notice)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
     bad = valid = lone = high = 0
+    sample = readers.NonAsciiLines()
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK_BYTES):
             counts = readers.lone_high_bytes(chunk)
@@ -74,8 +75,9 @@ def _byte_counts(path: Path) -> tuple[int, int, int, int]:
             text = decoder.decode(chunk)
             undecodable = readers._count_undecodable(text)
             bad, valid = bad + undecodable, valid + readers._non_ascii(text) - undecodable
+            sample.add(chunk)
         bad += readers._count_undecodable(decoder.decode(b"", final=True))
-    return bad, valid, lone, high
+    return bad, valid, lone, high, sample.sample()
 
 
 def _decodes(path: Path, encoding: str) -> bool:

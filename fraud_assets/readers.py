@@ -252,7 +252,9 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         pass
     utf8 = data.decode("utf-8", errors="surrogateescape")
     bad_utf8 = _count_undecodable(utf8)
-    guess = fallback_encoding(bad_utf8, _non_ascii(utf8) - bad_utf8, *lone_high_bytes(data), data[:ENCODING_SAMPLE_BYTES])
+    sample = NonAsciiLines()
+    sample.add(data)
+    guess = fallback_encoding(bad_utf8, _non_ascii(utf8) - bad_utf8, *lone_high_bytes(data), sample.sample())
     if guess == "utf-8":
         return utf8, guess
     if guess == "cp1252":  # Western single-byte text, which always decodes
@@ -272,7 +274,7 @@ def fallback_encoding(bad_utf8: int, valid_utf8: int, lone: int, high: int, samp
 
     ``bad_utf8``: its bytes undecodable as UTF-8; ``valid_utf8``: its valid
     multi-byte UTF-8 sequences; ``lone``, ``high``: see :func:`lone_high_bytes`;
-    ``sample``: its first :data:`ENCODING_SAMPLE_BYTES`. Still ``utf-8`` when
+    ``sample``: its lines with non-ASCII bytes (:class:`NonAsciiLines`). Still ``utf-8`` when
     its valid sequences clearly outnumber its bad bytes (see
     :data:`UTF8_SEQUENCES_PER_BAD_BYTE`; GB18030 would decode such a file
     "cleanly" into mojibake), else ``cp1252`` for Western text
@@ -299,8 +301,55 @@ UTF8_SEQUENCES_PER_BAD_BYTE = 2
 UTF8_MIN_SEQUENCES = 16
 
 
-#: Bytes from the start of a file that decide between GB18030, Big5 and Shift-JIS (see :func:`double_byte_encoding`).
+#: Bytes of a file's non-ASCII lines that decide between GB18030, Big5 and Shift-JIS (see :class:`NonAsciiLines`).
 ENCODING_SAMPLE_BYTES = 1 << 18
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+
+
+class NonAsciiLines:
+    """The first :data:`ENCODING_SAMPLE_BYTES` of a file's lines that hold a byte >= 0x80, fed
+    chunk by chunk, in memory bounded by that size.
+
+    Why: the sample decides between the double-byte encodings by the characters it holds; the start
+    of a file can be all ASCII (an English newsletter repeated for 256 KiB, then Big5 rows), which
+    left nothing to score. The result is the same bytes however the file is cut into chunks, so the
+    whole-file reader and the streaming sniff decide alike.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._line = b""  # the start of an unfinished line without such a byte yet, as much as could be kept
+        self._high = False  # whether the unfinished line holds such a byte (and is being kept)
+
+    def add(self, chunk: bytes) -> None:
+        start = 0
+        while start < len(chunk) and self._size < ENCODING_SAMPLE_BYTES:
+            if not self._high:
+                found = _HIGH_BYTE.search(chunk, start)
+                newline = chunk.rfind(b"\n", start, found.start() if found else len(chunk))
+                if newline >= 0:  # the unfinished line ended without one: dropped
+                    self._line, start = b"", newline + 1
+                if found is None:
+                    self._line += chunk[start : start + ENCODING_SAMPLE_BYTES - self._size - len(self._line)]
+                    return
+                self._high, line = True, self._line
+                self._line = b""
+                self._keep(line)
+            end = chunk.find(b"\n", start)
+            stop = len(chunk) if end < 0 else end + 1
+            self._keep(chunk[start:stop])
+            self._high, start = end < 0, stop
+
+    def _keep(self, piece: bytes) -> None:
+        piece = piece[: ENCODING_SAMPLE_BYTES - self._size]
+        self._parts.append(piece)
+        self._size += len(piece)
+
+    def sample(self) -> bytes:
+        return b"".join(self._parts)
+
+
 _ENCODING_NAMES = {"gb18030": "GB18030", "cp950": "Big5", "cp932": "Shift-JIS"}
 _KANA = dict.fromkeys([*range(128), *range(0x3041, 0x3100)])  # deletion table: ASCII, full-width hiragana and katakana
 

@@ -175,6 +175,42 @@ def test_the_streaming_encoding_sniff_agrees_with_the_whole_file_decode(tmp_path
         assert readers.decode_bytes(data)[1] == expected
 
 
+def test_the_encoding_sample_is_the_non_ascii_lines_however_the_file_is_chunked(tmp_path, monkeypatch):
+    # The double-byte encodings are told apart on the lines holding non-ASCII bytes, wherever they are;
+    # the streaming sniff gathers them chunk by chunk and must decide exactly as the whole-file decode.
+    from fraud_assets import batches
+
+    monkeypatch.setattr(readers, "ENCODING_SAMPLE_BYTES", 700)
+    monkeypatch.setattr(batches, "_CHUNK_BYTES", 97)
+    rng = random.Random(7)
+    pieces = {
+        "ascii": "plain english text number {i},0",
+        "cp950": "您的帳戶已被凍結請點擊連結驗證身份{i},1",
+        "cp932": "お客様のアカウントが停止されました{i},1",
+        "gb18030": "您的账户已被冻结请立即点击链接验证身份{i},1",
+    }
+    for trial in range(40):
+        encoding = rng.choice(["cp950", "cp932", "gb18030"])
+        kinds = rng.choices(["ascii", encoding], [rng.choice([1, 5, 30]), 1], k=rng.randint(5, 120))
+        lines = [pieces[k].format(i=i).encode(k if k != "ascii" else "utf-8") for i, k in enumerate(kinds)]
+        data = b"text,label\n" + rng.choice([b"\n", b"\r\n"]).join(lines)
+        path = tmp_path / f"f{trial}.csv"
+        path.write_bytes(data)
+        whole = readers.NonAsciiLines()
+        whole.add(data)
+        *ended, last = [line + b"\n" for line in data.split(b"\n")]
+        wanted = b"".join(line for line in [*ended, last[:-1]] if max(line, default=0) >= 0x80)
+        assert whole.sample() == wanted[: readers.ENCODING_SAMPLE_BYTES]
+        assert batches._byte_counts(path)[4] == whole.sample()
+        try:
+            decoded = readers.decode_bytes(data)[1]
+        except readers.UnreadableFile:
+            decoded = None
+        assert sniff_encoding(path) in (decoded, None)
+        if encoding in kinds:
+            assert decoded == encoding, (trial, kinds)
+
+
 def test_vectorised_timestamps_equal_python_parsing():
     values = [
         "2026-03-01 10:00:00",

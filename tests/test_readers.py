@@ -216,6 +216,23 @@ def test_shift_jis_exports_are_read_as_shift_jis_not_as_gb18030_mojibake(tmp_pat
         assert ingest(write(tmp_path, "zh.csv", body, encoding))[0].encoding == encoding
 
 
+def test_big5_and_shift_jis_rows_after_256_kib_of_ascii_are_still_detected(tmp_path):
+    # The encoding used to be chosen on the first 256 KiB only: all ASCII here, so GB18030 by default,
+    # and the Big5 or Shift-JIS rows at the end were accepted as mojibake.
+    newsletter = "Hello this is an english newsletter message that repeats many times in this file, please ignore it,0\n"
+    head = "text,label\n" + newsletter * 2800
+    assert len(head) > readers.ENCODING_SAMPLE_BYTES
+    for encoding, texts in (
+        ("cp950", ["您的帳戶已被凍結請點擊連結驗證身份", "明天一起吃飯嗎記得帶傘"]),
+        ("cp932", ["お客様のアカウントが停止されました確認してください", "明日の会議は十時からですよろしくお願いします"]),
+    ):
+        data = head.encode() + "".join(f"{t},{i}\n" for i, t in enumerate(texts)).encode(encoding)
+        assert readers.decode_bytes(data)[1] == encoding  # the whole-file reader
+        parsed, accepted, quarantine = ingest(write(tmp_path, f"late_{encoding}.csv", data))  # the batch reader
+        assert parsed.encoding == encoding and accepted["text"].to_list()[1:] == texts
+        assert quarantine.height == 2799 and set(quarantine["reason"].str.slice(0, 10)) == {"duplicate:"}
+
+
 def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
     rows = "".join(f"您的快递{i}号已到达驿站，请凭取件码取件,0\n" for i in range(30))
     data = ("text,label\n" + rows).encode() + b"bad \xff\xfe byte,1\n" + "最后一条消息,0\n".encode()
