@@ -233,8 +233,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8", errors="surrogateescape"), "utf-8-sig"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16"), "utf-16"
+        try:  # a lone surrogate (nvarchar cut inside an emoji) stays in its record, which is quarantined
+            return data.decode("utf-16", errors="surrogatepass"), "utf-16"
         except UnicodeDecodeError as exc:
             raise UnreadableFile(f"invalid UTF-16: {exc}") from exc
     head = data[:65536]
@@ -243,7 +243,7 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         if utf16 is None:
             raise UnreadableFile("binary content (NUL bytes), not a text file")
         try:
-            return data.decode(utf16), utf16
+            return data.decode(utf16, errors="surrogatepass"), utf16
         except UnicodeDecodeError as exc:
             raise UnreadableFile(f"binary content (NUL bytes), not a text file; not {utf16.upper()} either: {exc}") from exc
     try:
@@ -1084,7 +1084,7 @@ def _row_error(values: dict[str, Any]) -> str | None:
         if isinstance(value, str) and _has_undecodable(value):
             return f"{name}: undecodable bytes (not valid in the file's encoding)"
         if isinstance(value, str) and (lone := _SURROGATE.search(value)):
-            return f"{name}: \\u{ord(lone.group()):04x} is half of a UTF-16 surrogate pair, not a character (a broken escape in the file)"
+            return f"{name}: \\u{ord(lone.group()):04x} is half of a UTF-16 surrogate pair, not a character (a broken JSON escape, or UTF-16 text cut inside a character)"
         if isinstance(value, bytes):
             return f"{name}: binary value that is not valid UTF-8 text ({len(value)} bytes)"
         if isinstance(value, (dict, list, tuple)):

@@ -233,6 +233,20 @@ def test_big5_and_shift_jis_rows_after_256_kib_of_ascii_are_still_detected(tmp_p
         assert quarantine.height == 2799 and set(quarantine["reason"].str.slice(0, 10)) == {"duplicate:"}
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xff\xfe"])
+def test_half_a_surrogate_pair_in_utf16_quarantines_only_its_record(tmp_path, bom):
+    # SQL Server truncates nvarchar by 16-bit units, so a cut can fall inside an emoji; bcp -w and
+    # Excel's "Unicode Text" then write the lone half
+    body = "text\tlabel\r\nhello there friend\t0\r\n".encode("utf-16-le") + "cut emoji ".encode("utf-16-le") + b"\x3d\xd8"
+    body += "\t1\r\nfine again\t0\r\n".encode("utf-16-le")
+    for batch_rows in (1, 100_000):
+        parsed = read_messages(write(tmp_path, "bcp.tsv", bom + body), CONFIG, batch_rows=batch_rows)
+        assert parsed.error is None and parsed.rows_read == 3
+        assert parsed.rows["text"].to_list() == ["hello there friend", "fine again"]
+        assert parsed.quarantine["source_row"].to_list() == [1]
+        assert "half of a UTF-16 surrogate pair" in parsed.quarantine["reason"][0]
+
+
 def test_a_few_bad_bytes_in_a_utf8_file_quarantine_only_their_rows(tmp_path):
     rows = "".join(f"您的快递{i}号已到达驿站，请凭取件码取件,0\n" for i in range(30))
     data = ("text,label\n" + rows).encode() + b"bad \xff\xfe byte,1\n" + "最后一条消息,0\n".encode()
