@@ -22,6 +22,7 @@ import lzma
 import math
 import re
 import shutil
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -488,10 +489,9 @@ def _iter_json(text: str) -> tuple[list[str], list[tuple[int, dict | None, str, 
     stripped = text.strip()
     raws: list[tuple[Any, str]]
     if stripped.startswith("["):
-        try:
-            items = json.loads(stripped, object_pairs_hook=_unique_keys)
-        except (json.JSONDecodeError, _DuplicateKey) as exc:
-            raise UnreadableFile(f"invalid JSON array: {exc}") from exc
+        items = _loads(stripped)
+        if isinstance(items, Exception):
+            raise UnreadableFile(f"invalid JSON array: {_json_reason(items).removeprefix('malformed JSON: ')}")
         if not isinstance(items, list):
             raise UnreadableFile(f"expected a JSON array of objects, found {type(items).__name__}")
         raws = [(item, json.dumps(item, ensure_ascii=False)) for item in items]
@@ -501,19 +501,29 @@ def _iter_json(text: str) -> tuple[list[str], list[tuple[int, dict | None, str, 
             stream = _json_stream(stripped)
             if stream is not None:  # pretty-printed objects, one after another
                 raws = stream
-    out: list[tuple[int, dict | None, str, str | None]] = []
+    out = [_json_record(index, item, raw) for index, (item, raw) in enumerate(raws)]
     keys: dict[str, None] = {}
-    for index, (item, raw) in enumerate(raws):
-        if isinstance(item, _DuplicateKey):
-            out.append((index, None, raw, f"malformed JSON: {item}"))
-        elif isinstance(item, json.JSONDecodeError):
-            out.append((index, None, raw, f"malformed JSON: {item.msg} at column {item.colno}"))
-        elif not isinstance(item, dict):
-            out.append((index, None, raw, f"expected a JSON object, found {type(item).__name__}"))
-        else:
-            keys.update(dict.fromkeys(item))
-            out.append((index, item, raw, None))
+    for _, record, _, _ in out:
+        keys.update(dict.fromkeys(record or ()))
     return list(keys), out
+
+
+def _json_record(index: int, item: Any, raw: str) -> tuple[int, dict | None, str, str | None]:
+    """One record of a JSON file: the object, or why the value (or the exception that stopped it) is not one."""
+    if isinstance(item, dict):
+        return index, item, raw, None
+    if isinstance(item, BaseException):
+        return index, None, raw, _json_reason(item)
+    return index, None, raw, f"expected a JSON object, found {type(item).__name__}"
+
+
+def _json_reason(problem: BaseException) -> str:
+    """The quarantine reason for a JSON value that did not parse."""
+    if isinstance(problem, json.JSONDecodeError):
+        return f"malformed JSON: {problem.msg} at column {problem.colno}"
+    if isinstance(problem, RecursionError):
+        return f"malformed JSON: nested too deeply (lists or objects inside each other more than about {sys.getrecursionlimit()} levels)"
+    return f"malformed JSON: {problem}"
 
 
 class _DuplicateKey(ValueError):
@@ -530,20 +540,37 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _loads(line: str) -> Any:
+def _json_int(digits: str) -> int | str:
+    """json int hook: an integer longer than Python converts (4300 digits) stays its digits, so that
+    a huge number in a column that is not read costs its record nothing, and one that is read is
+    judged as that text (an unknown label, an unreadable timestamp), never a crash."""
     try:
-        return json.loads(line, object_pairs_hook=_unique_keys)
-    except (json.JSONDecodeError, _DuplicateKey) as exc:
+        return int(digits)
+    except ValueError:
+        return digits
+
+
+# shared: the hooks keep no state, and json.loads with hooks would build a decoder per line
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_json_int)
+
+
+def _loads(line: str) -> Any:
+    """One JSON value, or the exception that says why the text is not one (returned, not raised: a
+    malformed record is its own problem, not its file's). Deep nesting stops the parser with
+    RecursionError; JSONDecodeError and _DuplicateKey are ValueErrors."""
+    try:
+        return _DECODER.decode(line)
+    except (ValueError, RecursionError) as exc:
         return exc
 
 
 def _json_stream(text: str) -> list[tuple[Any, str]] | None:
     """Concatenated JSON values (pretty-printed objects); None unless the whole text decodes so."""
-    decoder, pos, out = json.JSONDecoder(object_pairs_hook=_unique_keys), 0, []
+    pos, out = 0, []
     while pos < len(text):
         try:
-            item, end = decoder.raw_decode(text, pos)
-        except (json.JSONDecodeError, _DuplicateKey):
+            item, end = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError):
             return None
         out.append((item, text[pos:end]))
         pos = end
@@ -958,7 +985,7 @@ def _looks_like_json(text: str) -> bool:
     if not stripped.startswith(("{", "[")):
         return False
     first = stripped.split("\n", 1)[0]
-    return not isinstance(_loads(first), Exception) or not isinstance(_loads(stripped), Exception)
+    return not isinstance(_loads(first), json.JSONDecodeError) or not isinstance(_loads(stripped), json.JSONDecodeError)
 
 
 def _json_wrapper_hint(records: list) -> str:
@@ -1201,9 +1228,7 @@ def _stream_json_lines(
         for line in _json_lines(path):
             if not line.strip():
                 continue
-            item = _loads(line)
-            error = None if isinstance(item, dict) else f"expected a JSON object, found {type(item).__name__}"
-            records.append((first + len(records), item if error is None else None, line, error))
+            records.append(_json_record(first + len(records), _loads(line), line))
             if len(records) == batch_rows:
                 yield _as_frames(*_to_rows(records, header, columns, config, zone, source))
                 first, records = first + len(records), []

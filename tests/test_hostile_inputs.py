@@ -202,6 +202,26 @@ def test_pretty_printed_json_objects_and_nested_values(tmp_path):
     assert accepted["text"].to_list() == ["fine"]
 
 
+@pytest.mark.parametrize("name", ["deep.jsonl", "deep.csv"])  # a JSON Lines file; JSON in a .csv
+def test_json_nested_too_deeply_or_huge_integers_cost_at_most_their_record(tmp_path, name):
+    """A line nested deeper than the parser recurses, or an integer longer than Python converts
+    (4300 digits), once failed the whole file (RecursionError, ValueError)."""
+    lines = [
+        '{"text": "ok one", "label": 0}',
+        '{"text": "too deep", "label": 0, "meta": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"text": "a huge number in a column not read", "label": 1, "n": ' + "1" * 5000 + "}",
+        '{"text": "a huge label", "label": ' + "7" * 5000 + "}",
+        '{"text": "ok two", "label": 1}',
+    ]
+    parsed, accepted, quarantine = ingest(write(tmp_path, name, "\n".join(lines) + "\n"))
+    assert parsed.error is None and (parsed.rows_read, accepted.height, quarantine.height) == (5, 3, 2)
+    assert accepted["text"].to_list() == ["ok one", "a huge number in a column not read", "ok two"]
+    why = reasons(quarantine)
+    assert sorted(why) == [1, 3]
+    assert why[1].startswith("malformed JSON: nested too deeply")
+    assert why[3].startswith("label: unknown label value '7777")
+
+
 # --------------------------------------------------------------------------- Parquet
 
 
