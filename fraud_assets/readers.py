@@ -485,27 +485,92 @@ def _control_share(text: str) -> float:
 
 def _iter_json(text: str) -> tuple[list[str], list[tuple[int, dict | None, str, str | None]]]:
     """JSON Lines (split on ``\\n`` only: U+2028 and U+0085 are valid inside JSON strings), a JSON
-    array, or a stream of pretty-printed objects; keys are returned in order of first appearance."""
-    stripped = text.strip()
+    array, or a stream of pretty-printed objects; keys are returned in order of first appearance.
+
+    When some line does not parse, the text is also read as one value after another
+    (:func:`_json_values`), and the reading that yields more objects wins: pretty-printed objects
+    are fragments line by line, while in JSON Lines a broken line is best quarantined alone.
+    """
     raws: list[tuple[Any, str]]
-    if stripped.startswith("["):
-        items = _loads(stripped)
-        if isinstance(items, Exception):
-            raise UnreadableFile(f"invalid JSON array: {_json_reason(items).removeprefix('malformed JSON: ')}")
-        if not isinstance(items, list):
-            raise UnreadableFile(f"expected a JSON array of objects, found {type(items).__name__}")
-        raws = [(item, json.dumps(item, ensure_ascii=False)) for item in items]
+    array = text.lstrip().startswith("[")
+    if array:
+        raws = _json_values(text, array=True)
     else:
         raws = [(_loads(line), line) for line in text.split("\n") if line.strip()]
         if any(isinstance(item, Exception) for item, _ in raws):
-            stream = _json_stream(stripped)
-            if stream is not None:  # pretty-printed objects, one after another
+            stream = _json_values(text, array=False)
+            if _count_objects(stream) > _count_objects(raws):
                 raws = stream
     out = [_json_record(index, item, raw) for index, (item, raw) in enumerate(raws)]
     keys: dict[str, None] = {}
     for _, record, _, _ in out:
         keys.update(dict.fromkeys(record or ()))
+    failed = next((error for _, _, _, error in out if error and error.startswith("malformed JSON")), None)
+    if not keys and failed:  # not one object read: say why, not "no text column: header []"
+        raise UnreadableFile(f"invalid JSON{' array' if array else ''}: {failed.removeprefix('malformed JSON: ')}")
     return list(keys), out
+
+
+def _count_objects(raws: list[tuple[Any, str]]) -> int:
+    return sum(isinstance(item, dict) for item, _ in raws)
+
+
+def _json_values(text: str, array: bool) -> list[tuple[Any, str]]:
+    """(value or exception, its text) for each element of a JSON array, or each of several JSON
+    values one after another (pretty-printed objects), read one at a time so that a bad one costs
+    only itself (:func:`_decode_at`).
+
+    Commas are not records: one missing or extra between elements costs nothing. Text after
+    the array's ``]`` is one more malformed record.
+    """
+    values: list[tuple[Any, str]] = []
+    pos, closed = _skip_space(text, text.index("[") + 1 if array else 0), False
+    while pos < len(text):
+        if array and text[pos] == "]":
+            pos, closed = _skip_space(text, pos + 1), True
+            if pos < len(text):
+                values.append((json.JSONDecodeError("text after the end of the array", text, pos), text[pos:]))
+            break
+        item, end = _decode_at(text, pos)
+        values.append((item, text[pos:end].rstrip()))
+        pos = _skip_space(text, end)
+        while array and text.startswith(",", pos):
+            pos = _skip_space(text, pos + 1)
+    if array and not values and not closed:  # "[" and nothing more: a truncated file, not an empty day
+        values.append((json.JSONDecodeError("the array is never closed", text, len(text)), text.strip()))
+    return values
+
+
+def _skip_space(text: str, pos: int) -> int:
+    return _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]  # matches the empty string too
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _decode_at(text: str, pos: int) -> tuple[Any, int]:
+    """The JSON value at ``pos`` and where it ends; an exception in its place when it does not parse.
+
+    A repeated key stops the parser at the key, so the value is read again without the check to
+    find its end. When the syntax is broken, where the value ends is unknown: reading resumes at
+    the next line that starts with ``{`` indented as the broken value's line (a pretty-printer
+    indents a nested object deeper, and a line break cannot be inside a JSON string), and the
+    text skipped is the one malformed record; without such a line, the rest of the text is.
+    """
+    problem: Exception
+    try:
+        return _DECODER.raw_decode(text, pos)
+    except (ValueError, RecursionError) as exc:
+        problem = exc
+    if isinstance(problem, _DuplicateKey):
+        try:
+            return problem, _PLAIN_DECODER.raw_decode(text, pos)[1]
+        except (ValueError, RecursionError) as exc:  # the key was in a nested object; what follows is broken too
+            problem = exc
+    line = text.rfind("\n", 0, pos) + 1
+    indent = _JSON_SPACE.match(text, line, pos).group().lstrip("\r\n")  # type: ignore[union-attr]
+    resume = re.compile("\n" + re.escape(indent) + "{").search(text, pos)
+    return problem, resume.start() + 1 if resume else len(text)
 
 
 def _json_record(index: int, item: Any, raw: str) -> tuple[int, dict | None, str, str | None]:
@@ -518,9 +583,11 @@ def _json_record(index: int, item: Any, raw: str) -> tuple[int, dict | None, str
 
 
 def _json_reason(problem: BaseException) -> str:
-    """The quarantine reason for a JSON value that did not parse."""
+    """The quarantine reason for a JSON value that did not parse (in a value read from a whole
+    file, the position is the file's line and column)."""
     if isinstance(problem, json.JSONDecodeError):
-        return f"malformed JSON: {problem.msg} at column {problem.colno}"
+        line = f"line {problem.lineno} " if "\n" in problem.doc else ""
+        return f"malformed JSON: {problem.msg} at {line}column {problem.colno}"
     if isinstance(problem, RecursionError):
         return f"malformed JSON: nested too deeply (lists or objects inside each other more than about {sys.getrecursionlimit()} levels)"
     return f"malformed JSON: {problem}"
@@ -552,6 +619,7 @@ def _json_int(digits: str) -> int | str:
 
 # shared: the hooks keep no state, and json.loads with hooks would build a decoder per line
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_json_int)
+_PLAIN_DECODER = json.JSONDecoder(parse_int=_json_int)
 
 
 def _loads(line: str) -> Any:
@@ -562,21 +630,6 @@ def _loads(line: str) -> Any:
         return _DECODER.decode(line)
     except (ValueError, RecursionError) as exc:
         return exc
-
-
-def _json_stream(text: str) -> list[tuple[Any, str]] | None:
-    """Concatenated JSON values (pretty-printed objects); None unless the whole text decodes so."""
-    pos, out = 0, []
-    while pos < len(text):
-        try:
-            item, end = _DECODER.raw_decode(text, pos)
-        except (ValueError, RecursionError):
-            return None
-        out.append((item, text[pos:end]))
-        pos = end
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return out if len(out) >= 1 else None
 
 
 _HEADER_QUOTES = "\"'`[]"

@@ -202,7 +202,7 @@ def test_pretty_printed_json_objects_and_nested_values(tmp_path):
     assert accepted["text"].to_list() == ["fine"]
 
 
-@pytest.mark.parametrize("name", ["deep.jsonl", "deep.csv"])  # a JSON Lines file; JSON in a .csv
+@pytest.mark.parametrize("name", ["deep.jsonl", "deep.csv", "deep.json"])  # JSON Lines; in a .csv; an array
 def test_json_nested_too_deeply_or_huge_integers_cost_at_most_their_record(tmp_path, name):
     """A line nested deeper than the parser recurses, or an integer longer than Python converts
     (4300 digits), once failed the whole file (RecursionError, ValueError)."""
@@ -213,13 +213,42 @@ def test_json_nested_too_deeply_or_huge_integers_cost_at_most_their_record(tmp_p
         '{"text": "a huge label", "label": ' + "7" * 5000 + "}",
         '{"text": "ok two", "label": 1}',
     ]
-    parsed, accepted, quarantine = ingest(write(tmp_path, name, "\n".join(lines) + "\n"))
+    body = "[" + ",\n".join(lines) + "]" if name.endswith(".json") else "\n".join(lines) + "\n"
+    parsed, accepted, quarantine = ingest(write(tmp_path, name, body))
     assert parsed.error is None and (parsed.rows_read, accepted.height, quarantine.height) == (5, 3, 2)
     assert accepted["text"].to_list() == ["ok one", "a huge number in a column not read", "ok two"]
     why = reasons(quarantine)
     assert sorted(why) == [1, 3]
     assert why[1].startswith("malformed JSON: nested too deeply")
     assert why[3].startswith("label: unknown label value '7777")
+
+
+@pytest.mark.parametrize("layout", ["array", "pretty"])
+def test_one_bad_object_in_a_json_array_or_pretty_printed_objects_costs_only_itself(tmp_path, layout):
+    """A repeated key in one element once quarantined a whole array ("invalid JSON array"), and any
+    bad object among pretty-printed ones the whole file, as "no text column: header []"."""
+    records = [{"text": f"pretty message {i}", "label": i % 2} for i in range(6)]
+    body = json.dumps(records, indent=2) if layout == "array" else "\n".join(json.dumps(r, indent=2) for r in records)
+    body = body.replace('"text": "pretty message 2"', '"text": "pretty message 2", "text": "again"')
+    body = body.replace('"text": "pretty message 4"', '"text": "pretty message 4",,')
+    parsed, accepted, quarantine = ingest(write(tmp_path, f"{layout}.json", body))
+    assert parsed.error is None and (parsed.rows_read, accepted.height, quarantine.height) == (6, 4, 2)
+    assert accepted["text"].to_list() == [f"pretty message {i}" for i in (0, 1, 3, 5)]
+    assert accepted["source_row"].to_list() == [0, 1, 3, 5]
+    why = reasons(quarantine)
+    assert why[2] == "malformed JSON: key 'text' appears twice in one object"
+    assert why[4].startswith("malformed JSON: Expecting property name enclosed in double quotes at line ")
+    assert '"pretty message 4",,' in quarantine.filter(source_row=4)["raw"][0]
+
+
+def test_a_json_array_broken_past_repair_keeps_the_records_before_it(tmp_path):
+    """On one line, where the broken element ends is unknown: the rest is one quarantined record."""
+    body = '[{"text": "first", "label": 0}, {"text": "second", "label": 1}, {"text": "broken" "label": 1}, {"text": "cut", "label": 0}]'
+    parsed, accepted, quarantine = ingest(write(tmp_path, "oneline.json", body))
+    assert parsed.error is None and (parsed.rows_read, accepted.height, quarantine.height) == (3, 2, 1)
+    assert accepted["text"].to_list() == ["first", "second"]
+    assert reasons(quarantine) == {2: "malformed JSON: Expecting ',' delimiter at column 83"}
+    assert quarantine["raw"][0].startswith('{"text": "broken" "label": 1}, {"text": "cut"')
 
 
 # --------------------------------------------------------------------------- Parquet
