@@ -1182,34 +1182,134 @@ def _as_text(value: Any, keep_empty: bool = False) -> str | None:
     return text if keep_empty else text.strip()
 
 
-def _parquet_records(frame: pl.DataFrame, first: int) -> list[tuple[int, dict | None, str, str | None]]:
-    """The records of Parquet rows numbered from ``first``: (row, values, raw JSON, no error)."""
+def _parquet_records(frame: pl.DataFrame, first: int, read: dict[str, str]) -> list[tuple[int, dict | None, str, str | None]]:
+    """The records of Parquet rows numbered from ``first``: (row, values, raw JSON, error).
+
+    A value Python cannot hold (a date after the year 9999, ...) is its text in the record, and
+    the record's error when ``read`` (header name -> canonical name) says its column is read.
+    """
     frame = frame.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.Utf8))
-    return [
-        (first + i, row, json.dumps(row, ensure_ascii=False, default=_json_default), None)
-        for i, row in enumerate(frame.iter_rows(named=True))
-    ]
+    frame, odd = _dates_beyond_python(frame)
+    records: list[tuple[int, dict | None, str, str | None]] = []
+    for i, row in enumerate(_python_rows(frame, odd)):
+        problems = odd.get(i, {})
+        row.update({name: text for name, (text, _) in problems.items()})
+        error = next((f"{read[name]}: {text} {why}" for name, (text, why) in problems.items() if name in read), None)
+        records.append((first + i, None if error else row, json.dumps(row, ensure_ascii=False, default=_json_default), error))
+    return records
 
 
-def _binary_unless_utf8(batch: Any) -> Any:
-    """The batch with each string column that holds bytes which are not UTF-8 read as binary.
+_PANIC = pl.exceptions.PanicException  # polars' Rust panics derive from BaseException, not Exception
+_PYTHON_DAYS = (
+    -719_162 + 1,
+    2_932_896 - 1,
+)  # 0001-01-02 and 9999-12-30 in days since 1970: a time zone moves a value a day at most
+_UNIT_PER_DAY = {"ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _dates_beyond_python(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[int, dict[str, tuple[str, str]]]]:
+    """The frame with each date and timestamp outside the years 1-9999 set to null, and
+    {row: {column: (the stored value as text, why)}} for them.
+
+    Why: polars holds such values, but converting one to Python panics (a timestamp) or raises
+    (a date), and for its whole batch; found by their stored numbers, they cost no panic.
+    """
+    odd: dict[int, dict[str, tuple[str, str]]] = {}
+    for name, dtype in frame.schema.items():
+        if dtype != pl.Date and not isinstance(dtype, pl.Datetime):
+            continue
+        unit = dtype.time_unit if isinstance(dtype, pl.Datetime) else "days"
+        per_day = _UNIT_PER_DAY.get(unit, 1)
+        low, high = (max(_INT64[0], _PYTHON_DAYS[0] * per_day), min(_INT64[1], _PYTHON_DAYS[1] * per_day))
+        stored = frame[name].to_physical()
+        beyond = ((stored < low) | (stored > high)).fill_null(False)
+        if not beyond.any():
+            continue
+        for i in beyond.arg_true().to_list():
+            year = 1970 + stored[i] / per_day / 365.2425
+            text = f"{stored[i]} {unit} after 1970-01-01 (about the year {math.floor(year):,})"
+            odd.setdefault(i, {})[name] = (text, "is out of range: Python holds dates of the years 1 to 9999 only")
+        frame = frame.with_columns(pl.when(beyond).then(None).otherwise(pl.col(name)).alias(name))
+    return frame, odd
+
+
+def _python_rows(frame: pl.DataFrame, odd: dict[int, dict[str, tuple[str, str]]]) -> list[dict[str, Any]]:
+    """The rows as dicts of Python values. When the batch does not convert (a value that
+    :func:`_dates_beyond_python` did not foresee), it is converted column by column, and a failing
+    column value by value: a value that fails is None, with its text and the error in ``odd``."""
+    try:
+        return list(frame.iter_rows(named=True))
+    except (Exception, _PANIC):
+        pass
+    columns: dict[str, list[Any]] = {}
+    for name in frame.columns:
+        try:
+            columns[name] = frame[name].to_list()
+        except (Exception, _PANIC):
+            columns[name] = [_python_value(frame[name], i, odd) for i in range(frame.height)]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def _python_value(series: pl.Series, i: int, odd: dict[int, dict[str, tuple[str, str]]]) -> Any:
+    try:
+        return series.slice(i, 1).to_list()[0]
+    except (Exception, _PANIC) as exc:
+        try:
+            text = str(series.slice(i, 1).cast(pl.Utf8)[0])
+        except (Exception, _PANIC):
+            text = f"a {series.dtype} value"
+        odd.setdefault(i, {})[series.name] = (text, f"cannot be read ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _for_polars(batch: Any, as_text: set[int]) -> Any:
+    """The batch with each string column that holds bytes which are not UTF-8 read as binary,
+    and the columns at the positions in ``as_text`` (:func:`_polars_cannot_take`) as text.
 
     Why: neither pyarrow nor polars checks a string column's bytes when
     reading, so a writer that did not check either left values that made
     polars panic when the rows were read. As binary, each such value
-    quarantines its own record, as a binary column's do.
+    quarantines its own record, as a binary column's do. A column polars
+    cannot take at all (``decimal256``) made it panic for the whole file,
+    mapped or not; as text it is read, and kept in ``raw``.
     """
     import pyarrow as pa
 
     columns = []
-    for column in batch.columns:
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    for position, column in enumerate(batch.columns):
+        if position in as_text:
+            column = _arrow_text(column)
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             try:
                 column.validate(full=True)
             except pa.ArrowInvalid:
                 column = column.view(pa.binary() if pa.types.is_string(column.type) else pa.large_binary())
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _polars_cannot_take(batch: Any) -> set[int]:
+    """Positions of the batch's columns whose type polars cannot take (``decimal256``, a list of
+    them, intervals, ...): whether it can depends on the type, so an empty slice tells."""
+    cannot = set()
+    for position, column in enumerate(batch.columns):
+        try:
+            pl.Series(column.slice(0, 0))
+        except (Exception, _PANIC):
+            cannot.add(position)
+    return cannot
+
+
+def _arrow_text(column: Any) -> Any:
+    """A pyarrow column as strings: pyarrow's cast, or for nested types each value as JSON."""
+    import pyarrow as pa
+
+    try:
+        return column.cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        values = [None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default) for v in column.to_pylist()]
+        return pa.array(values, pa.string())
 
 
 def _stream_parquet(
@@ -1225,9 +1325,11 @@ def _stream_parquet(
     import pyarrow.parquet as pq
 
     def read() -> Iterator[pl.DataFrame]:
+        as_text: set[int] | None = None
         with pq.ParquetFile(path) as handle:
             for batch in handle.iter_batches(batch_size=batch_rows):
-                yield pl.DataFrame(_binary_unless_utf8(batch))
+                as_text = _polars_cannot_take(batch) if as_text is None else as_text
+                yield pl.DataFrame(_for_polars(batch, as_text))
 
     try:
         if path.stat().st_size == 0:
@@ -1236,9 +1338,10 @@ def _stream_parquet(
             header = pq.read_schema(path).names
             for _ in read():
                 pass
-        except Exception as exc:  # pyarrow and polars raise several error types for corrupt files
+        except (Exception, _PANIC) as exc:  # pyarrow and polars raise several error types for corrupt files
             raise UnreadableFile(f"cannot read Parquet: {exc}") from exc
         columns = _check_columns(header, [], "parquet", config, require_label)
+        read_as = {part: name for name, col in columns.items() if col for part in (col if isinstance(col, tuple) else (col,))}
     except (UnreadableFile, OSError) as exc:
         reason = str(exc) if isinstance(exc, UnreadableFile) else f"cannot open file: {exc}"
         return MessageStream(source, iter(()), error=reason)
@@ -1246,7 +1349,7 @@ def _stream_parquet(
     def frames() -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
         first = 0
         for frame in read():
-            yield _as_frames(*_to_rows(_parquet_records(frame, first), header, columns, config, zone, source))
+            yield _as_frames(*_to_rows(_parquet_records(frame, first, read_as), header, columns, config, zone, source))
             first += frame.height
 
     return MessageStream(source, frames(), None, "parquet")

@@ -6,6 +6,7 @@ quarantined row has a reason.
 """
 
 import datetime as dt
+import decimal
 import gzip
 import json
 import os
@@ -298,6 +299,50 @@ def test_parquet_strings_that_are_not_utf8_quarantine_their_records(tmp_path):
     assert (parsed.rows_read, accepted["text"].to_list()) == (4, ["ok text", "中文"])
     assert reasons(quarantine)[1].startswith("text: binary value that is not valid UTF-8")
     assert reasons(quarantine)[3].startswith("label: binary value that is not valid UTF-8")
+
+
+@pytest.mark.parametrize("far", ["timestamp", "date"])  # which of the two is in the sent_at column
+def test_parquet_values_python_cannot_hold_cost_at_most_their_record(tmp_path, far):
+    """A timestamp or date after the year 9999 once crashed the run (a polars panic; "year 15659 is
+    out of range"), and so did a decimal256 column (a panic), although it is not even read."""
+    day, far_ms, far_day = 20_513, 300_000 * 365 * 86_400_000, 5_000_000  # 2026-03-01; the years 301770 and 15659
+
+    def column(kind, far_row):
+        if kind == "timestamp":
+            return pa.array([far_ms if i == far_row else day * 86_400_000 for i in range(3)], pa.timestamp("ms"))
+        return pa.array([far_day if i == far_row else day for i in range(3)], pa.date32())
+
+    table = pa.table(
+        {
+            "text": ["ok one", "far", "ok two"],
+            "label": [0, 1, 0],
+            "sent_at": column(far, 1),
+            "extra": column("date" if far == "timestamp" else "timestamp", 2),  # not read: kept as text in raw
+            "amount": pa.array([decimal.Decimal("1.50")] * 3, pa.decimal256(40, 2)),
+        }
+    )
+    pq.write_table(table, tmp_path / "far.parquet")
+    parsed, accepted, quarantine = ingest(tmp_path / "far.parquet")
+    assert parsed.error is None and (parsed.rows_read, accepted.height, quarantine.height) == (3, 2, 1)
+    assert accepted["text"].to_list() == ["ok one", "ok two"]
+    assert accepted["sent_at"].to_list() == [dt.datetime(2026, 3, 1, tzinfo=UTC) - dt.timedelta(hours=8)] * 2
+    stored = "9460800000000000 ms after 1970-01-01 (about the year 301,770)" if far == "timestamp" else "5000000 days"
+    assert reasons(quarantine)[1].startswith(f"sent_at: {stored}")
+    assert reasons(quarantine)[1].endswith("is out of range: Python holds dates of the years 1 to 9999 only")
+    assert '"amount": "1.50"' in parsed.rows["raw"][0]  # the decimal256 column, as text
+    extra = "5000000 days after" if far == "timestamp" else "9460800000000000 ms after"
+    assert f'"extra": "{extra} 1970-01-01 (about the year ' in parsed.rows["raw"][1]
+
+
+def test_a_parquet_value_that_does_not_convert_otherwise_spares_the_rest_of_its_batch(tmp_path):
+    """A value nested in a column that is not read (a far timestamp inside a struct) is not caught by
+    its type, so the batch is converted value by value: only that value is lost, to its type's name."""
+    nested = pa.array([{"t": 0}, {"t": 300_000 * 365 * 86_400_000}, None], pa.struct([("t", pa.timestamp("ms"))]))
+    pq.write_table(pa.table({"text": ["a", "b", "c"], "label": [0, 1, 0], "meta": nested}), tmp_path / "nested.parquet")
+    parsed, accepted, quarantine = ingest(tmp_path / "nested.parquet")
+    assert parsed.error is None and (parsed.rows_read, accepted.height, quarantine.height) == (3, 3, 0)
+    assert accepted["text"].to_list() == ["a", "b", "c"]
+    assert '"meta": "a Struct(' in parsed.rows["raw"][1] and '"meta": {"t": "1970-01-01 00:00:00"}' in parsed.rows["raw"][0]
 
 
 # --------------------------------------------------------------------------- headers, labels, timestamps
