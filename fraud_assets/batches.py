@@ -35,7 +35,6 @@ DEFAULT_BATCH_ROWS = 100_000
 HEAD_LINES = 2000  # what ``detect_layout`` reads (``quotes_fields`` samples 2000 lines)
 _CHUNK_BYTES = 1 << 23
 _LOOKAHEAD_LINES = 1000
-_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])  # readers._CONTROL, as UTF-8 bytes
 # the ISO timestamps polars parses exactly as ``datetime.fromisoformat`` does; anything else goes to Python
 _ISO = r"^(?:19[7-9]\d|2[01]\d\d)-\d\d-\d\d[ T](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?$"
 
@@ -196,7 +195,7 @@ def clean_fields(lines: list[str], layout: Layout, chunk: int = 10_000) -> pl.Da
             encoded = joined.encode("utf-8")  # fails on undecodable bytes (kept as surrogates)
         except UnicodeEncodeError:
             return None
-        if len(encoded.translate(None, _CONTROL_BYTES)) != len(encoded):
+        if len(encoded.translate(None, readers.CONTROL_BYTES)) != len(encoded):
             return None
         if layout.quoting == csv.QUOTE_NONE or '"' not in joined:
             plain = _split_unquoted(part, layout.delimiter, names)

@@ -73,6 +73,7 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_A_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")  # the lone surrogates surrogateescape never makes
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])  # _CONTROL, as UTF-8 bytes
 
 
 class UnreadableFile(Exception):
@@ -241,12 +242,13 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     head = data[:65536]
     if head.count(b"\x00") > max(4, len(head) // 100):  # a stray NUL must not lose a whole export
         utf16 = _bomless_utf16(head) if len(data) % 2 == 0 else None
-        if utf16 is None:
+        if utf16 is None and not _text_with_nuls(head):
             raise UnreadableFile("binary content (NUL bytes), not a text file")
-        try:
-            return data.decode(utf16, errors="surrogatepass"), utf16
-        except UnicodeDecodeError as exc:
-            raise UnreadableFile(f"binary content (NUL bytes), not a text file; not {utf16.upper()} either: {exc}") from exc
+        if utf16 is not None:
+            try:
+                return data.decode(utf16, errors="surrogatepass"), utf16
+            except UnicodeDecodeError as exc:
+                raise UnreadableFile(f"binary content (NUL bytes), not a text file; not {utf16.upper()} either: {exc}") from exc
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -438,6 +440,19 @@ def looks_single_byte(lone: int, high: int) -> bool:
     are all >= 0x80, so almost none does.
     """
     return high > 0 and lone >= high / 2
+
+
+def _text_with_nuls(head: bytes) -> bool:
+    """Whether a file with more NUL bytes than a stray one or two is still text: at most one byte
+    in ten a NUL (UTF-16 is half NULs) and nearly no other control bytes besides them.
+
+    Why: an export whose every record carries a NUL (a C program's fixed-width field, a padded
+    id) is text whose records go their own ways; binary formats (zip, images, compressed data)
+    hold about one control byte in ten besides their NULs.
+    """
+    rest = head.replace(b"\x00", b"")
+    controls = len(rest) - len(rest.translate(None, CONTROL_BYTES))
+    return (len(head) - len(rest)) * 10 <= len(head) and controls * 100 <= len(rest)
 
 
 def _bomless_utf16(head: bytes) -> str | None:

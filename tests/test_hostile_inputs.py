@@ -502,6 +502,15 @@ def test_a_stray_nul_byte_does_not_lose_the_file(tmp_path):
     assert accepted["label"].to_list() == [0, 1, 0]
 
 
+def test_a_nul_in_every_record_does_not_make_the_file_binary(tmp_path):
+    # a fixed-width field padded by a C program: 3 % of the bytes are NULs, nothing else is binary
+    body = b"text,label\n" + b"".join(b"message number %d text\x00,%d\n" % (i, i % 2) for i in range(40))
+    for batch_rows in (1, 100_000):
+        parsed = read_messages(write(tmp_path, "nul40.csv", body), CONFIG, batch_rows=batch_rows)
+        assert parsed.error is None and (parsed.rows_read, parsed.rows.height) == (40, 40)
+        assert parsed.rows["label"].to_list() == [i % 2 for i in range(40)]
+
+
 def test_a_quoted_tsv_keeps_its_multi_line_fields(tmp_path):
     body = 'text\tlabel\n"line one\nline two"\t1\nplain\t0\n'
     parsed, accepted, quarantine = ingest(write(tmp_path, "multi.tsv", body))
