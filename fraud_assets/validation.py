@@ -67,6 +67,11 @@ def _batch_definition():
     return asset.add_batch_definition_whole_dataframe("whole_partition")
 
 
+# What database and spreadsheet exports write for a missing text (SQL NULL, MySQL \N, pandas NaN,
+# Python None, Excel #N/A): a message made of one would teach the model a word, not a message.
+TEXT_PLACEHOLDER = r"(?i)^(?:null|\\n|nan|none|n/a|#n/a)$"
+
+
 def build_suite(config: IngestConfig, now: dt.datetime):
     """The expectation suite; each entry pairs an expectation with the reason shown in quarantine."""
     import great_expectations as gx
@@ -79,6 +84,10 @@ def build_suite(config: IngestConfig, now: dt.datetime):
         (
             E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, max_value=config.max_text_chars),
             f"text: empty or longer than {config.max_text_chars} characters",
+        ),
+        (
+            E.ExpectColumnValuesToNotMatchRegex(column="text", regex=TEXT_PLACEHOLDER),
+            "text: a placeholder for a missing value (NULL, \\N, NaN, None, N/A, #N/A), not a message",
         ),
         (E.ExpectColumnValuesToNotBeNull(column="label"), "label: missing or not a known label value"),
         (E.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]), "label: not 0 or 1"),

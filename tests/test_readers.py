@@ -78,6 +78,17 @@ def test_a_message_of_invisible_characters_is_quarantined_as_empty(tmp_path):
     assert reasons(quarantine)[2] == "duplicate: same text as source_row 1"
 
 
+def test_a_database_placeholder_is_not_a_message(tmp_path):
+    # NULL (SQL), \N (MySQL), NaN (pandas), None (Python), #N/A (Excel): what an export writes for a
+    # missing text; a text that only contains such a word, or NA, stays a message
+    texts = ["NULL", "\\N", "nan", " None ", "n/a", "#N/A", "null pointer in my app", "NA", "hello"]
+    path = write(tmp_path, "nulls.csv", "text,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(texts)))
+    _, accepted, quarantine = ingest(path)
+    assert accepted["text"].to_list() == ["null pointer in my app", "NA", "hello"]
+    assert sorted(reasons(quarantine)) == list(range(6))
+    assert all(r.startswith("text: a placeholder for a missing value") for r in reasons(quarantine).values())
+
+
 INVISIBLE_ONLY = ["\u3164", "\u2800", "\ufe0f", "\u200d", "\u034f", "\U000e0020", "\u115f", "\u200c\u200d", "\u17b5"]
 INVISIBLE_ONLY += ["\uffa0\u1160", "\U000e0100", "\ufe0e \u200d\u00ad", "\U000e0001\U000e007f"]
 
