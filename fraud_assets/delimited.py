@@ -108,8 +108,10 @@ def detect_layout(lines: list[str], suffix: str) -> Layout:
     reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
     while feed.pos < len(lines):
         fields, error = _next_fields(reader, feed)
-        if fields is None:
-            raise UnreadableFile(f"cannot parse header: {error}")
+        if fields is None or feed.pos - feed.start > 1:
+            # A header is one line: a quote that does not close on it is a stray one (`"text,label`),
+            # which would otherwise swallow the file up to the next quote.
+            fields, feed.pos = _literal(lines[feed.start], delimiter), feed.start + 1
         if not is_blank(fields):
             return Layout(delimiter, quoting, fields, feed.pos)
     raise UnreadableFile("no header row (file has no records)")

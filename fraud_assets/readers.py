@@ -656,9 +656,8 @@ def normalize_header(name: Any) -> str:
 
     ``[id]`` (SQL Server), ``"Text"``, ``\\ufeffLabel`` and `` Sent At `` all match their aliases.
     """
-    text = str(name).replace("\ufeff", "").strip()
-    while len(text) >= 2 and text[0] in _HEADER_QUOTES and text[-1] in _HEADER_QUOTES:
-        text = text[1:-1].strip()
+    # quotes one-sided too: a stray one in the header line (`"text,label`) is read as a character
+    text = str(name).replace("\ufeff", "").strip().strip(_HEADER_QUOTES + " ")
     return _HEADER_SPACE.sub(" ", text).lower()
 
 

@@ -117,6 +117,15 @@ def test_the_header_repeated_by_joining_two_exports_is_not_a_fraud_message(tmp_p
     assert "header line again" in parsed.quarantine["reason"][0]
 
 
+@pytest.mark.parametrize("header", ['"text,label', 'text",label', 'text,"label'])
+def test_a_stray_quote_in_the_header_line_does_not_lose_the_file(tmp_path, header):
+    body = header + '\nhello,0\n"multi\nline",1\nbye,0\n'
+    for batch_rows in (1, 100_000):
+        parsed = read_messages(write(tmp_path, "header.csv", body), CONFIG, batch_rows=batch_rows)
+        assert parsed.error is None and parsed.rows["text"].to_list() == ["hello", "multi\nline", "bye"]
+        assert parsed.rows["label"].to_list() == [0, 1, 0]
+
+
 def test_a_stray_quote_on_an_unreadable_line_quarantines_only_that_line(tmp_path):
     body = 'ok one,0\n"broken, line, with, commas\nok two,1\nok three,0\n'
     parsed, accepted, quarantine = ingest(write(tmp_path, "broken.csv", "text,label\n" + body))
