@@ -51,7 +51,9 @@ def sniff_encoding(path: Path) -> str | None:
         return None
     if head.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
-    if head.count(b"\x00") > max(4, len(head) // 100):
+    if head.count(b"\x00") > max(4, len(head) // 100) and (
+        readers._bomless_utf16(head) is not None or not readers._text_with_nuls(head)
+    ):  # UTF-16 or binary: the whole-file reader decides; NUL padding in text reads in batches
         return None
     if _decodes(path, "utf-8"):
         return "utf-8"
@@ -300,14 +302,17 @@ def fast_frames(
 
 
 def _repeated_headers(fields: pl.DataFrame, header: list[str]) -> pl.Series:
-    """Per row, :func:`readers.repeats_header`: checked in Python only on the rows whose widest
-    column holds that column's name (a cheap filter in polars)."""
-    names = [readers.normalize_header(h) for h in header]
-    widest = max(range(len(names)), key=lambda i: len(names[i]))
-    token = max(names[widest].split(" "), key=len)
+    """Per row, :func:`readers.repeats_header`: checked in Python only on the rows where every
+    column holds (the longest word of) its column's name, a filter polars runs on whole columns."""
+    candidate = pl.lit(True)
+    for i, name in enumerate(readers.normalize_header(h) for h in header):
+        if name:  # a normalised name is in the lower-cased field, BOM removed, when the two match
+            word = max(name.split(" "), key=len)
+            field = pl.col(str(i)).str.replace_all("\ufeff", "", literal=True).str.to_lowercase()
+            candidate = candidate & field.str.contains(word, literal=True)
     flags = [False] * fields.height
-    for row in fields[str(widest)].str.to_lowercase().str.contains(token, literal=True).arg_true().to_list():
-        flags[row] = readers.repeats_header([fields[str(i)][row] for i in range(len(header))], header)
+    for row in fields.select(candidate.alias("_candidate")).to_series().arg_true().to_list():
+        flags[row] = readers.repeats_header(list(fields.row(row)[: len(header)]), header)
     return pl.Series(flags, dtype=pl.Boolean)
 
 

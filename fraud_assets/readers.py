@@ -490,7 +490,8 @@ def _control_share(text: str) -> float:
     sample = text[:65536]
     if not sample:
         return 0.0
-    bad = len(_CONTROL.findall(sample)) + _count_undecodable(sample)
+    # NULs are left to decode_bytes, which tells padding in text from binary (:func:`_text_with_nuls`)
+    bad = len(_CONTROL.findall(sample)) - sample.count("\x00") + _count_undecodable(sample)
     return bad / len(sample)
 
 
@@ -647,8 +648,10 @@ def _loads(line: str) -> Any:
         return exc
 
 
-_HEADER_QUOTES = "\"'`[]"
 _HEADER_SPACE = re.compile(r"\s+")
+# spaces, quotes and brackets at either end, in any mix and one-sided too: a stray quote in the header
+# line (`"text,label`) is read as a character
+_HEADER_EDGES = re.compile(r"^[\s\"'`\[\]]+|[\s\"'`\[\]]+$")
 
 
 def normalize_header(name: Any) -> str:
@@ -656,8 +659,7 @@ def normalize_header(name: Any) -> str:
 
     ``[id]`` (SQL Server), ``"Text"``, ``\\ufeffLabel`` and `` Sent At `` all match their aliases.
     """
-    # quotes one-sided too: a stray one in the header line (`"text,label`) is read as a character
-    text = str(name).replace("\ufeff", "").strip().strip(_HEADER_QUOTES + " ")
+    text = _HEADER_EDGES.sub("", str(name).replace("\ufeff", ""))
     return _HEADER_SPACE.sub(" ", text).lower()
 
 
@@ -1087,11 +1089,15 @@ def _record_shape(header: list[str], config: IngestConfig, zone: ZoneInfo):
     stamp = header.index(columns["sent_at"]) if isinstance(columns.get("sent_at"), str) else None
 
     def plausible(fields: list[str]) -> bool:
-        # An empty label does not make a line a record: a multi-line text field as pandas and Excel
-        # write it has inner lines such as `Call us now,` that would otherwise stop the record.
-        if len(fields) != len(header) or (
-            label is not None and not (fields[label].strip() and config.label_is_known(fields[label]))
-        ):
+        # A structured value must say that a line is a record of its own: a known label (an empty one
+        # does not: a multi-line text as pandas and Excel write it has inner lines such as `Call us
+        # now,`) or, in a file without labels (one to score), a readable time. With neither, nothing
+        # tells a stray quote from a multi-line field, and the quotes are taken as written.
+        if len(fields) != len(header):
+            return False
+        if label is not None and not (fields[label].strip() and config.label_is_known(fields[label])):
+            return False
+        if label is None and (stamp is None or not fields[stamp].strip()):
             return False
         try:
             return stamp is None or not fields[stamp].strip() or parse_timestamp(fields[stamp], zone) is not None

@@ -105,6 +105,24 @@ def test_database_nulls_are_missing_values_not_unreadable_ones(tmp_path):
     assert reasons(quarantine)[3].startswith("label: missing (placeholder '\\\\N')")
 
 
+def test_a_multi_line_text_in_a_file_to_score_stays_one_record(tmp_path):
+    # no label column: only a readable time can say that a line is a record of its own
+    bodies = {
+        "id_text.csv": 'message_id,text\nq1,"Dear customer,\nyour account is locked, call now"\nq2,ok\n',
+        "text.csv": 'text\n"Dear customer\nyour account is locked"\nok\n',
+        "id_text_time.csv": 'id,text,sent_at\nq1,"Dear customer,\nlocked, call",2026-03-01 10:00:00\nq2,ok,\n',
+    }
+    for name, body in bodies.items():
+        for batch_rows in (1, 100_000):
+            parsed = read_messages(write(tmp_path, name, body), CONFIG, require_label=False, batch_rows=batch_rows)
+            assert parsed.rows_read == 2 and parsed.rows["text"][1] == "ok", name
+            assert parsed.rows["text"][0].startswith("Dear customer") and "locked" in parsed.rows["text"][0], name
+    # with a time column a stray quote still cannot swallow the records after it
+    body = 'id,text,sent_at\nq1,"stray,2026-03-01 10:00:00\nq2,ok,2026-03-01 10:00:00\nq3,end" here,2026-03-01 10:00:00\n'
+    parsed = read_messages(write(tmp_path, "stray.csv", body), CONFIG, require_label=False)
+    assert parsed.rows["text"].to_list() == ['"stray', "ok", 'end" here']
+
+
 @pytest.mark.parametrize("batch_rows", [1, 100_000])
 def test_the_header_repeated_by_joining_two_exports_is_not_a_fraud_message(tmp_path, batch_rows):
     export = lambda kind: "\ufefftext,label\n" + "".join(f"{kind} message {i},{kind}\n" for i in range(4))  # noqa: E731
@@ -115,6 +133,10 @@ def test_the_header_repeated_by_joining_two_exports_is_not_a_fraud_message(tmp_p
     assert "text" not in parsed.rows["text"].to_list() and set(parsed.rows["fraud_type"]) == {"loan_scam", "impersonation"}
     assert parsed.quarantine["source_row"].to_list() == [4]
     assert "header line again" in parsed.quarantine["reason"][0]
+    # the batched reader's filter in polars must agree with the header matching (BOM anywhere, spaces)
+    body = "text,label\n" + "".join(f"text number {i},label\n" for i in range(3)) + "text,la\ufeffbel\n [Text] , LABEL \n"
+    parsed = read_messages(write(tmp_path, "joined2.csv", body), categories, batch_rows=batch_rows)
+    assert parsed.quarantine["source_row"].to_list() == [3, 4] and parsed.rows.height == 3
 
 
 @pytest.mark.parametrize("header", ['"text,label', 'text",label', 'text,"label'])
@@ -511,13 +533,20 @@ def test_a_stray_nul_byte_does_not_lose_the_file(tmp_path):
     assert accepted["label"].to_list() == [0, 1, 0]
 
 
-def test_a_nul_in_every_record_does_not_make_the_file_binary(tmp_path):
-    # a fixed-width field padded by a C program: 3 % of the bytes are NULs, nothing else is binary
-    body = b"text,label\n" + b"".join(b"message number %d text\x00,%d\n" % (i, i % 2) for i in range(40))
+@pytest.mark.parametrize("pad", [b"\x00", b"\x00\x00"])
+def test_a_nul_in_every_record_does_not_make_the_file_binary(tmp_path, pad):
+    # a fixed-width field padded by a C program: 3 or 7 % of the bytes are NULs, nothing else is binary
+    from fraud_assets.batches import DelimitedFile
+
+    body = b"id,text,label\n" + b"".join(b"%05d%s,hello there %05d,%d\n" % (i, pad, i, i % 2) for i in range(500))
+    path = write(tmp_path, "nul.csv", body)
     for batch_rows in (1, 100_000):
-        parsed = read_messages(write(tmp_path, "nul40.csv", body), CONFIG, batch_rows=batch_rows)
-        assert parsed.error is None and (parsed.rows_read, parsed.rows.height) == (40, 40)
-        assert parsed.rows["label"].to_list() == [i % 2 for i in range(40)]
+        parsed = read_messages(path, CONFIG, batch_rows=batch_rows)
+        assert parsed.error is None and (parsed.rows_read, parsed.rows.height) == (500, 500)
+        assert parsed.rows["label"].to_list() == [i % 2 for i in range(500)]
+    opened = DelimitedFile.open(path, ".csv")  # read in batches, not whole
+    assert opened is not None
+    opened.close()
 
 
 def test_a_quoted_tsv_keeps_its_multi_line_fields(tmp_path):

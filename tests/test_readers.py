@@ -89,6 +89,16 @@ def test_a_database_placeholder_is_not_a_message(tmp_path):
     assert all(r.startswith("text: a placeholder for a missing value") for r in reasons(quarantine).values())
 
 
+def test_header_names_match_whatever_mix_of_spaces_quotes_and_brackets_surrounds_them(tmp_path):
+    from fraud_assets.readers import normalize_header
+
+    for name in ['"text\xa0"', "[ text\t]", '" Text\u3000"', '"text', 'text"', "\ufeff[text]"]:
+        assert normalize_header(name) == "text", name
+    assert normalize_header("' Sent  At '") == "sent at"
+    _, accepted, _ = ingest(write(tmp_path, "nbsp.csv", "[text\xa0],[label]\nhello,1\n"))
+    assert accepted["text"].to_list() == ["hello"]
+
+
 INVISIBLE_ONLY = ["\u3164", "\u2800", "\ufe0f", "\u200d", "\u034f", "\U000e0020", "\u115f", "\u200c\u200d", "\u17b5"]
 INVISIBLE_ONLY += ["\uffa0\u1160", "\U000e0100", "\ufe0e \u200d\u00ad", "\U000e0001\U000e007f"]
 
