@@ -120,6 +120,29 @@ def test_worse_challenger_is_refused_and_the_run_still_succeeds(trained, tmp_pat
     assert "NOT promoted: challenger F1" in capsys.readouterr().out
 
 
+def test_the_champion_is_not_judged_on_rows_it_was_trained_on(trained, tmp_path):
+    # New data re-draws a stratified split: the challenger's test split can hold rows of the
+    # champion's train split, where the champion looks perfect. The gate leaves them out.
+    from fraud_assets.promotion import compare_with_champion
+
+    production = trained["root"] / "models" / "production.json"
+    card = json.loads((production.parent / json.loads(production.read_text())["model"] / "model_card.json").read_text())
+    split = pl.read_parquet(card["training_dataset"])
+    test_rows = int((split["split"] == "test").sum())
+    moved = split.filter(pl.col("split") == "train").head(test_rows // 2)["text_hash"]
+    leaky = split.with_columns(
+        pl.when(pl.col("text_hash").is_in(moved.implode())).then(pl.lit("test")).otherwise("split").alias("split")
+    )
+    decision = compare_with_champion(production.parent / json.loads(production.read_text())["model"], production, leaky)
+    assert decision.metadata["test_rows"] == test_rows + moved.len()
+    assert decision.metadata["test_rows_compared"] == test_rows  # the champion's own train rows left out
+    assert f"the {test_rows} of {test_rows + moved.len()} test rows the champion did not train on" in decision.reason
+    # the same model on both sides: equal F1 on the rows compared, so it is promoted
+    assert decision.promote and decision.metadata["challenger_f1_compared"] == decision.metadata["champion_f1"]
+    plain = compare_with_champion(production.parent / json.loads(production.read_text())["model"], production, split)
+    assert plain.metadata["test_rows_compared"] == test_rows and "same test split" in plain.reason
+
+
 def test_nightly_schedule_runs_only_when_new_data_arrived(trained):
     assert isinstance(trained["schedule_before"], dg.RunRequest)
     after = _evaluate_schedule(trained["instance"])

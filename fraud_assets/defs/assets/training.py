@@ -284,7 +284,13 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     storage = fraud.storage
     candidate_dir = run_output(context, EVALUATION_REPORT, "candidate")  # the candidate this run evaluated
     dataset = storage.read_parquet(as_path(read_card(candidate_dir)["training_dataset"]))
-    decision = compare_with_champion(candidate_dir, storage.production_pointer, dataset, tolerance=config.tolerance)
+    decision = compare_with_champion(
+        candidate_dir,
+        storage.production_pointer,
+        dataset,
+        tolerance=config.tolerance,
+        read_parquet=lambda path: storage.read_parquet(as_path(path)),
+    )
     yield dg.AssetCheckResult(
         check_name=NOT_WORSE_THAN_CHAMPION.name,
         passed=decision.promote,
