@@ -1220,12 +1220,25 @@ def _parquet_records(frame: pl.DataFrame, first: int, read: dict[str, str]) -> l
 
 
 _PANIC = pl.exceptions.PanicException  # polars' Rust panics derive from BaseException, not Exception
-_PYTHON_DAYS = (
-    -719_162 + 1,
-    2_932_896 - 1,
-)  # 0001-01-02 and 9999-12-30 in days since 1970: a time zone moves a value a day at most
+_PYTHON_DAYS = (-719_162, 2_932_896)  # 0001-01-01 and 9999-12-31 in days since 1970
 _UNIT_PER_DAY = {"ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+_BEYOND_PYTHON = "is out of range: Python holds dates of the years 1 to 9999 only"
+# Shown in its time zone, a timestamp moves up to a day, past the end of that range from inside it.
+_NEAR_THE_EDGE = (
+    "is within a day of the end of the dates Python holds (0001-01-01 to 9999-12-31): too near to convert to its time zone"
+)
+
+
+def _python_range(dtype: pl.DataType) -> tuple[int, int, int, str]:
+    """(lowest, highest stored number Python can hold, stored units per day, unit name) of a date
+    or timestamp column; a day narrower at each end for a timestamp with a time zone."""
+    unit = dtype.time_unit if isinstance(dtype, pl.Datetime) else "days"
+    per_day = _UNIT_PER_DAY.get(unit, 1)
+    margin = 1 if isinstance(dtype, pl.Datetime) and dtype.time_zone else 0
+    low = (_PYTHON_DAYS[0] + margin) * per_day
+    high = (_PYTHON_DAYS[1] + 1 - margin) * per_day - 1  # the last instant of the last day
+    return max(_INT64[0], low), min(_INT64[1], high), per_day, unit
 
 
 def _dates_beyond_python(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[int, dict[str, tuple[str, str]]]]:
@@ -1239,17 +1252,17 @@ def _dates_beyond_python(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[int, d
     for name, dtype in frame.schema.items():
         if dtype != pl.Date and not isinstance(dtype, pl.Datetime):
             continue
-        unit = dtype.time_unit if isinstance(dtype, pl.Datetime) else "days"
-        per_day = _UNIT_PER_DAY.get(unit, 1)
-        low, high = (max(_INT64[0], _PYTHON_DAYS[0] * per_day), min(_INT64[1], _PYTHON_DAYS[1] * per_day))
+        low, high, per_day, unit = _python_range(dtype)
         stored = frame[name].to_physical()
         beyond = ((stored < low) | (stored > high)).fill_null(False)
         if not beyond.any():
             continue
+        first, last = _PYTHON_DAYS[0] * per_day, (_PYTHON_DAYS[1] + 1) * per_day - 1
         for i in beyond.arg_true().to_list():
             year = 1970 + stored[i] / per_day / 365.2425
             text = f"{stored[i]} {unit} after 1970-01-01 (about the year {math.floor(year):,})"
-            odd.setdefault(i, {})[name] = (text, "is out of range: Python holds dates of the years 1 to 9999 only")
+            why = _NEAR_THE_EDGE if first <= stored[i] <= last else _BEYOND_PYTHON
+            odd.setdefault(i, {})[name] = (text, why)
         frame = frame.with_columns(pl.when(beyond).then(None).otherwise(pl.col(name)).alias(name))
     return frame, odd
 

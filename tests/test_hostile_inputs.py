@@ -365,6 +365,37 @@ def test_parquet_values_python_cannot_hold_cost_at_most_their_record(tmp_path, f
     assert f'"extra": "{extra} 1970-01-01 (about the year ' in parsed.rows["raw"][1]
 
 
+def test_the_first_and_last_dates_python_holds_are_dates_like_any_other(tmp_path):
+    """9999-12-31 (SQL's "no end") was called out of range, "(about the year 9,999) is out of range: Python
+    holds dates of the years 1 to 9999 only"; only a timestamp with a time zone keeps a day's margin."""
+    last, first = dt.date(9999, 12, 31), dt.date(1, 1, 1)
+    edge_ms = 2_932_896 * 86_400_000  # 9999-12-31 00:00 UTC: in its zone (+08:00) no longer a Python datetime
+    table = pa.table(
+        {
+            "text": ["no end", "no start", "in a zone"],
+            "label": [0, 1, 0],
+            "sent_at": pa.array([last, last, last], pa.date32()),
+            "valid_until": pa.array([last, first, last], pa.date32()),
+            "stamp": pa.array([dt.datetime(9999, 12, 31, 23, 59, 59), dt.datetime(1, 1, 1), None], pa.timestamp("us")),
+            "zoned": pa.array([None, None, edge_ms], pa.timestamp("ms", tz="Asia/Shanghai")),
+        }
+    )
+    pq.write_table(table, tmp_path / "edges.parquet")
+    parsed = read_messages(tmp_path / "edges.parquet", CONFIG)
+    assert parsed.error is None and parsed.quarantine.height == 0 and parsed.rows.height == 3
+    assert parsed.rows["sent_at"].to_list()[0] == dt.datetime(9999, 12, 31, tzinfo=UTC) - dt.timedelta(hours=8)
+    assert '"valid_until": "9999-12-31"' in parsed.rows["raw"][0] and '"valid_until": "0001-01-01"' in parsed.rows["raw"][1]
+    assert '"stamp": "9999-12-31 23:59:59"' in parsed.rows["raw"][0] and '"stamp": "0001-01-01 00:00:00"' in parsed.rows["raw"][1]
+    assert f'"zoned": "{edge_ms} ms after 1970-01-01 (about the year 9,999)"' in parsed.rows["raw"][2]
+    table = table.set_column(2, "sent_at", table["zoned"])
+    pq.write_table(table, tmp_path / "zoned.parquet")
+    parsed = read_messages(tmp_path / "zoned.parquet", CONFIG)
+    assert parsed.quarantine["reason"].to_list() == [
+        f"sent_at: {edge_ms} ms after 1970-01-01 (about the year 9,999) is within a day of the end of the dates "
+        "Python holds (0001-01-01 to 9999-12-31): too near to convert to its time zone"
+    ]
+
+
 def test_a_parquet_value_that_does_not_convert_otherwise_spares_the_rest_of_its_batch(tmp_path):
     """A value nested in a column that is not read (a far timestamp inside a struct) is not caught by
     its type, so the batch is converted value by value: only that value is lost, to its type's name."""
