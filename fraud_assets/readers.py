@@ -1335,14 +1335,31 @@ def _polars_cannot_take(batch: Any) -> set[int]:
 
 
 def _arrow_text(column: Any) -> Any:
-    """A pyarrow column as strings: pyarrow's cast, or for nested types each value as JSON."""
+    """A pyarrow column as strings: pyarrow's cast, or for nested types each value as JSON, or where
+    even that fails (a time zone pyarrow does not know), each value on its own; a value that does not
+    convert is the placeholder "a <type> value", so its column never costs the file."""
     import pyarrow as pa
 
     try:
         return column.cast(pa.string())
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        values = [None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default) for v in column.to_pylist()]
-        return pa.array(values, pa.string())
+    except (Exception, _PANIC):
+        pass
+    try:
+        values = column.to_pylist()
+    except (Exception, _PANIC):
+        return pa.array([_arrow_value_text(column[i]) for i in range(len(column))], pa.string())
+    return pa.array(
+        [None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default) for v in values], pa.string()
+    )
+
+
+def _arrow_value_text(scalar: Any) -> str | None:
+    if not scalar.is_valid:
+        return None
+    try:
+        return json.dumps(scalar.as_py(), ensure_ascii=False, default=_json_default)
+    except (Exception, _PANIC):
+        return f"a {scalar.type} value"
 
 
 def _stream_parquet(

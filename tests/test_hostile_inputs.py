@@ -407,6 +407,24 @@ def test_a_parquet_value_that_does_not_convert_otherwise_spares_the_rest_of_its_
     assert '"meta": "a Struct(' in parsed.rows["raw"][1] and '"meta": {"t": "1970-01-01 00:00:00"}' in parsed.rows["raw"][0]
 
 
+def test_a_parquet_column_neither_polars_nor_pyarrow_converts_costs_at_most_its_records(tmp_path):
+    """A time zone no database knows: polars rejects the column, pyarrow can neither cast nor convert
+    it, and the whole file was quarantined ("cannot read Parquet: 'Mars/Olympus'")."""
+    mars = pa.array([1, None, 2], pa.timestamp("us", tz="Mars/Olympus"))
+    base = {"text": ["a", "b", "c"], "label": [0, 1, 0]}
+    pq.write_table(pa.table({**base, "landed_at": mars}), tmp_path / "unmapped.parquet")
+    parsed, accepted, quarantine = ingest(tmp_path / "unmapped.parquet")
+    assert parsed.error is None and (accepted.height, quarantine.height) == (3, 0)
+    assert '"landed_at": "a timestamp[us, tz=Mars/Olympus] value"' in parsed.rows["raw"][0]
+    assert '"landed_at": null' in parsed.rows["raw"][1]
+    pq.write_table(pa.table({**base, "sent_at": mars}), tmp_path / "mapped.parquet")
+    parsed, accepted, quarantine = ingest(tmp_path / "mapped.parquet")
+    assert parsed.error is None and accepted["text"].to_list() == ["b"]
+    assert [
+        r.startswith("sent_at: cannot parse 'a timestamp[us, tz=Mars/Olympus] value'") for r in reasons(quarantine).values()
+    ] == [True, True]
+
+
 # --------------------------------------------------------------------------- headers, labels, timestamps
 
 
