@@ -540,6 +540,7 @@ def _json_values(text: str, array: bool) -> list[tuple[Any, str]]:
     the array's ``]`` is one more malformed record.
     """
     values: list[tuple[Any, str]] = []
+    source = _JsonText(text)
     pos, closed = _skip_space(text, text.index("[") + 1 if array else 0), False
     while pos < len(text):
         if array and text[pos] == "]":
@@ -547,7 +548,7 @@ def _json_values(text: str, array: bool) -> list[tuple[Any, str]]:
             if pos < len(text):
                 values.append((json.JSONDecodeError("text after the end of the array", text, pos), text[pos:]))
             break
-        item, end = _decode_at(text, pos)
+        item, end = _decode_at(source, pos)
         values.append((item, text[pos:end].rstrip()))
         pos = _skip_space(text, end)
         while array and text.startswith(",", pos):
@@ -564,29 +565,104 @@ def _skip_space(text: str, pos: int) -> int:
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
-def _decode_at(text: str, pos: int) -> tuple[Any, int]:
+class _JsonText:
+    """A text read value by value at increasing positions: the line of a position and where reading
+    resumes after it, each found by scanning on from the last position asked.
+
+    Why: counted from the start of the text each time (as a JSONDecodeError of the whole text counts
+    its line), a file of many bad values took time growing with the square of its size.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._pos, self._line, self._start = 0, 1, 0
+        self._resumes: dict[str, tuple[int, int]] = {}  # indent -> (searched from, first "\n" found or -1)
+
+    def line_at(self, pos: int) -> tuple[int, int]:
+        """(line number, where that line starts) of ``pos``."""
+        if pos < self._pos:
+            self._pos, self._line, self._start = 0, 1, 0
+        newline = self.text.rfind("\n", self._pos, pos)
+        if newline >= 0:
+            self._line += self.text.count("\n", self._pos, pos)
+            self._start = newline + 1
+        self._pos = pos
+        return self._line, self._start
+
+    def resume(self, pos: int, after: int | None = None) -> int:
+        """The start of the first line after ``after`` (default ``pos``) that starts with ``{``
+        indented as the line of ``pos``; the end of the text without one."""
+        start = self.line_at(pos)[1]
+        indent = _JSON_SPACE.match(self.text, start, pos).group().lstrip("\r\n")  # type: ignore[union-attr]
+        after = pos if after is None else after
+        since, found = self._resumes.get(indent, (len(self.text) + 1, -1))
+        if since > after or 0 <= found < after:
+            match = re.compile("\n" + re.escape(indent) + "{").search(self.text, after)
+            found = match.start() if match else -1
+            self._resumes[indent] = (after, found)
+        return found + 1 if found >= 0 else len(self.text)
+
+    def error(self, problem: Exception, pos: int) -> Exception:
+        """``problem`` of the text from ``pos`` on, as an error of the whole text (its line and column)."""
+        if not isinstance(problem, json.JSONDecodeError):
+            return problem
+        line, start = self.line_at(pos)
+        where = pos + problem.pos
+        column = problem.colno if problem.lineno > 1 else where - start + 1
+        moved = json.JSONDecodeError.__new__(json.JSONDecodeError)  # __init__ would count the lines again
+        ValueError.__init__(moved, f"{problem.msg}: line {line + problem.lineno - 1} column {column} (char {where})")
+        moved.msg, moved.doc, moved.pos, moved.lineno, moved.colno = (
+            problem.msg,
+            self.text,
+            where,
+            line + problem.lineno - 1,
+            column,
+        )
+        return moved
+
+
+def _decode_at(source: _JsonText, pos: int) -> tuple[Any, int]:
     """The JSON value at ``pos`` and where it ends; an exception in its place when it does not parse.
 
+    When the syntax is broken, where the value ends is unknown: reading resumes at the next line
+    that starts with ``{`` indented as the broken value's line (a pretty-printer indents a nested
+    object deeper, and a line break cannot be inside a JSON string), and the text skipped is the
+    one malformed record; without such a line, the rest of the text is. The value is parsed in the
+    text up to that line, widened while it runs on past its end, so that an error costs its
+    window, not the text before it.
+    """
+    text = source.text
+    resume = end = source.resume(pos)
+    while True:
+        whole = end >= len(text)
+        doc, at = (text, pos) if whole else (text[pos:end], 0)
+        item, stop = _raw_decode(doc, at)
+        if stop is not None:
+            return item, pos + stop - at
+        if whole:
+            return item, resume
+        if not isinstance(item, json.JSONDecodeError) or item.pos < len(doc.rstrip(" \t\n\r")):
+            return source.error(item, pos), resume
+        end = source.resume(pos, after=pos + 2 * (end - pos))  # cut short by the window: a wider one
+
+
+def _raw_decode(doc: str, at: int) -> tuple[Any, int | None]:
+    """(value, its end) at ``at``; (the exception, None) where it does not parse.
+
     A repeated key stops the parser at the key, so the value is read again without the check to
-    find its end. When the syntax is broken, where the value ends is unknown: reading resumes at
-    the next line that starts with ``{`` indented as the broken value's line (a pretty-printer
-    indents a nested object deeper, and a line break cannot be inside a JSON string), and the
-    text skipped is the one malformed record; without such a line, the rest of the text is.
+    find its end: (the repeated key's error, the end).
     """
     problem: Exception
     try:
-        return _DECODER.raw_decode(text, pos)
+        return _DECODER.raw_decode(doc, at)
     except (ValueError, RecursionError) as exc:
         problem = exc
     if isinstance(problem, _DuplicateKey):
         try:
-            return problem, _PLAIN_DECODER.raw_decode(text, pos)[1]
+            return problem, _PLAIN_DECODER.raw_decode(doc, at)[1]
         except (ValueError, RecursionError) as exc:  # the key was in a nested object; what follows is broken too
             problem = exc
-    line = text.rfind("\n", 0, pos) + 1
-    indent = _JSON_SPACE.match(text, line, pos).group().lstrip("\r\n")  # type: ignore[union-attr]
-    resume = re.compile("\n" + re.escape(indent) + "{").search(text, pos)
-    return problem, resume.start() + 1 if resume else len(text)
+    return problem, None
 
 
 def _json_record(index: int, item: Any, raw: str) -> tuple[int, dict | None, str, str | None]:

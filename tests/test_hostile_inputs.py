@@ -273,6 +273,43 @@ def test_one_bad_object_in_a_json_array_or_pretty_printed_objects_costs_only_its
     assert '"pretty message 4",,' in quarantine.filter(source_row=4)["raw"][0]
 
 
+@pytest.mark.parametrize("layout", ["lines", "pretty"])
+def test_many_bad_json_values_cost_time_in_proportion_to_the_file(tmp_path, monkeypatch, layout):
+    """Every JSON error of a value read from the whole text counted the lines before it: 80,000 bad
+    values took 64 s. Errors are now found in a window of the text, so the characters they count
+    add up to about the file's size, and their lines and columns are still the file's."""
+    from fraud_assets import readers
+
+    def value(i):
+        record = json.dumps({"text": f"message {i}", "label": i % 2}, indent=2 if layout == "pretty" else None)
+        return record.replace("}", ",}") if i % 2 else record  # every other one broken by a trailing comma
+
+    extra = '{"text": "wide", "label": 0, "meta":\n{"nested": true}}'  # runs past its first window
+    body = "\n".join([value(i) for i in range(400)] + [extra]) + "\n"
+    counted = []
+
+    class Counting:
+        def raw_decode(self, doc, at):
+            try:
+                return decoder.raw_decode(doc, at)
+            except json.JSONDecodeError as exc:
+                counted.append(exc.pos)
+                raise
+
+        def decode(self, doc):
+            return decoder.decode(doc)
+
+    decoder = readers._DECODER
+    monkeypatch.setattr(readers, "_DECODER", Counting())
+    parsed = read_messages(write(tmp_path, f"{layout}.json", body), CONFIG)
+    assert parsed.error is None and parsed.rows["text"].to_list() == [f"message {i}" for i in range(0, 400, 2)] + ["wide"]
+    assert len(counted) >= 200 and sum(counted) < 2 * len(body)
+    why = reasons(parsed.quarantine)
+    assert sorted(why) == list(range(1, 400, 2))
+    line = "line 1600 column 2" if layout == "pretty" else "line 400 column 36"  # value 399's closing brace
+    assert why[399] == f"malformed JSON: Expecting property name enclosed in double quotes at {line}"
+
+
 def test_a_json_array_broken_past_repair_keeps_the_records_before_it(tmp_path):
     """On one line, where the broken element ends is unknown: the rest is one quarantined record."""
     body = '[{"text": "first", "label": 0}, {"text": "second", "label": 1}, {"text": "broken" "label": 1}, {"text": "cut", "label": 0}]'
