@@ -277,7 +277,7 @@ def fallback_encoding(bad_utf8: int, valid_utf8: int, lone: int, high: int, samp
 
     ``bad_utf8``: its bytes undecodable as UTF-8; ``valid_utf8``: its valid
     multi-byte UTF-8 sequences; ``lone``, ``high``: see :func:`lone_high_bytes`;
-    ``sample``: its lines with non-ASCII bytes (:class:`NonAsciiLines`). Still ``utf-8`` when
+    ``sample``: its non-ASCII text (:class:`NonAsciiLines`). Still ``utf-8`` when
     its valid sequences clearly outnumber its bad bytes (see
     :data:`UTF8_SEQUENCES_PER_BAD_BYTE`; GB18030 would decode such a file
     "cleanly" into mojibake), else ``cp1252`` for Western text
@@ -304,45 +304,53 @@ UTF8_SEQUENCES_PER_BAD_BYTE = 2
 UTF8_MIN_SEQUENCES = 16
 
 
-#: Bytes of a file's non-ASCII lines that decide between GB18030, Big5 and Shift-JIS (see :class:`NonAsciiLines`).
+#: Bytes of a file's non-ASCII text that decide between GB18030, Big5 and Shift-JIS (see :class:`NonAsciiLines`).
 ENCODING_SAMPLE_BYTES = 1 << 18
+#: ... of which each byte is at most this far from a byte >= 0x80: enough to keep every character
+#: whole (a double-byte one's second byte can be ASCII; GB18030's four-byte ones alternate).
+ENCODING_SAMPLE_CONTEXT = 16
 _HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+# bytes >= 0x80 with at most ENCODING_SAMPLE_CONTEXT ASCII bytes between each two
+_HIGH_RUN = re.compile(rb"[\x80-\xff](?:[\x00-\x7f]{0,%d}[\x80-\xff])*" % ENCODING_SAMPLE_CONTEXT)
 
 
 class NonAsciiLines:
-    """The first :data:`ENCODING_SAMPLE_BYTES` of a file's lines that hold a byte >= 0x80, fed
-    chunk by chunk, in memory bounded by that size.
+    """The first :data:`ENCODING_SAMPLE_BYTES` of a file's bytes that are >= 0x80 or at most
+    :data:`ENCODING_SAMPLE_CONTEXT` bytes from one, fed chunk by chunk, in memory bounded by that size.
 
     Why: the sample decides between the double-byte encodings by the characters it holds; the start
     of a file can be all ASCII (an English newsletter repeated for 256 KiB, then Big5 rows), which
-    left nothing to score. The result is the same bytes however the file is cut into chunks, so the
-    whole-file reader and the streaming sniff decide alike.
+    left nothing to score. Whole lines were kept once, and a file with ``\r`` line endings, or a
+    minified JSON array on one line, is one line whose first 256 KiB can be ASCII. The result is
+    the same bytes however the file is cut into chunks, so the whole-file reader and the streaming
+    sniff decide alike.
     """
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
         self._size = 0
-        self._line = b""  # the start of an unfinished line without such a byte yet, as much as could be kept
-        self._high = False  # whether the unfinished line holds such a byte (and is being kept)
+        self._before = b""  # the last bytes not kept, which precede the next byte >= 0x80
+        self._after = 0  # how many of the next bytes follow a byte >= 0x80 closely enough to be kept
 
     def add(self, chunk: bytes) -> None:
-        start = 0
+        start, context = 0, ENCODING_SAMPLE_CONTEXT
         while start < len(chunk) and self._size < ENCODING_SAMPLE_BYTES:
-            if not self._high:
-                found = _HIGH_BYTE.search(chunk, start)
-                newline = chunk.rfind(b"\n", start, found.start() if found else len(chunk))
-                if newline >= 0:  # the unfinished line ended without one: dropped
-                    self._line, start = b"", newline + 1
-                if found is None:
-                    self._line += chunk[start : start + ENCODING_SAMPLE_BYTES - self._size - len(self._line)]
-                    return
-                self._high, line = True, self._line
-                self._line = b""
-                self._keep(line)
-            end = chunk.find(b"\n", start)
-            stop = len(chunk) if end < 0 else end + 1
-            self._keep(chunk[start:stop])
-            self._high, start = end < 0, stop
+            found = _HIGH_BYTE.search(chunk, start, start + self._after if self._after else len(chunk))
+            if found is None and self._after:
+                stop = min(len(chunk), start + self._after)
+                self._keep(chunk[start:stop])
+                self._after, start = self._after - (stop - start), stop
+                continue
+            if found is None:
+                self._before = (self._before + chunk[max(start, len(chunk) - context) :])[-context:]
+                return
+            run = _HIGH_RUN.match(chunk, found.start())
+            assert run is not None  # it starts with the byte found
+            before = (
+                b"" if self._after else (self._before + chunk[max(start, found.start() - context) : found.start()])[-context:]
+            )
+            self._keep(before + chunk[start if self._after else found.start() : run.end()])
+            self._before, self._after, start = b"", context, run.end()
 
     def _keep(self, piece: bytes) -> None:
         piece = piece[: ENCODING_SAMPLE_BYTES - self._size]

@@ -175,8 +175,8 @@ def test_the_streaming_encoding_sniff_agrees_with_the_whole_file_decode(tmp_path
         assert readers.decode_bytes(data)[1] == expected
 
 
-def test_the_encoding_sample_is_the_non_ascii_lines_however_the_file_is_chunked(tmp_path, monkeypatch):
-    # The double-byte encodings are told apart on the lines holding non-ASCII bytes, wherever they are;
+def test_the_encoding_sample_is_the_non_ascii_text_however_the_file_is_chunked(tmp_path, monkeypatch):
+    # The double-byte encodings are told apart on the non-ASCII bytes and their context, wherever they are;
     # the streaming sniff gathers them chunk by chunk and must decide exactly as the whole-file decode.
     from fraud_assets import batches
 
@@ -193,13 +193,15 @@ def test_the_encoding_sample_is_the_non_ascii_lines_however_the_file_is_chunked(
         encoding = rng.choice(["cp950", "cp932", "gb18030"])
         kinds = rng.choices(["ascii", encoding], [rng.choice([1, 5, 30]), 1], k=rng.randint(5, 120))
         lines = [pieces[k].format(i=i).encode(k if k != "ascii" else "utf-8") for i, k in enumerate(kinds)]
-        data = b"text,label\n" + rng.choice([b"\n", b"\r\n"]).join(lines)
+        data = b"text,label\n" + rng.choice([b"\n", b"\r\n", b"\r", b""]).join(lines)
         path = tmp_path / f"f{trial}.csv"
         path.write_bytes(data)
         whole = readers.NonAsciiLines()
         whole.add(data)
-        *ended, last = [line + b"\n" for line in data.split(b"\n")]
-        wanted = b"".join(line for line in [*ended, last[:-1]] if max(line, default=0) >= 0x80)
+        near = readers.ENCODING_SAMPLE_CONTEXT
+        high = [i for i, byte in enumerate(data) if byte >= 0x80]
+        kept = {p for h in high for p in range(max(0, h - near), min(len(data), h + near + 1))}
+        wanted = bytes(data[p] for p in sorted(kept))
         assert whole.sample() == wanted[: readers.ENCODING_SAMPLE_BYTES]
         assert batches._byte_counts(path)[4] == whole.sample()
         try:

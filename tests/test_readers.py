@@ -254,6 +254,30 @@ def test_big5_and_shift_jis_rows_after_256_kib_of_ascii_are_still_detected(tmp_p
         assert quarantine.height == 2799 and set(quarantine["reason"].str.slice(0, 10)) == {"duplicate:"}
 
 
+@pytest.mark.parametrize("ending", ["\r", "\n", "\r\n"])
+def test_big5_rows_after_256_kib_of_ascii_are_detected_whatever_the_line_endings(tmp_path, ending):
+    # The sample kept whole lines, split on \n only: with \r endings the file was one line whose
+    # first 256 KiB were ASCII, and the Big5 rows were read as GB18030 mojibake.
+    text = "您的帳戶已被凍結，請點擊連結驗證身份"
+    rows = [f"Hello newsletter number {i} about the weekly offers,0" for i in range(6000)] + [f"{text},1"] * 90
+    data = ending.join(["text,label", *rows]).encode("cp950") + ending.encode()
+    assert len(data) > readers.ENCODING_SAMPLE_BYTES
+    assert readers.decode_bytes(data)[1] == "cp950"
+    parsed = read_messages(write(tmp_path, "late.csv", data), CONFIG)
+    assert parsed.encoding == "cp950" and parsed.rows["text"].to_list()[-90:] == [text] * 90
+
+
+def test_big5_in_a_json_array_on_one_line_after_256_kib_of_ascii_is_detected(tmp_path):
+    # A minified array is one line: the sample was its first 256 KiB, all ASCII here.
+    items = [{"text": f"Hello newsletter number {i} about the weekly offers", "label": 0} for i in range(5000)]
+    items += [{"text": f"您的帳戶已被凍結，請點擊連結驗證身份{i}", "label": 1} for i in range(90)]
+    data = json.dumps(items, ensure_ascii=False).encode("cp950")
+    assert b"\n" not in data and data.index(b"\xb1z") > readers.ENCODING_SAMPLE_BYTES
+    assert readers.decode_bytes(data)[1] == "cp950"
+    parsed = read_messages(write(tmp_path, "minified.json", data), CONFIG)
+    assert parsed.encoding == "cp950" and parsed.rows["text"].to_list()[-1] == "您的帳戶已被凍結，請點擊連結驗證身份89"
+
+
 @pytest.mark.parametrize("bom", [b"", b"\xff\xfe"])
 def test_half_a_surrogate_pair_in_utf16_quarantines_only_its_record(tmp_path, bom):
     # SQL Server truncates nvarchar by 16-bit units, so a cut can fall inside an emoji; bcp -w and
