@@ -811,7 +811,13 @@ def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
                 stamp = _from_text(text)
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=zone)
-    return stamp.astimezone(dt.timezone.utc)
+    try:
+        return stamp.astimezone(dt.timezone.utc)
+    except (OverflowError, ValueError):  # Python says only "date value out of range"
+        raise ValueError(
+            f"{stamp.replace(tzinfo=None).isoformat(' ')} ({stamp.tzinfo}) is {'before 0001-01-01' if stamp.year == 1 else 'after 9999-12-31'} in UTC, "
+            "out of the range of dates Python holds"
+        ) from None
 
 
 # How exports write a missing value (SQL Server and Oracle NULL, MySQL \N, pandas NaN/NaT, R NA, Excel #N/A):

@@ -420,6 +420,10 @@ def test_the_first_and_last_dates_python_holds_are_dates_like_any_other(tmp_path
     pq.write_table(table, tmp_path / "edges.parquet")
     parsed = read_messages(tmp_path / "edges.parquet", CONFIG)
     assert parsed.error is None and parsed.quarantine.height == 0 and parsed.rows.height == 3
+    first_day = read_messages(write(tmp_path, "first.csv", "text,label,sent_at\nfirst day,0,0001-01-01\n"), CONFIG)
+    assert first_day.quarantine["reason"].to_list() == [
+        "sent_at: 0001-01-01 00:00:00 (Asia/Shanghai) is before 0001-01-01 in UTC, out of the range of dates Python holds"
+    ]
     assert parsed.rows["sent_at"].to_list()[0] == dt.datetime(9999, 12, 31, tzinfo=UTC) - dt.timedelta(hours=8)
     assert '"valid_until": "9999-12-31"' in parsed.rows["raw"][0] and '"valid_until": "0001-01-01"' in parsed.rows["raw"][1]
     assert '"stamp": "9999-12-31 23:59:59"' in parsed.rows["raw"][0] and '"stamp": "0001-01-01 00:00:00"' in parsed.rows["raw"][1]
