@@ -192,3 +192,15 @@ def test_a_model_card_without_its_fields_gives_a_clear_error(project, tmp_path, 
     assert main(["score", sample_file, "-o", str(tmp_path / "o.csv"), "--model", str(broken)]) == 2
     err = capsys.readouterr().err
     assert "embedding_fingerprint" in err and str(broken) in err
+
+
+def test_a_corrupt_production_pointer_is_replaced_by_the_next_retrain(project, capsys):
+    # the gate decides to replace a champion it cannot load; promotion must then carry that out
+    pointer = project["data"] / "models" / "production.json"
+    pointer.write_text("garbage{")
+    assert main(["retrain", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["promoted"] and "cannot be loaded" in summary["promotion_reason"]
+    document = json.loads(pointer.read_text())
+    assert document["previous"] is None and "not valid JSON" in document["replaced_unreadable"]
+    load_model(pointer)

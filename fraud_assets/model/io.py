@@ -168,10 +168,16 @@ def promote(candidate: str | StoragePath, pointer: str | StoragePath) -> dict:
 
     The candidate must sit next to the pointer's folder (``models/candidates/<run>``);
     the pointer stores its path relative to that folder, so the whole
-    registry can be moved or mirrored.
+    registry can be moved or mirrored. An unreadable pointer is replaced
+    (``previous`` None, ``replaced_unreadable`` says why): the promotion gate
+    already decided to replace a champion that cannot be loaded, and refusing
+    here would make every later retrain fail on the same broken file.
     """
     candidate, pointer = as_path(candidate), as_path(pointer)
-    previous = read_pointer(pointer)
+    try:
+        previous, unreadable = read_pointer(pointer), None
+    except ModelLoadError as exc:
+        previous, unreadable = None, str(exc)
     document = {
         "pointer_version": POINTER_VERSION,
         "model": _relative(candidate, pointer),
@@ -179,6 +185,8 @@ def promote(candidate: str | StoragePath, pointer: str | StoragePath) -> dict:
         "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "previous": previous.get("model") if previous else None,
     }
+    if unreadable:
+        document["replaced_unreadable"] = unreadable
     Storage(pointer).write_bytes(_json_bytes(document), pointer)
     return document
 

@@ -302,12 +302,15 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
         context.log.warning(f"promotion refused: {decision.reason}")
         return
     pointer = promote(candidate_dir, storage.production_pointer)
+    if pointer.get("replaced_unreadable"):
+        context.log.warning(f"replaced an unreadable production pointer: {pointer['replaced_unreadable']}")
     pruned = prune_candidates(storage.candidates_dir, storage.production_pointer)
     yield dg.MaterializeResult(
         metadata={
             "dagster/uri": str(storage.production_pointer),
             "model": pointer["model"],
             "pruned_candidates": len(pruned),
+            "replaced_unreadable_pointer": pointer.get("replaced_unreadable") or "",
             "promoted": decision.metadata.get("challenger"),
             "reason": decision.reason,
             **decision.metadata,
