@@ -37,12 +37,20 @@ def _env_float(name: str, default: float, low: float, high: float) -> float:
     return value
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, low: int | None = None) -> int:
     raw = _env(name, str(default))
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be a whole number of at least {low}, not {raw!r}")
+    return value
+
+
+def keep_models() -> int:
+    """FRAUD_KEEP_MODELS, the candidate models kept after a promotion (0: only those a pointer names)."""
+    return _env_int("FRAUD_KEEP_MODELS", 10, low=0)
 
 
 def check_timezone(name: str, setting: str = "FRAUD_TIMEZONE") -> str:
@@ -81,6 +89,7 @@ class Settings:
     ingest_config: Path | None = None
     retrain_cron: str = "0 2 * * *"
     seed: int = 0
+    keep_models: int = 10
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -110,4 +119,5 @@ class Settings:
             ingest_config=Path(ingest_config).expanduser() if ingest_config else None,
             retrain_cron=_env("FRAUD_RETRAIN_CRON", "0 2 * * *"),
             seed=_env_int("FRAUD_SEED", 0),
+            keep_models=keep_models(),
         )

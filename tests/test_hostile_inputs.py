@@ -592,6 +592,20 @@ def test_configuration_mistakes_exit_2_naming_the_setting(tmp_path, monkeypatch,
     assert "FRAUD_SEED must be a whole number, not '1.5'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["ten", "-1", "2.5"])
+def test_a_bad_keep_models_stops_retrain_before_any_work(tmp_path, monkeypatch, capsys, value):
+    # it was read only when pruning, after training and promotion had already run
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FRAUD_KEEP_MODELS", value)
+    for command in (["retrain", "--json"], ["run", "--json"]):
+        assert main(command) == 2
+        captured = capsys.readouterr()
+        assert "FRAUD_KEEP_MODELS must be a whole number" in captured.err and repr(value) in captured.err
+        assert captured.out == ""
+    assert not (tmp_path / "home").exists() and not (tmp_path / "data" / "models").exists()
+
+
 # --------------------------------------------------------------------------- shapes of real exports
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 from fraud_assets.model.config import FeatureSpec, TrainConfig
 from fraud_assets.model.trained import build_model
+from fraud_assets.settings import keep_models
 from fraud_assets.storage import Storage, StoragePath, as_path
 
 WEIGHTS_FILE = "model.safetensors"
@@ -198,7 +198,7 @@ def prune_candidates(candidates_dir: str | StoragePath, pointer: str | StoragePa
     target). Candidate names start with a UTC timestamp, so name order is age
     order. Returns the names removed.
     """
-    keep = int(os.environ.get("FRAUD_KEEP_MODELS", "10")) if keep is None else keep
+    keep = keep_models() if keep is None else keep
     candidates_dir, pointer = as_path(candidates_dir), as_path(pointer)
     storage = Storage(candidates_dir)
     document = read_pointer(pointer) or {}
