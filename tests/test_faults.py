@@ -204,3 +204,20 @@ def test_a_corrupt_production_pointer_is_replaced_by_the_next_retrain(project, c
     document = json.loads(pointer.read_text())
     assert document["previous"] is None and "not valid JSON" in document["replaced_unreadable"]
     load_model(pointer)
+
+
+TINY = "text,label\n您的快递已到达驿站请取件,0\n明天下午三点开会,0\n晚饭吃什么,0\n【公安局】您涉嫌洗钱请立即转账到安全账户,1\n恭喜中奖请点击链接领取退款,1\n"
+ONE_FRAUD = "text,label\n【公安局】您涉嫌洗钱请立即转账到安全账户,1\n" + "".join(f"第{i}号会议通知，请准时参加,0\n" for i in range(200))
+
+
+@pytest.mark.parametrize("body", [TINY, ONE_FRAUD], ids=["5_rows", "1_fraud_200_normal"])
+def test_a_split_without_fraud_fails_the_retrain_and_promotes_nothing(env, monkeypatch, capsys, body):
+    # validation and test without fraud gave F1 0 at threshold 0.5, and that model was promoted as the first
+    monkeypatch.setenv("FRAUD_LANDING_SETTLE_SECONDS", "0")
+    (env / "incoming" / "tiny.csv").write_text(body, encoding="utf-8")
+    assert main(["run", "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)["retrain"]
+    assert not summary["success"]
+    assert not (env / "models" / "production.json").exists()
+    dataset = pl.read_parquet(next((env / "assets" / "training_dataset").rglob("*.parquet")))
+    assert dataset.filter(pl.col("split") == "validation")["label"].n_unique() < 2

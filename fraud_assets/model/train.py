@@ -78,7 +78,27 @@ def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.Series, pl
         raise ValueError("labels must not be null")
     if train.n_unique() < 2:
         raise ValueError("the train split holds only one class")
+    _check_both_classes(dataset)
     return is_train, is_val
+
+
+def _check_both_classes(dataset: pl.DataFrame) -> None:
+    """Validation and test (when there is one) must each hold fraud and normal rows.
+
+    Without fraud in validation the threshold and early stopping have nothing
+    to find (F1 0 at threshold 0.5), and without it in test the metrics the
+    promotion gate compares mean nothing: such a model must not be promoted.
+    """
+    for split in ("validation", "test"):
+        labels = dataset["label"].filter(dataset["split"] == split).cast(pl.Int64)
+        if split == "test" and labels.len() == 0:
+            continue
+        fraud = int(labels.sum())
+        if fraud == 0 or fraud == labels.len():
+            raise ValueError(
+                f"the {split} split holds only one class ({fraud} fraud, {labels.len() - fraud} normal rows): "
+                "too few rows of one class to evaluate a model; add more labelled data"
+            )
 
 
 def _val_record(y_val: np.ndarray, logits: np.ndarray, loss: float) -> dict[str, float]:
