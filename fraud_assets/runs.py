@@ -229,10 +229,15 @@ def _ingest_status(result: dg.ExecuteInProcessResult, storage, key: str, blockin
         check = failed[0]
         detail = check.description or (check.metadata.get("reason").value if check.metadata.get("reason") else "")
         return "blocked", f"{check.check_name} failed: {detail}"
+    return "failed", failure_reason(result)
+
+
+def failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """What made a failed run fail: the error the first failed step raised, not Dagster's "Steps failed: [...]"."""
     errors = [e.message for e in result.all_events if e.is_failure and e.message]
     step = next((e for e in result.all_events if e.is_step_failure), None)
     cause = step.step_failure_data.error.cause if step and step.step_failure_data.error else None
-    return "failed", (
+    return (
         cause.message.strip()
         if cause
         else step.step_failure_data.error.message.strip()
@@ -261,8 +266,7 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
     )
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
     if not result.success:
-        failures = [e.message for e in result.all_events if e.is_failure]
-        summary["error"] = failures[-1] if failures else "retrain failed"
+        summary["error"] = failure_reason(result)
         return summary
     report = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(EVALUATION_REPORT))
     report_dir = as_path(report.materialization.metadata["dagster/uri"].value)  # this run's report, not the latest

@@ -207,7 +207,9 @@ def test_a_corrupt_production_pointer_is_replaced_by_the_next_retrain(project, c
 
 
 TINY = "text,label\n您的快递已到达驿站请取件,0\n明天下午三点开会,0\n晚饭吃什么,0\n【公安局】您涉嫌洗钱请立即转账到安全账户,1\n恭喜中奖请点击链接领取退款,1\n"
-ONE_FRAUD = "text,label\n【公安局】您涉嫌洗钱请立即转账到安全账户,1\n" + "".join(f"第{i}号会议通知，请准时参加,0\n" for i in range(200))
+ONE_FRAUD = "text,label\n【公安局】您涉嫌洗钱请立即转账到安全账户,1\n" + "".join(
+    f"第{i}号会议通知，请准时参加,0\n" for i in range(200)
+)
 
 
 @pytest.mark.parametrize("body", [TINY, ONE_FRAUD], ids=["5_rows", "1_fraud_200_normal"])
@@ -221,3 +223,18 @@ def test_a_split_without_fraud_fails_the_retrain_and_promotes_nothing(env, monke
     assert not (env / "models" / "production.json").exists()
     dataset = pl.read_parquet(next((env / "assets" / "training_dataset").rglob("*.parquet")))
     assert dataset.filter(pl.col("split") == "validation")["label"].n_unique() < 2
+
+
+def test_a_failed_retrain_says_why_in_its_summary(env, monkeypatch, capsys):
+    # the summary said only "Steps failed: ['fraud_classifier']"; the cause was in Dagster's traceback alone
+    monkeypatch.setenv("FRAUD_LANDING_SETTLE_SECONDS", "0")
+    body = "text,label\n" + "".join(f"第{i}号会议通知，请准时参加,0\n" for i in range(20))
+    (env / "incoming" / "normal.csv").write_text(body, encoding="utf-8")
+    assert main(["ingest"]) == 0
+    capsys.readouterr()
+    assert main(["retrain", "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert not summary["success"] and "the train split holds only one class" in summary["error"]
+    assert "Steps failed" not in summary["error"]
+    assert main(["retrain"]) == 1
+    assert "retrain failed: ValueError: the train split holds only one class" in capsys.readouterr().err
