@@ -55,19 +55,24 @@ def _run_config(path: str | None) -> dict[str, Any] | None:
 
     try:
         config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise SystemExit(f"fraud-assets: --config {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())  # YAML errors span lines with a caret; the message is one line
+        raise ConfigError(f"--config {path}: {detail}") from None
     if not isinstance(config, dict):
-        raise SystemExit(
-            f"fraud-assets: --config {path}: expected a mapping of run config (ops: ...), got {type(config).__name__}"
-        )
-    return config
+        raise ConfigError(f"--config {path}: expected a mapping of run config (ops: ...), got {type(config).__name__}")
+    from fraud_assets.runs import retrain_run_config
+
+    try:
+        return retrain_run_config(config)
+    except ConfigError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from fraud_assets.runs import get_instance, run_retrain
 
-    summary = run_retrain(get_instance(), _run_config(args.config))
+    run_config = _run_config(args.config)
+    summary = run_retrain(get_instance(), run_config)
     print(json.dumps(summary, ensure_ascii=False, default=str)) if args.json else _print_retrain(summary)
     return 0 if summary["success"] else 1
 
@@ -75,8 +80,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from fraud_assets.runs import get_instance, run_ingest, run_retrain
 
-    instance = get_instance()
     run_config = _run_config(args.config)
+    instance = get_instance()
     files = run_ingest(instance, log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
     summary = run_retrain(instance, run_config)
     if args.json:
@@ -189,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"fraud-assets {args.command}: configuration error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # scripts parse stdout, and must not get nothing
+            print(json.dumps({"success": False, "error": f"configuration error: {exc}"}, ensure_ascii=False))
         return 2
 
 

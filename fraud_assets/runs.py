@@ -5,7 +5,9 @@ The jobs, checks, resources and file registration of the one code location
 checks appear in the instance (and in the UI pointed at the same DAGSTER_HOME).
 """
 
+import difflib
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ from fraud_assets.defs.jobs import RUN_CONFIG, ingest_job, retrain_job
 from fraud_assets.defs.partitions import message_files
 from fraud_assets.features import per_file_outputs
 from fraud_assets.landing import LandedFile, candidate_files, register_files, registered_name
-from fraud_assets.settings import Settings
+from fraud_assets.settings import ConfigError, Settings
 from fraud_assets.storage import Storage, as_path
 
 DAGSTER_YAML = """\
@@ -248,6 +250,28 @@ def failure_reason(result: dg.ExecuteInProcessResult) -> str:
     )
 
 
+def retrain_run_config(run_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The retrain's full run config, checked against the job, so a mistake stops it before any work.
+
+    Raises ConfigError with one line per mistake (Dagster's own message lists
+    the whole config schema, hundreds of characters, on each).
+    """
+    full = {**RUN_CONFIG, **(run_config or {})}
+    try:
+        dg.validate_run_config(load_definitions().resolve_job_def(retrain_job.name), full)
+    except dg.DagsterInvalidConfigError as exc:
+        raise ConfigError("run config: " + "; ".join(_config_mistake(e.message) for e in exc.errors)) from None
+    return full
+
+
+def _config_mistake(message: str) -> str:
+    head, _, expected = message.partition(" Expected: ")
+    entry = re.search(r'unexpected config entry "([^"]+)"', head)
+    names = re.findall(r"(\w+)\??:", expected)
+    close = difflib.get_close_matches(entry.group(1), names, n=1) if entry else []
+    return head.rstrip(".") + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Materialise training_dataset -> production_model; returns a summary for the CLI.
 
@@ -261,7 +285,7 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
     result = definitions.resolve_job_def(retrain_job.name).execute_in_process(
         instance=instance,
         raise_on_error=False,
-        run_config={**RUN_CONFIG, **(run_config or {})},
+        run_config=retrain_run_config(run_config),
         tags=_headless_tags(),
     )
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}

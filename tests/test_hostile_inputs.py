@@ -592,6 +592,32 @@ def test_configuration_mistakes_exit_2_naming_the_setting(tmp_path, monkeypatch,
     assert "FRAUD_SEED must be a whole number, not '1.5'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "yaml_text, needle",
+    [
+        ("ops: {fraud_classifier: {config: {max_epochz: 10}}}\n", "did you mean 'max_epochs'"),
+        ('ops: {production_model: {config: {tolerance: "abc"}}}\n', 'Value "abc"'),
+        ("ops: {fraud_classifier: [\n", "while parsing"),
+        ("- just\n- a list\n", "expected a mapping"),
+        (None, "No such file"),
+    ],
+)
+def test_run_config_mistakes_exit_2_before_any_work(tmp_path, monkeypatch, capsys, yaml_text, needle):
+    # they gave a DagsterInvalidConfigError traceback (or a bare SystemExit message) and exit code 1
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    path = tmp_path / "run_config.yaml"
+    if yaml_text is not None:
+        path.write_text(yaml_text)
+    for command in ("retrain", "run"):
+        assert main([command, "--json", "--config", str(path)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.count("\n") == 1 and needle in captured.err and str(path) in captured.err
+        document = json.loads(captured.out)
+        assert document["success"] is False and needle in document["error"]
+    assert not (tmp_path / "home").exists()
+
+
 @pytest.mark.parametrize("value", ["ten", "-1", "2.5"])
 def test_a_bad_keep_models_stops_retrain_before_any_work(tmp_path, monkeypatch, capsys, value):
     # it was read only when pruning, after training and promotion had already run
@@ -602,7 +628,7 @@ def test_a_bad_keep_models_stops_retrain_before_any_work(tmp_path, monkeypatch, 
         assert main(command) == 2
         captured = capsys.readouterr()
         assert "FRAUD_KEEP_MODELS must be a whole number" in captured.err and repr(value) in captured.err
-        assert captured.out == ""
+        assert "FRAUD_KEEP_MODELS" in json.loads(captured.out)["error"]
     assert not (tmp_path / "home").exists() and not (tmp_path / "data" / "models").exists()
 
 
