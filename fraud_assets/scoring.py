@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,7 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     Vectors are shared with the training cache under the storage root.
     """
     settings = settings or Settings.from_env()
-    if output_path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ScoringError(f"output must end in one of {OUTPUT_SUFFIXES}, not {output_path.name!r}")
-    if not input_path.exists():
-        raise ScoringError(f"input file {input_path} does not exist")
+    _check_paths(input_path, output_path)
     model, card = _load_scoring_model(model_dir)
 
     parsed = read_messages(input_path, IngestConfig.load(settings.ingest_config), timezone=settings.timezone, require_label=False)
@@ -80,6 +78,22 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
         "seconds": round(seconds, 3),
         "messages_per_s": round(out.height / seconds, 1) if seconds > 0 else None,
     }
+
+
+def _check_paths(input_path: Path, output_path: Path) -> None:
+    """Refuse an output that cannot or must not be written before any scoring work.
+
+    Writing over the input would destroy the messages being scored, and a
+    folder as the output failed only at the end, after all the work.
+    """
+    if output_path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ScoringError(f"output must end in one of {OUTPUT_SUFFIXES}, not {output_path.name!r}")
+    if not input_path.exists():
+        raise ScoringError(f"input file {input_path} does not exist")
+    if output_path.is_dir():
+        raise ScoringError(f"output {output_path} is a folder; give a file name ending in one of {OUTPUT_SUFFIXES}")
+    if output_path.resolve() == input_path.resolve() or (output_path.exists() and os.path.samefile(output_path, input_path)):
+        raise ScoringError(f"output {output_path} is the input file: writing it would overwrite the messages being scored")
 
 
 def _load_scoring_model(model_dir: str | Path):

@@ -238,3 +238,20 @@ def test_a_failed_retrain_says_why_in_its_summary(env, monkeypatch, capsys):
     assert "Steps failed" not in summary["error"]
     assert main(["retrain"]) == 1
     assert "retrain failed: ValueError: the train split holds only one class" in capsys.readouterr().err
+
+
+def test_score_refuses_its_input_or_a_folder_as_the_output(project, tmp_path, capsys):
+    # the input was silently overwritten; a folder failed with IsADirectoryError after all the scoring
+    source = tmp_path / "in.csv"
+    source.write_text("text,sent_at\n您的快递已到达驿站,2026-03-01 10:00:00\n", encoding="utf-8")
+    before = source.read_bytes()
+    (tmp_path / "link.csv").symlink_to(source)
+    for output in (source, tmp_path / "." / "in.csv", tmp_path / "link.csv"):
+        assert main(["score", str(source), "-o", str(output)]) == 2
+        assert "is the input file" in capsys.readouterr().err
+    assert source.read_bytes() == before
+    folder = tmp_path / "out.csv"
+    folder.mkdir()
+    assert main(["score", str(source), "-o", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert list(folder.iterdir()) == []
