@@ -51,9 +51,7 @@ def sniff_encoding(path: Path) -> str | None:
         return None
     if head.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
-    if head.count(b"\x00") > max(4, len(head) // 100) and (
-        readers._bomless_utf16(head) is not None or not readers._text_with_nuls(head)
-    ):  # UTF-16 or binary: the whole-file reader decides; NUL padding in text reads in batches
+    if readers.nul_reading(head) is not None:  # UTF-16 or binary: the whole-file reader decides
         return None
     if _decodes(path, "utf-8"):
         return "utf-8"

@@ -240,15 +240,14 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         except UnicodeDecodeError as exc:
             raise UnreadableFile(f"invalid UTF-16: {exc}") from exc
     head = data[:65536]
-    if head.count(b"\x00") > max(4, len(head) // 100):  # a stray NUL must not lose a whole export
-        utf16 = _bomless_utf16(head) if len(data) % 2 == 0 else None
-        if utf16 is None and not _text_with_nuls(head):
-            raise UnreadableFile("binary content (NUL bytes), not a text file")
-        if utf16 is not None:
-            try:
-                return data.decode(utf16, errors="surrogatepass"), utf16
-            except UnicodeDecodeError as exc:
-                raise UnreadableFile(f"binary content (NUL bytes), not a text file; not {utf16.upper()} either: {exc}") from exc
+    utf16 = nul_reading(head, even=len(data) % 2 == 0)
+    if utf16 == "binary":
+        raise UnreadableFile("binary content (NUL bytes), not a text file")
+    if utf16 is not None:
+        try:
+            return data.decode(utf16, errors="surrogatepass"), utf16
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(f"binary content (NUL bytes), not a text file; not {utf16.upper()} either: {exc}") from exc
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -448,6 +447,20 @@ def looks_single_byte(lone: int, high: int) -> bool:
     are all >= 0x80, so almost none does.
     """
     return high > 0 and lone >= high / 2
+
+
+def nul_reading(head: bytes, even: bool = True) -> str | None:
+    """What the NUL bytes of a file's first 64 KiB (``head``) say: None when they are a stray few
+    (which must not lose a whole export) or padding in text (:func:`_text_with_nuls`); else
+    ``utf-16-le`` or ``utf-16-be`` for UTF-16 without a byte-order mark (which only a file of
+    ``even`` length can be); else ``binary``. One decision for the whole-file reader and the
+    streaming sniff."""
+    if head.count(b"\x00") <= max(4, len(head) // 100):
+        return None
+    utf16 = _bomless_utf16(head) if even else None
+    if utf16 is not None:
+        return utf16
+    return None if _text_with_nuls(head) else "binary"
 
 
 def _text_with_nuls(head: bytes) -> bool:

@@ -250,15 +250,16 @@ def failure_reason(result: dg.ExecuteInProcessResult) -> str:
     )
 
 
-def retrain_run_config(run_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The retrain's full run config, checked against the job, so a mistake stops it before any work.
+def retrain_run_config(run_config: dict[str, Any] | None = None, job: dg.JobDefinition | None = None) -> dict[str, Any]:
+    """The retrain's full run config, checked against the job (resolved from the definitions unless
+    given), so a mistake stops it before any work.
 
     Raises ConfigError with one line per mistake (Dagster's own message lists
     the whole config schema, hundreds of characters, on each).
     """
     full = {**RUN_CONFIG, **(run_config or {})}
     try:
-        dg.validate_run_config(load_definitions().resolve_job_def(retrain_job.name), full)
+        dg.validate_run_config(job or load_definitions().resolve_job_def(retrain_job.name), full)
     except dg.DagsterInvalidConfigError as exc:
         raise ConfigError("run config: " + "; ".join(_config_mistake(e.message) for e in exc.errors)) from None
     return full
@@ -282,10 +283,11 @@ def run_retrain(instance: dg.DagsterInstance, run_config: dict[str, Any] | None 
     reap_dead_runs(instance)
     definitions = load_definitions()
     storage = definitions.resources["fraud"].storage
-    result = definitions.resolve_job_def(retrain_job.name).execute_in_process(
+    job = definitions.resolve_job_def(retrain_job.name)
+    result = job.execute_in_process(
         instance=instance,
         raise_on_error=False,
-        run_config=retrain_run_config(run_config),
+        run_config=retrain_run_config(run_config, job),
         tags=_headless_tags(),
     )
     summary: dict[str, Any] = {"success": result.success, "run_id": result.run_id}
