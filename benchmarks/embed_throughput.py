@@ -1,6 +1,6 @@
 """Throughput of the project's embedding path against a raw SentenceTransformer.encode.
 
-    python benchmarks/embed_throughput.py [--n 2000] [--model all-MiniLM-L6-v2] \
+    python benchmarks/embed_throughput.py [--n 2000] [--model multilingual-e5-small-q4] \
         [--device auto] [--batch-size auto] [--repeats 2] [--texts-csv FILE]
 
 In one process, with the same model and settings, it times:
@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 
 from fraud_assets.embeddings import Embedder, EmbeddingCache, embed_texts  # noqa: E402
+from fraud_assets.settings import DEFAULT_EMBEDDING_MODEL  # noqa: E402
 from fraud_assets.text import normalize_text, text_hash  # noqa: E402
 
 TELECOM = ROOT.parent / "shared/datasets/telecom_fraud_texts"
@@ -114,7 +115,7 @@ def load_texts(args: argparse.Namespace) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--model", default=DEFAULT_EMBEDDING_MODEL)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the Embedder's (64 on CPU, 256 on CUDA)")
     parser.add_argument("--max-seq-length", type=int, default=256)

@@ -67,7 +67,7 @@ def export_recipe() -> str:
 
 
 def model_cache_dir() -> Path:
-    """Where exported models live: ``FRAUD_MODEL_CACHE``, else ``~/.cache/fraud_assets``."""
+    """Where converted and exported models live: ``FRAUD_MODEL_CACHE``, else ``~/.cache/fraud_assets``."""
     configured = os.environ.get("FRAUD_MODEL_CACHE", "").strip()
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "fraud_assets"
 

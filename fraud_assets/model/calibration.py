@@ -1,16 +1,20 @@
 """Stacking and calibration of the model's parts on the validation split.
 
-The classifier has a linear part (a logistic regression, fitted first) and a
-deep part (trained afterwards on top of it). How much of the deep part to keep
-is decided here, on validation, among these candidates:
+The classifier has a linear part (a logistic regression over n-grams, fitted
+first), a deep part (trained afterwards on top of it) and a dense part (a
+logistic regression over the embedding, time and text statistics, fitted on
+its own). Which parts to keep is decided here, on validation, among every
+combination of the parts present that contains the linear part (without a
+linear part, every combination: the deep part is a residual on top of the
+linear logit, so beside a linear part it never stands alone), e.g.
 
-- ``linear``: ``a * z_linear + c``      (the deep part is dropped)
-- ``deep``:   ``b * z_deep + c``  (only for a model without a linear part: the deep
-  part is trained as a residual on top of the linear logit, so alone it means nothing)
-- ``fused``:  ``a * z_linear + b * z_deep + c``
+- ``linear``:       ``a * z_linear + c``
+- ``linear+dense``: ``a * z_linear + d * z_dense + c``
+- ``fused``:        ``a * z_linear + b * z_deep + c``
+- ``all``:          ``a * z_linear + b * z_deep + d * z_dense + c``
 
-each a logistic regression on the parts' logits, i.e. Platt scaling; the
-fused one is a stacked blend. Each candidate is scored by cross-fitted
+each a logistic regression on the parts' logits, i.e. Platt scaling; those
+of several parts are stacked blends. Each candidate is scored by cross-fitted
 log-loss (fitted on k-1 folds of validation, scored on the held-out fold), so
 the comparison is not flattered by fitting and scoring on the same rows, and
 the winner is refitted on the whole validation split. The shipped model is
@@ -28,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-CANDIDATES: dict[str, tuple[str, ...]] = {"linear": ("linear",), "deep": ("deep",), "fused": ("linear", "deep")}
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "linear": ("linear",),
+    "deep": ("deep",),
+    "dense": ("dense",),
+    "fused": ("linear", "deep"),
+    "linear+dense": ("linear", "dense"),
+    "dense+deep": ("dense", "deep"),
+    "all": ("linear", "deep", "dense"),
+}
 
 
 @dataclass

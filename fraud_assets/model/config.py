@@ -69,6 +69,13 @@ class TrainConfig:
     wide_views: tuple[str, ...] = ("plain", "nb")
     wide_cs: tuple[float, ...] = tuple(2.0**k for k in range(-4, 11))  # L2 strengths tried per view, chosen on validation
     wide_select_rows: int = 100_000  # with more train rows, C is chosen on a seeded sample of this many
+    # the dense part: logistic regression over the standardised dense features (embedding, time,
+    # text statistics), fitted on its own like the linear part (fraud_assets.model.linear.fit_dense)
+    use_dense_linear: bool = True
+    # its L2 strengths: a few hundred standardised columns on thousands of rows want strong regularisation
+    # (C = 1/16, the bottom of wide_cs, was chosen on every split of both Chinese proxies)
+    dense_cs: tuple[float, ...] = tuple(2.0**k for k in range(-10, 5))  # 1/1024 ... 16
+    dense_fit_rows: int = 50_000  # with more train rows, it is fitted on a seeded sample of this many
     # the deep part (MLP over dense features + n-gram bag), trained on top of the fixed linear part
     use_deep: bool = True
     # stack the parts and calibrate them on validation (fraud_assets.model.calibration)
@@ -101,7 +108,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for key in ("time_columns", "wide_views", "wide_cs"):
+        for key in ("time_columns", "wide_views", "wide_cs", "dense_cs"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)

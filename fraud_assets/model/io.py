@@ -44,7 +44,10 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 CARD_FILE = "model_card.json"
 MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
-FORMAT_VERSION = 2  # 2: linear part fitted first, blend / calibration buffers
+FORMAT_VERSION = 3  # 2: linear part fitted first, blend / calibration buffers; 3: the dense part
+# Versions this code loads. A version 2 model has no dense part: its buffers are added as a part with
+# weight 0, so it scores exactly as before (a champion trained before the upgrade keeps working).
+READABLE_VERSIONS = (2, 3)
 POINTER_VERSION = 1
 
 
@@ -254,9 +257,10 @@ def _read_pointed_files(pointer: StoragePath) -> dict[str, bytes]:
 def _build(files: dict[str, bytes], where: StoragePath):
     config_doc = _parse_json(files[CONFIG_FILE], f"{where}: {CONFIG_FILE}")
     card = _parse_json(files[CARD_FILE], f"{where}: {CARD_FILE}")
-    if config_doc.get("format_version") != FORMAT_VERSION:
+    version = config_doc.get("format_version")
+    if version not in READABLE_VERSIONS:
         raise ModelLoadError(
-            f"model in {where} has format version {config_doc.get('format_version')!r}; this code reads version {FORMAT_VERSION}"
+            f"model in {where} has format version {version!r}; this code reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         config = TrainConfig.from_dict(config_doc["train_config"])
@@ -269,6 +273,8 @@ def _build(files: dict[str, bytes], where: StoragePath):
         state = load(files[WEIGHTS_FILE])
     except Exception as exc:  # safetensors raises its own error types for bad headers / short files
         raise ModelLoadError(f"model weights in {where} are corrupt or truncated: {exc}") from exc
+    if version == 2:
+        state = _without_dense_part(state, spec)
     try:
         model = build_model(
             config,
@@ -281,6 +287,16 @@ def _build(files: dict[str, bytes], where: StoragePath):
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"model weights in {where} do not match its configuration: {exc}") from exc
     return model, card
+
+
+def _without_dense_part(state: dict, spec: FeatureSpec) -> dict:
+    """A version 2 state with the dense part's buffers added at weight 0 (the model scores as before)."""
+    import torch
+
+    added = {"dense_blend": torch.zeros(1)}
+    if spec.dense_dim:
+        added.update(dense_weight=torch.zeros(spec.dense_dim), dense_bias=torch.zeros(1))
+    return {**added, **state}
 
 
 def _json_bytes(obj: Any) -> bytes:

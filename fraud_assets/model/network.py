@@ -22,12 +22,15 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
     from torch import nn
 
     class FraudNet(nn.Module):
-        """``blend · [wide logit, deep logit, 1]``: a linear n-gram part and a deep part, stacked.
+        """``blend · [wide logit, deep logit, 1] + dense_blend · dense logit``: the parts, stacked.
 
-        The deep part is [dense MLP ; n-gram bag] -> head. The wide part is a
-        logistic regression over the TF-IDF n-grams (``wide_weight``,
-        ``wide_bias``), fitted before the deep part and then fixed; ``blend``
-        holds the stacking / calibration weights fitted on validation.
+        The wide part is a logistic regression over the TF-IDF n-grams
+        (``wide_weight``, ``wide_bias``), fitted before the deep part and then
+        fixed. The dense part is a logistic regression over the standardised
+        dense features (``dense_weight``, ``dense_bias``), fitted after the deep
+        part (zero until then). The deep part is [dense MLP ; n-gram bag] -> head.
+        ``blend`` and ``dense_blend`` hold the stacking / calibration weights
+        fitted on validation.
         """
 
         def __init__(self) -> None:
@@ -44,9 +47,9 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
                 )
 
         def parts(self, dense, ids, offsets, weights, table=None, deep_ids=None):
-            """(wide logit, deep logit); zeros for a part the model does not have."""
+            """(wide logit, deep logit, dense logit); zeros for a part the model does not have."""
             n = offsets.shape[0] if offsets is not None else dense.shape[0]
-            wide = deep = torch.zeros(n)
+            wide = deep = linear_dense = torch.zeros(n)
             if self.use_wide:
                 wide = (
                     F.embedding_bag(ids, self.wide_weight.unsqueeze(1), offsets, mode="sum", per_sample_weights=weights).squeeze(
@@ -63,14 +66,17 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
                     deep_ids = torch.remainder(ids, self.deep_buckets) if deep_ids is None else deep_ids
                     feats.append(F.embedding_bag(deep_ids, table, offsets, mode="sum", per_sample_weights=weights))
                 deep = self.head(torch.cat(feats, dim=1)).squeeze(1)
-            return wide, deep
+            if self.dense_dim:
+                linear_dense = ((dense - self.dense_mean) / self.dense_std) @ self.dense_weight + self.dense_bias
+            return wide, deep, linear_dense
 
         def forward(self, dense, ids, offsets, weights, table=None, deep_ids=None, raw: bool = False):
-            """Logits; ``raw`` gives the unblended sum (wide + deep), the model before calibration."""
-            wide, deep = self.parts(dense, ids, offsets, weights, table, deep_ids)
+            """Logits; ``raw``: the model before stacking and calibration, the linear part plus the deep
+            part trained on top of it (wide + deep; the dense part exists only as a stacked part)."""
+            wide, deep, linear_dense = self.parts(dense, ids, offsets, weights, table, deep_ids)
             if raw:
                 return wide + deep
-            return self.blend[0] * wide + self.blend[1] * deep + self.blend[2]
+            return self.blend[0] * wide + self.blend[1] * deep + self.dense_blend * linear_dense + self.blend[2]
 
     return FraudNet()
 
@@ -81,12 +87,15 @@ def _add_buffers(net, spec: FeatureSpec) -> None:
 
     net.register_buffer("idf", torch.zeros(spec.hash_space))
     net.register_buffer("blend", torch.tensor([1.0, 1.0, 0.0]))  # wide, deep, bias
+    net.register_buffer("dense_blend", torch.ones(1))
     if net.use_wide:
         net.register_buffer("wide_weight", torch.zeros(spec.wide_buckets))
         net.register_buffer("wide_bias", torch.zeros(1))
     if net.dense_dim:
         net.register_buffer("dense_mean", torch.zeros(net.dense_dim))
         net.register_buffer("dense_std", torch.ones(net.dense_dim))
+        net.register_buffer("dense_weight", torch.zeros(net.dense_dim))
+        net.register_buffer("dense_bias", torch.zeros(1))
 
 
 def _add_deep_inputs(net, config: TrainConfig, spec: FeatureSpec) -> int:
@@ -203,7 +212,7 @@ class _Inputs:
 
 
 def _logits(module, inputs: _Inputs, batch_size: int = 8192, *, raw: bool = False, parts: bool = False):
-    """Logits for every row (``raw``: before the blend); ``parts``: the (wide, deep) pair instead."""
+    """Logits for every row (``raw``: before the blend); ``parts``: the (wide, deep, dense) triple instead."""
     import torch
 
     was_training = module.training
@@ -217,6 +226,6 @@ def _logits(module, inputs: _Inputs, batch_size: int = 8192, *, raw: bool = Fals
     module.train(was_training)
     if not out:
         empty = np.zeros(0, np.float32)
-        return (empty, empty.copy()) if parts else empty
+        return (empty, empty.copy(), empty.copy()) if parts else empty
     result = torch.cat(out).numpy()
-    return (result[:, 0], result[:, 1]) if parts else result
+    return (result[:, 0], result[:, 1], result[:, 2]) if parts else result

@@ -15,7 +15,7 @@ from fraud_assets.features import dense_columns
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfig, default_time_columns
 from fraud_assets.model.featurize import _Features, _featurise
-from fraud_assets.model.linear import fit_prepared, prepare
+from fraud_assets.model.linear import fit_dense, fit_prepared, prepare
 from fraud_assets.model.network import _build_module, _Inputs, _logits, _RowAdam
 from fraud_assets.model.trained import TrainedModel
 from fraud_assets.thresholds import best_f1_threshold
@@ -194,21 +194,46 @@ def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, c
     return {**fit.report, "seconds": time.perf_counter() - t0}
 
 
-def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, log) -> dict:
+def _fit_dense_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log) -> dict:
+    """Fit the dense part (fraud_assets.model.linear.fit_dense) on the standardised dense features and fix it."""
+    import torch
+
+    t0 = time.perf_counter()
+    mean, std = module.dense_mean.numpy(), module.dense_std.numpy()
+    coef, intercept, info = fit_dense(
+        (x_train.dense.numpy() - mean) / std,
+        y_train,
+        (x_val.dense.numpy() - mean) / std,
+        y_val,
+        config.dense_cs,
+        config.seed,
+        config.dense_fit_rows,
+    )
+    with torch.no_grad():
+        module.dense_weight.copy_(torch.from_numpy(coef.astype(np.float32)))
+        module.dense_bias.fill_(intercept)
+    log(f"dense part fitted in {time.perf_counter() - t0:.1f}s (C={info['C']:g}), val log-loss {info['val_log_loss']:.4f}")
+    return {**info, "seconds": time.perf_counter() - t0}
+
+
+def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, fitted_dense: bool, log) -> dict:
     """Stack the parts and calibrate on validation (fraud_assets.model.calibration); record before/after."""
     import torch
 
-    wide, deep = _logits(module, x_val, parts=True)
+    wide, deep, dense = _logits(module, x_val, parts=True)
     parts = {}
     if module.use_wide:
         parts["linear"] = wide.astype(np.float64)
     if module.use_deep:
         parts["deep"] = deep.astype(np.float64)
+    if fitted_dense:
+        parts["dense"] = dense.astype(np.float64)
     raw = 1.0 / (1.0 + np.exp(-np.clip(wide + deep, -50, 50)))
     if config.calibrate:
         blend = fit_blend(parts, y_val, seed=config.seed)
         w = [blend.weights.get("linear", 0.0), blend.weights.get("deep", 0.0), blend.bias]
         module.blend.copy_(torch.tensor(w, dtype=torch.float32))
+        module.dense_blend.fill_(blend.weights.get("dense", 0.0))
         report = {"chosen": blend.chosen, "weights": blend.weights, "bias": blend.bias, **blend.report}
     else:
         report = {"chosen": "uncalibrated"}
@@ -268,7 +293,7 @@ def train_classifier(
 ) -> TrainedModel:
     """Fit on ``split == "train"``; choose and calibrate on ``split == "validation"``.
 
-    Three stages, so the fused model can only add to its linear part:
+    Four stages, so the fused model can only add to its linear part:
 
     1. the linear part, a logistic regression over the TF-IDF n-grams, fitted
        to convergence with its L2 strength chosen on validation
@@ -276,9 +301,12 @@ def train_classifier(
     2. the deep part, trained by mini-batch on top of the fixed linear logit
        (:func:`_train_deep`: it learns the residual), early-stopped on
        validation F1 with the best epoch restored;
-    3. the blend: linear only or linear + deep (deep alone without a linear
-       part), chosen by cross-fitted validation log-loss and Platt-calibrated
-       (:func:`fraud_assets.model.calibration.fit_blend`).
+    3. the dense part, a logistic regression over the standardised dense
+       features (embedding, time, text statistics), fitted on its own
+       (:func:`fraud_assets.model.linear.fit_dense`);
+    4. the blend: the combination of parts (always with the linear part
+       when there is one) with the best cross-fitted validation log-loss,
+       Platt-calibrated (:func:`fraud_assets.model.calibration.fit_blend`).
 
     Deterministic: same data and seed give identical history and
     probabilities. Torch's global RNG state and thread count are left as found.
@@ -310,7 +338,10 @@ def train_classifier(
             history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
         else:
             history, best_epoch = _linear_only_history(module, x_val, y_val), 1
-        selection["blend"] = _fit_blend(module, x_val, y_val, config, log)
+        # after the deep part, so that it learns on top of the linear part alone, as before
+        if config.use_dense_linear and spec.dense_dim:
+            selection["dense"] = _fit_dense_part(module, x_train, x_val, y_train, y_val, config, log)
+        selection["blend"] = _fit_blend(module, x_val, y_val, config, "dense" in selection, log)
         module.eval()
     log(f"best epoch {best_epoch} of {len(history)}, total {time.perf_counter() - t_start:.1f}s")
     return TrainedModel(module=module, config=config, spec=spec, history=history, best_epoch=best_epoch, selection=selection)

@@ -53,15 +53,14 @@ class TrainedModel:
         import torch
 
         rows = batch_size * max(1, batches_per_pass)
-        wide_parts, deep_parts = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
+        pieces: list[list[np.ndarray]] = [[np.zeros(0, np.float32)] for _ in range(3)]
         for start in range(0, frame.height, rows):
             feats = _featurise(frame.slice(start, rows), self.spec)
-            wide_part, deep_part = _logits(self.module, _Inputs(feats, self.module), batch_size, parts=True)
-            wide_parts.append(wide_part)
-            deep_parts.append(deep_part)
-        wide, deep = torch.from_numpy(np.concatenate(wide_parts)), torch.from_numpy(np.concatenate(deep_parts))
+            for piece, part in zip(pieces, _logits(self.module, _Inputs(feats, self.module), batch_size, parts=True)):
+                piece.append(part)
+        wide, deep, dense = (torch.from_numpy(np.concatenate(piece)) for piece in pieces)
         blend = self.module.blend
-        calibrated = blend[0] * wide + blend[1] * deep + blend[2]  # the module's forward, on the parts
+        calibrated = blend[0] * wide + blend[1] * deep + self.module.dense_blend * dense + blend[2]  # the module's forward
         return tuple(torch.sigmoid(logits).numpy().astype(np.float64) for logits in (calibrated, wide + deep))  # type: ignore[return-value]
 
     @property

@@ -63,9 +63,9 @@ def message_embeddings(
                 metadata={"unk_share": round(unk, 4), "limit": UNK_WARN_SHARE, "model": model.model_name},
                 description=(
                     f"{unk:.0%} of tokens are [UNK] for {model.model_name}: the model does not cover this "
-                    "language. For Chinese set FRAUD_EMBEDDING_MODEL to a Chinese model such as "
-                    "BAAI/bge-small-zh-v1.5 (or a multilingual one such as "
-                    "paraphrase-multilingual-MiniLM-L12-v2); see the README."
+                    "language. Set FRAUD_EMBEDDING_MODEL to one that does: the default "
+                    "multilingual-e5-small-q4 (about 100 languages) or a model of that language such as "
+                    "BAAI/bge-small-zh-v1.5 for Chinese; see the README."
                     if unk > UNK_WARN_SHARE
                     else f"{unk:.1%} of tokens are [UNK]"
                 ),
