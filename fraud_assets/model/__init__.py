@@ -18,9 +18,12 @@ add to it:
   fastText-style bag of the same n-grams (ids modulo ``ngram_buckets``), into
   a small head. Trained by mini-batch on top of the fixed linear logit, so it
   learns the residual;
-- *blend*: ``a * wide + b * deep + c``, chosen among linear-only, deep-only
-  and both by cross-fitted validation log-loss and Platt-calibrated
-  (:mod:`fraud_assets.model.calibration`).
+- *dense part*: an L2 logistic regression over the same standardised dense
+  features, fitted on its own after the deep part
+  (:func:`fraud_assets.model.linear.fit_dense`), then fixed;
+- *blend*: ``a * wide + b * deep + d * dense + c``, the combination of parts
+  (with the linear part, where there is one) chosen by cross-fitted
+  validation log-loss and Platt-calibrated (:mod:`fraud_assets.model.calibration`).
 
 The deep n-gram table (``ngram_buckets`` x ``ngram_dim``) is trained with a
 row-wise ("lazy") Adam on the rows a batch touches; everything else uses

@@ -24,13 +24,9 @@ def _build_module(config: TrainConfig, spec: FeatureSpec):
     class FraudNet(nn.Module):
         """``blend · [wide logit, deep logit, 1] + dense_blend · dense logit``: the parts, stacked.
 
-        The wide part is a logistic regression over the TF-IDF n-grams
-        (``wide_weight``, ``wide_bias``), fitted before the deep part and then
-        fixed. The dense part is a logistic regression over the standardised
-        dense features (``dense_weight``, ``dense_bias``), fitted after the deep
-        part (zero until then). The deep part is [dense MLP ; n-gram bag] -> head.
-        ``blend`` and ``dense_blend`` hold the stacking / calibration weights
-        fitted on validation.
+        Wide: logistic regression over the TF-IDF n-grams, fitted first. Dense: logistic regression
+        over the standardised dense features, fitted after the deep part (zero until then). Deep:
+        [dense MLP ; n-gram bag] -> head. ``blend`` and ``dense_blend``: stacking weights from validation.
         """
 
         def __init__(self) -> None:

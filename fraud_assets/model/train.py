@@ -293,7 +293,7 @@ def train_classifier(
 ) -> TrainedModel:
     """Fit on ``split == "train"``; choose and calibrate on ``split == "validation"``.
 
-    Four stages, so the fused model can only add to its linear part:
+    In stages, so the fused model can only add to its linear part:
 
     1. the linear part, a logistic regression over the TF-IDF n-grams, fitted
        to convergence with its L2 strength chosen on validation
@@ -301,9 +301,8 @@ def train_classifier(
     2. the deep part, trained by mini-batch on top of the fixed linear logit
        (:func:`_train_deep`: it learns the residual), early-stopped on
        validation F1 with the best epoch restored;
-    3. the dense part, a logistic regression over the standardised dense
-       features (embedding, time, text statistics), fitted on its own
-       (:func:`fraud_assets.model.linear.fit_dense`);
+    3. the dense part, a logistic regression over the dense features (embedding,
+       time, text statistics) fitted on its own (:func:`fraud_assets.model.linear.fit_dense`);
     4. the blend: the combination of parts (always with the linear part
        when there is one) with the best cross-fitted validation log-loss,
        Platt-calibrated (:func:`fraud_assets.model.calibration.fit_blend`).
