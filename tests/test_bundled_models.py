@@ -38,13 +38,29 @@ def folder(tmp_path_factory) -> Path:
     return bundled_models.e5_folder(tmp_path_factory.mktemp("models"))
 
 
-def test_conversion_is_published_once_and_named_by_its_source(folder, tmp_path):
+def test_conversion_is_published_once_and_named_by_its_source(folder):
     assert (folder / "modules.json").is_file() and (folder / "model.safetensors").is_file()
     assert bundled_models.CONVERSION in folder.name
-    assert bundled_models.e5_folder(folder.parent) == folder  # found, not converted again
-    # a killed conversion leaves a hidden partial folder, never the published name
-    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+    written = (folder / "model.safetensors").stat().st_mtime_ns
+    assert bundled_models.e5_folder(folder.parent) == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == written  # found, not converted again
     assert resolve_model_source(bundled_models.E5_NAME).endswith(folder.name)
+
+
+def test_a_failed_conversion_publishes_nothing_and_the_next_use_converts(tmp_path, monkeypatch):
+    real = bundled_models.convert_e5
+
+    def dies_half_way(source, partial):
+        real(source, partial)
+        (partial / "modules.json").unlink()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bundled_models, "convert_e5", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        bundled_models.e5_folder(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither the published name nor a partial folder
+    monkeypatch.setattr(bundled_models, "convert_e5", real)
+    assert (bundled_models.e5_folder(tmp_path) / "modules.json").is_file()
 
 
 def test_bad_model_file_is_a_clear_error(tmp_path):
