@@ -24,11 +24,8 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 import struct
 import unicodedata
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +71,7 @@ def e5_folder(cache: Path | None = None) -> Path:
     and published whole (built in a temporary sibling, then renamed), so a
     killed conversion is never loaded and concurrent first uses are safe.
     """
-    from fraud_assets.embedding_backends import model_cache_dir
+    from fraud_assets.embedding_backends import model_cache_dir, publish_folder
 
     source = _package_dir(E5_PACKAGE, E5_PACKAGE, E5_NAME) / _E5_FILE
     if not source.is_file():
@@ -83,17 +80,7 @@ def e5_folder(cache: Path | None = None) -> Path:
     folder = (cache or model_cache_dir()) / f"{E5_NAME}-{CONVERSION}-{_digest(str(source), stat.st_size, stat.st_mtime_ns)}"
     if (folder / "modules.json").is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
-    try:
-        convert_e5(source, partial)
-        try:
-            os.rename(partial, folder)
-        except OSError:
-            if not (folder / "modules.json").is_file():  # not another process's finished copy
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    publish_folder(folder, lambda staging: convert_e5(source, staging), "modules.json")
     return folder
 
 

@@ -22,6 +22,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 # Bumped whenever the export or quantisation recipe changes: with the CPU's int8 preset
@@ -129,9 +130,8 @@ def _export(source: Path, folder: Path) -> None:
             f"the ONNX embedding backends need optimum and onnxruntime ({exc}); "
             'install them with pip install -e ".[onnx]" or set FRAUD_EMBEDDING_BACKEND=torch'
         ) from exc
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+
+    def build(staging: Path) -> None:
         model = SentenceTransformer(str(source), backend="onnx", device="cpu", local_files_only=True)
         model.save_pretrained(str(staging))
         export_dynamic_quantized_onnx_model(
@@ -140,10 +140,24 @@ def _export(source: Path, folder: Path) -> None:
             model_name_or_path=str(staging),
             file_suffix="int8",
         )
+
+    publish_folder(folder, build, ONNX_FILES["onnx-int8"])
+
+
+def publish_folder(folder: Path, build: Callable[[Path], None], marker: str) -> None:
+    """Create ``folder`` whole: ``build`` writes a temporary sibling, which is then renamed.
+
+    So a killed build is never loaded and two processes never load half of one.
+    ``marker`` is the file whose presence means another process published first.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        build(staging)
         try:
             os.rename(staging, folder)
         except OSError:
-            if not (folder / ONNX_FILES["onnx-int8"]).is_file():
-                raise  # not another process's finished export: a real error
+            if not (folder / marker).is_file():
+                raise  # not another process's finished folder: a real error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
