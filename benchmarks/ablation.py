@@ -109,7 +109,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 model = train_classifier(frame, TrainConfig(seed=seed, **configs[cname]))
                 val, test = (frame.filter(pl.col("split") == s) for s in ("validation", "test"))
-                f1 = test_f1(frame, model.predict_proba(val), model.predict_proba(test))
+                f1 = test_f1(frame, model.validation_proba(val), model.predict_proba(test))
                 row = {
                     "set": name,
                     "seed": seed,

@@ -239,7 +239,7 @@ def stage_evaluate(instance, storage) -> dict:
     dataset = storage.read_parquet(storage.root / "scale_dataset.parquet")
     model, _ = load_model(storage.root / "scale_model")
     val, test = (dataset.filter(pl.col("split") == s) for s in ("validation", "test"))
-    result = evaluate(dataset, model.predict_proba(val), model.predict_proba(test), plots=False)
+    result = evaluate(dataset, model.validation_proba(val), model.predict_proba(test), plots=False)
     return {"test_rows": test.height, "f1": round(result.metrics["model"]["f1"], 4)}
 
 

@@ -91,7 +91,7 @@ def main() -> None:
     t0 = time.perf_counter()
     proba = model.predict_proba(test)
     score_s = time.perf_counter() - t0
-    pred = proba >= choose_threshold(val["label"].to_numpy(), model.predict_proba(val))
+    pred = proba >= choose_threshold(val["label"].to_numpy(), model.validation_proba(val))
     y = test["label"].to_numpy() == 1
     f1 = 2 * (pred & y).sum() / max(1, pred.sum() + y.sum())
 

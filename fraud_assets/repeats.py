@@ -50,7 +50,7 @@ def repeated_evaluation(
         model = train_classifier(split, config)
         result = evaluate(
             split,
-            model.predict_proba(split.filter(pl.col("split") == "validation")),
+            model.validation_proba(split.filter(pl.col("split") == "validation")),
             model.predict_proba(split.filter(pl.col("split") == "test")),
             strategy=strategy,
             target=target,

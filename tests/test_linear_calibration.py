@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.lexical import hash_word_ngrams, tokenize
-from fraud_assets.model.linear import fit_logreg, fit_view, fit_wide, nb_ratio
+from fraud_assets.model.linear import fit_logreg, fit_view, fit_wide, nb_ratio, prepare, refit
 from fraud_assets.repeats import summarise, summary_markdown
 from tests.test_model import FAST, make_dataset
 
@@ -60,6 +60,45 @@ def test_c_is_chosen_on_a_sample_of_large_data_and_the_final_fit_sees_every_row(
     assert np.array_equal(coef, on_all[0]) and intercept == on_all[1]
     again = fit_view(xt, yt, xv, yv, cs, seed=0, select_rows=1000)
     assert np.array_equal(again[0], coef)  # the sample is seeded
+
+
+def test_refit_ships_the_fit_on_train_and_validation():
+    x, y = _separable(n=600)
+    xt, yt, xv, yv = x[:400], y[:400], x[400:], y[400:]
+    coef, intercept, oof = refit(xt, yt, xv, yv, 1.0, folds=5)
+    from sklearn.linear_model import LogisticRegression
+
+    both = LogisticRegression(C=1.0, class_weight="balanced", solver="liblinear", random_state=0, max_iter=1000)
+    both.fit(sp.vstack([xt, xv]), np.concatenate([yt, yv]))
+    np.testing.assert_allclose(coef, both.coef_.ravel(), rtol=1e-6, atol=1e-9)
+    assert intercept == pytest.approx(float(both.intercept_[0]))
+    # the held-out logits are not the shipped model's own (in-sample ones would flatter the part the blend weighs)
+    assert not np.allclose(oof, xv @ coef + intercept)
+    assert np.array_equal(refit(xt, yt, xv, yv, 1.0, folds=5)[2], oof)  # seeded folds
+
+
+@pytest.mark.parametrize("nb", [False, True])
+def test_refit_scores_each_validation_row_with_a_model_that_never_saw_it(nb):
+    """A column that only one validation row holds: the shipped model weighs it, while that row's
+    held-out logit is exactly what it is without the column (the NB ratio too is counted without it)."""
+    x, y = _separable(n=600)
+    y[450] = 1
+    plain = sp.hstack([x, sp.csr_matrix((600, 1))]).tocsr()
+    marked = plain.tolil()
+    marked[450, 20] = 1.0
+    marked = marked.tocsr()
+    coef, _, oof_marked = refit(marked[:400], y[:400], marked[400:], y[400:], 1.0, folds=5, nb=nb)
+    _, _, oof_plain = refit(plain[:400], y[:400], plain[400:], y[400:], 1.0, folds=5, nb=nb)
+    assert coef[20] > 0
+    assert oof_marked[50] == pytest.approx(oof_plain[50], abs=1e-9)
+
+
+def test_prepare_keeps_validation_only_buckets_for_a_refit():
+    xt = sp.csr_matrix(np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    xv = sp.csr_matrix(np.array([[0, 0, 1.0, 0]]))
+    assert list(prepare(xt, xv).used) == [0, 1]
+    kept = prepare(xt, xv, with_val_columns=True)
+    assert list(kept.used) == [0, 1, 2] and kept.x_val.toarray().tolist() == [[0, 0, 1.0]]
 
 
 def test_nb_ratio_points_to_the_class_a_feature_belongs_to():

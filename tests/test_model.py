@@ -130,8 +130,12 @@ def test_learns_from_ngrams_and_restores_best_epoch(trained, dataset):
     # changes every epoch)
     assert model.best_epoch < len(model.history)
     val = dataset.filter(pl.col("split") == "validation")
-    # history is recorded before the validation-fitted blend, so compare the raw (uncalibrated) scores
-    threshold, f1, _, _ = best_f1_threshold(val["label"].to_numpy(), model.predict_proba(val, calibrated=False))
+    # History is recorded before the validation-fitted blend and before the linear part is refitted on
+    # validation, so compare the raw (uncalibrated) scores of a model without the refit.
+    plain = train_classifier(dataset, dataclasses.replace(FAST, refit_folds=0))
+    timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in m.history] for m in (plain, model)]
+    assert timeless[0] == timeless[1]  # the refit comes after the deep part's epochs
+    threshold, f1, _, _ = best_f1_threshold(val["label"].to_numpy(), plain.predict_proba(val, calibrated=False))
     assert f1 == pytest.approx(model.best["val_f1"], abs=1e-12)
     assert threshold == pytest.approx(model.best["val_threshold"], abs=1e-7)
     assert threshold != pytest.approx(model.history[-1]["val_threshold"], abs=1e-7)
@@ -256,6 +260,7 @@ def test_save_load_round_trip(trained, dataset, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(dataset), model.predict_proba(dataset))
     assert loaded.config == model.config and loaded.spec == model.spec
     assert loaded.best_epoch == model.best_epoch
+    assert loaded.held_out_validation == model.held_out_validation is not None
     assert loaded_card["threshold"] == 0.5 and loaded_card["embedding_fingerprint"] == "abc"
     assert {"feature_config", "code_version", "created_at"} <= set(loaded_card)
     # saving again over an existing model replaces it
@@ -397,6 +402,47 @@ def test_dense_part_adds_what_only_the_embedding_knows():
 
     gain = average_precision_score(y, model.predict_proba(test)) - average_precision_score(y, without.predict_proba(test))
     assert gain > 0.03, gain  # measured 0.046 (0.897 against 0.850; the linear part alone 0.598)
+
+
+def test_validation_rows_teach_the_shipped_model():
+    """A fraud wording that only validation (and test) rows hold: the linear part refitted on train +
+    validation scores it as fraud; fitted on train alone it cannot (its n-grams have no weight)."""
+    frame = make_dataset(900, seed=5)
+    split, label = frame["split"].to_numpy(), frame["label"].to_numpy()
+    new = np.isin(split, ["validation", "test"]) & (label == 1) & (np.arange(len(split)) // 10 % 2 == 0)
+    frame = frame.with_columns(pl.Series("text", np.where(new, "晴雨表温度计 qqv 好的", frame["text"].to_numpy())))
+    refitted = train_classifier(frame, FAST)
+    train_only = train_classifier(frame, dataclasses.replace(FAST, refit_folds=0))
+    assert refitted.selection["linear"]["refit"]["folds"] == FAST.refit_folds
+    assert "refit" not in train_only.selection["linear"] and "refit" not in train_only.selection["dense"]
+    rows = frame.filter(pl.Series(new & (split == "test")))
+    assert rows.height >= 10
+    # Before the blend (linear + deep; the deep parts are the same, both trained on the train-only fit):
+    # the blend, fitted on validation, can read even "no known n-gram" as a signal on this synthetic data.
+    before = train_only.predict_proba(rows, calibrated=False)
+    after = refitted.predict_proba(rows, calibrated=False)
+    assert before.mean() < 0.7 and after.mean() > 0.9 and (after > before).all(), (before.mean(), after.mean())
+
+
+def test_the_threshold_is_chosen_on_held_out_validation_probabilities(trained, dataset):
+    """Refitted on validation, the model is too sure of itself there; validation_proba gives the
+    probabilities of the parts' out-of-fold twins for exactly the rows it was trained with."""
+    from sklearn.metrics import log_loss
+
+    model, _, _ = trained
+    val = dataset.filter(pl.col("split") == "validation")
+    held, own = model.validation_proba(val), model.predict_proba(val)
+    y = val["label"].to_numpy()
+    assert held.shape == own.shape and log_loss(y, held) > log_loss(y, own)
+    # other rows, or the same rows in another order: the model's own probabilities
+    reordered = val.reverse()
+    np.testing.assert_array_equal(model.validation_proba(reordered), model.predict_proba(reordered))
+    test = dataset.filter(pl.col("split") == "test")
+    np.testing.assert_array_equal(model.validation_proba(test), model.predict_proba(test))
+    # without a refit there is nothing held out to record
+    plain = train_classifier(dataset, dataclasses.replace(FAST, refit_folds=0))
+    assert plain.held_out_validation is None
+    np.testing.assert_array_equal(plain.validation_proba(val), plain.predict_proba(val))
 
 
 def test_a_model_saved_before_the_dense_part_loads_and_scores_as_before(dataset, tmp_path):

@@ -76,6 +76,10 @@ class TrainConfig:
     # (C = 1/16, the bottom of wide_cs, was chosen on every split of both Chinese proxies)
     dense_cs: tuple[float, ...] = tuple(2.0**k for k in range(-10, 5))  # 1/1024 ... 16
     dense_fit_rows: int = 50_000  # with more train rows, it is fitted on a seeded sample of this many
+    # Refit the linear and dense parts on train + validation at their chosen C (fraud_assets.model.linear.refit),
+    # with this many validation folds for the out-of-fold logits the blend is fitted on; 0 = on train only.
+    refit_folds: int = 5
+    refit_max_rows: int = 50_000  # with more train rows, no refit (6 more fits per view; a sixth more rows adds little)
     # the deep part (MLP over dense features + n-gram bag), trained on top of the fixed linear part
     use_deep: bool = True
     # stack the parts and calibrate them on validation (fraud_assets.model.calibration)

@@ -102,6 +102,8 @@ def save_model(model, folder: str | StoragePath, card: dict) -> StoragePath:
         "best_epoch": model.best_epoch,
         "history": model.history,
     }
+    if model.held_out_validation is not None:  # optional: readers of version 3 without it ignore it
+        config_doc["held_out_validation"] = model.held_out_validation
     generated = {
         "feature_config": {"train_config": model.config.to_dict(), "feature_spec": model.spec.to_dict()},
         "best_epoch": model.best_epoch,
@@ -283,6 +285,7 @@ def _build(files: dict[str, bytes], where: StoragePath):
             history=config_doc.get("history"),
             best_epoch=int(config_doc.get("best_epoch", 0)),
             selection=config_doc.get("selection"),
+            held_out_validation=config_doc.get("held_out_validation"),
         )
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"model weights in {where} do not match its configuration: {exc}") from exc

@@ -42,6 +42,10 @@ class WideFit:
     weight: np.ndarray  # float32 [buckets]
     bias: float
     report: dict[str, Any] = field(default_factory=dict)
+    #: With a refit (``refit_folds``): the weights fitted on train alone, which the deep part is trained
+    #: on top of, and the validation logits of the refitted model's out-of-fold twins, for the blend.
+    train_only: tuple[np.ndarray, float] | None = None
+    val_logits: np.ndarray | None = None
 
 
 def nb_ratio(x_train, y_train: np.ndarray, alpha: float = 1.0, chunk_rows: int = 65536) -> np.ndarray:
@@ -174,13 +178,19 @@ class Prepared:
     width: int
 
 
-def prepare(x_train, x_val) -> Prepared:
+def prepare(x_train, x_val, *, with_val_columns: bool = False) -> Prepared:
     """The working copies :func:`fit_prepared` needs; after this the caller may set its own matrices
-    aside (training spills them to disk: liblinear adds its own copy, 16 bytes per entry)."""
-    # Only buckets seen in training can get a weight; fitting over those alone (a few hundred
-    # thousand instead of millions) makes every solver iteration proportionally cheaper.
-    used = np.unique(x_train.indices)
-    return Prepared(_columns(x_train, used, every_entry=True), _columns(x_val, used, every_entry=False), used, x_train.shape[1])
+    aside (training spills them to disk: liblinear adds its own copy, 16 bytes per entry).
+    ``with_val_columns``: keep the buckets seen only in validation too, for a refit to weigh them."""
+    # Only buckets seen in training (and a refit's validation) can get a weight; fitting over those
+    # alone (a few hundred thousand instead of millions) makes every solver iteration cheaper.
+    used = np.union1d(x_train.indices, x_val.indices) if with_val_columns else np.unique(x_train.indices)
+    return Prepared(
+        _columns(x_train, used, every_entry=True),
+        _columns(x_val, used, every_entry=with_val_columns),
+        used,
+        x_train.shape[1],
+    )
 
 
 def fit_view(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, select_rows: int | None = None):
@@ -204,6 +214,55 @@ def fit_view(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, selec
     return coef, intercept, {**final, "selected_on_rows": select_rows, "selection_path": walk["path"]}
 
 
+def _fit_at(x, y, c: float, seed: int, solver: str, nb: bool) -> tuple[np.ndarray, float]:
+    """One logistic regression at strength ``c`` (NB-scaled when ``nb``, the scale counted on ``x``
+    itself); the weights returned apply to the unscaled features."""
+    from sklearn.linear_model import LogisticRegression
+
+    scale = nb_ratio(x, y) if nb else None
+    model = LogisticRegression(C=c, class_weight="balanced", solver=solver, random_state=seed, max_iter=1000)
+    model.fit(x if scale is None else _scaled(x, scale), y)
+    coef = model.coef_.ravel()
+    return (coef if scale is None else coef * scale), float(model.intercept_[0])
+
+
+def refit(x_train, y_train, x_val, y_val, c: float, *, folds: int, seed: int = 0, solver: str = "liblinear", nb: bool = False):
+    """Refit at the chosen strength on train and validation together; out-of-fold validation logits.
+
+    Why: C is chosen on validation, after which its rows are one more sample
+    of the data; leaving them out of the shipped model wastes a sixth of the
+    labels. On waimai_10k (8 splits) fitting the parts on train + validation
+    gained 0.4 F1 points over fitting them on train alone. The blend that
+    stacks the parts must still see held-out logits (stacked on in-sample
+    logits it lost 2-4 points), so validation is cut into ``folds`` folds and
+    each fold is scored by a model fitted on train plus the other folds, at
+    the same C: one as large as the shipped model, less a fold.
+    Returns ``(coef, intercept, val_logits)``.
+    """
+    import scipy.sparse as sp
+
+    x_all = sp.vstack([x_train, x_val], format="csr") if sp.issparse(x_train) else np.vstack([x_train, x_val])
+    y_all = np.concatenate([np.asarray(y_train), np.asarray(y_val)])
+    n_train, val_logits = x_train.shape[0], np.zeros(x_val.shape[0])
+    if x_all.dtype != np.float64:
+        x_all = x_all.astype(np.float64)
+    for held in _folds(np.asarray(y_val), folds, seed):
+        keep = np.ones(len(y_all), bool)
+        keep[n_train + held] = False
+        coef, intercept = _fit_at(x_all[keep], y_all[keep], c, seed, solver, nb)
+        val_logits[held] = x_all[n_train + held] @ coef + intercept
+    coef, intercept = _fit_at(x_all, y_all, c, seed, solver, nb)
+    return coef, intercept, val_logits
+
+
+def _folds(y: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Stratified, seeded folds of ``y``'s positions."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return [held for _, held in splitter.split(np.zeros(len(y)), y)]
+
+
 def fit_prepared(
     prepared: Prepared,
     y_train: np.ndarray,
@@ -213,8 +272,14 @@ def fit_prepared(
     cs=DEFAULT_CS,
     seed: int = 0,
     select_rows: int | None = DEFAULT_SELECT_ROWS,
+    refit_folds: int = 0,
 ) -> WideFit:
-    """:func:`fit_wide` on :func:`prepare`'s copies (rescaled in place by the last view: used up)."""
+    """:func:`fit_wide` on :func:`prepare`'s copies (rescaled in place by the last view: used up).
+
+    With ``refit_folds`` the shipped weights are each view's :func:`refit` on
+    train and validation at its chosen C, and ``train_only`` keeps those fitted
+    on train alone.
+    """
     y_train = np.asarray(y_train).astype(np.int64)
     y_val = np.asarray(y_val).astype(np.int64)
     x_train, x_val, used, full_width = prepared.x_train, prepared.x_val, prepared.used, prepared.width
@@ -224,7 +289,8 @@ def fit_prepared(
     bias, report = 0.0, dict[str, Any]()
     for i, view in enumerate(views):
         scale = nb_ratio(x_train, y_train) if view == "nb" else None
-        last = i == len(views) - 1  # the last view may scale the matrices in place (at a million rows: 2.2 GB)
+        # the last view may scale the matrices in place (at a million rows: 2.2 GB), unless a refit needs them
+        last = i == len(views) - 1 and not refit_folds
         xt, xv = (x_train, x_val) if scale is None else (_scaled(x_train, scale, last), _scaled(x_val, scale, last))
         # Each view walks its own C path: the NB view's scaled features want a different
         # strength (measured: about half the plain view's C on both Chinese proxies).
@@ -239,10 +305,37 @@ def fit_prepared(
     report["buckets_used"] = int(len(used))
     full = np.zeros(full_width, np.float32)
     full[used] = weight / k
-    return WideFit(full, bias / k, report)
+    if not refit_folds:
+        return WideFit(full, bias / k, report)
+    refitted, refit_bias, oof = _refit_views(x_train, y_train, x_val, y_val, views, report, refit_folds, seed)
+    report["refit"] = {"folds": refit_folds, "val_log_loss_out_of_fold": _balanced_log_loss(y_val, oof)}
+    shipped = np.zeros(full_width, np.float32)
+    shipped[used] = refitted
+    return WideFit(shipped, refit_bias, report, train_only=(full, bias / k), val_logits=oof)
 
 
-def fit_dense(x_train: np.ndarray, y_train, x_val: np.ndarray, y_val, cs=DEFAULT_CS, seed: int = 0, max_rows: int | None = None):
+def _refit_views(x_train, y_train, x_val, y_val, views, report: dict, folds: int, seed: int):
+    """Each view's :func:`refit` at its chosen C, averaged as the views are: (weight, bias, val logits)."""
+    weight, bias, val_logits = np.zeros(x_train.shape[1]), 0.0, np.zeros(x_val.shape[0])
+    for view in views:
+        coef, intercept, logits = refit(
+            x_train, y_train, x_val, y_val, report[view]["C"], folds=folds, seed=seed, nb=view == "nb"
+        )
+        weight, bias, val_logits = weight + coef, bias + intercept, val_logits + logits
+    k = len(views)
+    return weight / k, bias / k, val_logits / k
+
+
+def fit_dense(
+    x_train: np.ndarray,
+    y_train,
+    x_val: np.ndarray,
+    y_val,
+    cs=DEFAULT_CS,
+    seed: int = 0,
+    max_rows: int | None = None,
+    refit_folds: int = 0,
+):
     """The dense part: :func:`fit_logreg` over standardised dense features (embedding, time, text statistics).
 
     Why a part of its own: as the deep part's input, trained on top of the
@@ -254,6 +347,8 @@ def fit_dense(x_train: np.ndarray, y_train, x_val: np.ndarray, y_val, cs=DEFAULT
     columns, where liblinear's coordinate descent is slow. With more than
     ``max_rows`` train rows it is fitted on a seeded sample of that many (a
     few hundred weights do not need more, and the float64 copy stays bounded).
+    With ``refit_folds``, the returned weights are :func:`refit` on those rows
+    and validation, and ``info["val_logits"]`` holds the out-of-fold validation logits.
     """
     n = len(x_train)
     rows = (
@@ -261,5 +356,13 @@ def fit_dense(x_train: np.ndarray, y_train, x_val: np.ndarray, y_val, cs=DEFAULT
         if max_rows is None or n <= max_rows
         else np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
     )
-    coef, intercept, info = fit_logreg(x_train[rows], np.asarray(y_train)[rows], x_val, y_val, cs, seed, solver="lbfgs")
-    return coef, intercept, {**info, "rows": int(len(rows))}
+    x, y = x_train[rows], np.asarray(y_train)[rows]
+    coef, intercept, info = fit_logreg(x, y, x_val, y_val, cs, seed, solver="lbfgs")
+    info["rows"] = int(len(rows))
+    if refit_folds:
+        coef, intercept, val_logits = refit(x, y, x_val, y_val, info["C"], folds=refit_folds, seed=seed, solver="lbfgs")
+        info.update(
+            val_logits=val_logits,
+            refit={"folds": refit_folds, "val_log_loss_out_of_fold": _balanced_log_loss(np.asarray(y_val), val_logits)},
+        )
+    return coef, intercept, info

@@ -17,7 +17,7 @@ from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfi
 from fraud_assets.model.featurize import _Features, _featurise
 from fraud_assets.model.linear import fit_dense, fit_prepared, prepare
 from fraud_assets.model.network import _build_module, _Inputs, _logits, _RowAdam
-from fraud_assets.model.trained import TrainedModel
+from fraud_assets.model.trained import TrainedModel, rows_digest
 from fraud_assets.thresholds import best_f1_threshold
 
 
@@ -167,13 +167,23 @@ def _column_moments(matrix: np.ndarray, chunk_rows: int = 65536) -> tuple[np.nda
     return mean, np.sqrt(squares / n)
 
 
-def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log) -> dict:
-    """Fit the wide part as a logistic regression (fraud_assets.model.linear) and fix it in the module."""
+def _refit_folds(config: TrainConfig, n_train: int) -> int:
+    return config.refit_folds if n_train <= config.refit_max_rows else 0
+
+
+def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log):
+    """Fit the wide part as a logistic regression (fraud_assets.model.linear) and fix it in the module.
+
+    With a refit, the module gets the weights fitted on train alone (the deep part learns on top of
+    those, early-stopped on validation rows they have not seen); :func:`_use_refit` swaps in the
+    refitted ones afterwards. Returns (report, fit).
+    """
     import torch
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fraud-assets-train-") as spill:
-        prepared = prepare(x_train.matrix, x_val.matrix)
+        folds = _refit_folds(config, len(y_train))
+        prepared = prepare(x_train.matrix, x_val.matrix, with_val_columns=bool(folds))
         x_train.spill(Path(spill))  # liblinear adds its own copy: ours waits on disk meanwhile (1.2 GB at a million rows)
         fit = fit_prepared(
             prepared,
@@ -183,19 +193,37 @@ def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, c
             cs=config.wide_cs,
             seed=config.seed,
             select_rows=config.wide_select_rows,
+            refit_folds=folds,
         )
         del prepared
         x_train.restore(Path(spill))
+    weight, bias = fit.train_only or (fit.weight, fit.bias)
     with torch.no_grad():
-        module.wide_weight.copy_(torch.from_numpy(fit.weight))
-        module.wide_bias.fill_(fit.bias)
+        module.wide_weight.copy_(torch.from_numpy(weight))
+        module.wide_bias.fill_(bias)
     chosen = ", ".join(f"{v} C={fit.report[v]['C']:g}" for v in config.wide_views)
-    log(f"linear part fitted in {time.perf_counter() - t0:.1f}s ({chosen}), val log-loss {fit.report['val_log_loss']:.4f}")
-    return {**fit.report, "seconds": time.perf_counter() - t0}
+    refitted = " and refitted on train + validation" if fit.train_only else ""
+    log(
+        f"linear part fitted{refitted} in {time.perf_counter() - t0:.1f}s ({chosen}), val log-loss {fit.report['val_log_loss']:.4f}"
+    )
+    return {**fit.report, "seconds": time.perf_counter() - t0}, fit
 
 
-def _fit_dense_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log) -> dict:
-    """Fit the dense part (fraud_assets.model.linear.fit_dense) on the standardised dense features and fix it."""
+def _use_refit(module, fit, held_out: dict) -> None:
+    """Put the linear part's refitted weights (train + validation) in place of those fitted on train
+    alone, and its out-of-fold validation logits into ``held_out``."""
+    import torch
+
+    if fit is not None and fit.train_only is not None:
+        with torch.no_grad():
+            module.wide_weight.copy_(torch.from_numpy(fit.weight))
+            module.wide_bias.fill_(fit.bias)
+        held_out["linear"] = fit.val_logits
+
+
+def _fit_dense_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, held_out: dict, log) -> dict:
+    """Fit the dense part (fraud_assets.model.linear.fit_dense) on the standardised dense features and fix it;
+    with a refit, its out-of-fold validation logits go into ``held_out``."""
     import torch
 
     t0 = time.perf_counter()
@@ -208,26 +236,35 @@ def _fit_dense_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, co
         config.dense_cs,
         config.seed,
         config.dense_fit_rows,
+        _refit_folds(config, len(y_train)),
     )
     with torch.no_grad():
         module.dense_weight.copy_(torch.from_numpy(coef.astype(np.float32)))
         module.dense_bias.fill_(intercept)
+    if "val_logits" in info:
+        held_out["dense"] = info.pop("val_logits")
     log(f"dense part fitted in {time.perf_counter() - t0:.1f}s (C={info['C']:g}), val log-loss {info['val_log_loss']:.4f}")
     return {**info, "seconds": time.perf_counter() - t0}
 
 
-def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, fitted_dense: bool, log) -> dict:
-    """Stack the parts and calibrate on validation (fraud_assets.model.calibration); record before/after."""
+def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, fitted_dense: bool, held_out: dict, log):
+    """Stack the parts and calibrate on validation (fraud_assets.model.calibration); record before/after.
+
+    ``held_out`` holds the out-of-fold validation logits of refitted parts, used in place of
+    their own (in-sample) ones: stacking is fitted on logits that have not seen the rows.
+    Returns (report, the validation rows' P(fraud) through the blend from those logits).
+    """
     import torch
 
-    wide, deep, dense = _logits(module, x_val, parts=True)
+    wide, deep, dense = (z.astype(np.float64) for z in _logits(module, x_val, parts=True))
+    wide, dense = held_out.get("linear", wide), held_out.get("dense", dense)
     parts = {}
     if module.use_wide:
-        parts["linear"] = wide.astype(np.float64)
+        parts["linear"] = wide
     if module.use_deep:
-        parts["deep"] = deep.astype(np.float64)
+        parts["deep"] = deep
     if fitted_dense:
-        parts["dense"] = dense.astype(np.float64)
+        parts["dense"] = dense
     raw = 1.0 / (1.0 + np.exp(-np.clip(wide + deep, -50, 50)))
     if config.calibrate:
         blend = fit_blend(parts, y_val, seed=config.seed)
@@ -237,7 +274,8 @@ def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, f
         report = {"chosen": blend.chosen, "weights": blend.weights, "bias": blend.bias, **blend.report}
     else:
         report = {"chosen": "uncalibrated"}
-    cal = 1.0 / (1.0 + np.exp(-np.clip(_logits(module, x_val).astype(np.float64), -50, 50)))
+    a, b, c = (float(v) for v in module.blend)  # what the module computes, on the held-out logits
+    cal = 1.0 / (1.0 + np.exp(-np.clip(a * wide + b * deep + float(module.dense_blend) * dense + c, -50, 50)))
     report["validation"] = {
         "brier_before": float(np.mean((raw - y_val) ** 2)),
         "brier_after": float(np.mean((cal - y_val) ** 2)),
@@ -245,7 +283,7 @@ def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, f
         "ece_after": expected_calibration_error(y_val, cal),
     }
     log(f"blend: {report['chosen']} (cross-fitted val log-loss {report.get('candidates')})")
-    return report
+    return report, cal
 
 
 def _linear_only_history(module, x_val: _Inputs, y_val: np.ndarray) -> list[dict[str, Any]]:
@@ -291,7 +329,7 @@ def train_classifier(
     tensorboard_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainedModel:
-    """Fit on ``split == "train"``; choose and calibrate on ``split == "validation"``.
+    """Fit on ``split == "train"``; choose and calibrate on ``split == "validation"``, and refit on both.
 
     In stages, so the fused model can only add to its linear part:
 
@@ -301,11 +339,15 @@ def train_classifier(
     2. the deep part, trained by mini-batch on top of the fixed linear logit
        (:func:`_train_deep`: it learns the residual), early-stopped on
        validation F1 with the best epoch restored;
-    3. the dense part, a logistic regression over the dense features (embedding,
-       time, text statistics) fitted on its own (:func:`fraud_assets.model.linear.fit_dense`);
-    4. the blend: the combination of parts (always with the linear part
+    3. the linear part refitted on train + validation at its chosen C
+       (:func:`fraud_assets.model.linear.refit`; ``refit_folds``, up to
+       ``refit_max_rows`` train rows), with out-of-fold validation logits;
+    4. the dense part, a logistic regression over the dense features (embedding,
+       time, text statistics) fitted on its own (:func:`fraud_assets.model.linear.fit_dense`),
+       refitted the same way;
+    5. the blend: the combination of parts (always with the linear part
        when there is one) with the best cross-fitted validation log-loss,
-       Platt-calibrated (:func:`fraud_assets.model.calibration.fit_blend`).
+       Platt-calibrated on the held-out logits (:func:`fraud_assets.model.calibration.fit_blend`).
 
     Deterministic: same data and seed give identical history and
     probabilities. Torch's global RNG state and thread count are left as found.
@@ -322,28 +364,46 @@ def train_classifier(
     dataset = dataset.lazy()
     spec, (f_train, y_train), (f_val, y_val) = _lexical_part(dataset, config, log)
 
-    selection: dict[str, Any] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         module = _build_module(config, spec)
         _init_idf(module, f_train, spec)
         x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
         del f_train, f_val  # their n-gram triples are in the inputs' matrices now
-        if module.use_wide:
-            selection["linear"] = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
-        # The dense matrix (embeddings, time, statistics) only now: the linear part's float64 copies are gone.
-        _add_dense(module, spec, dataset, x_train, x_val, log)
-        if module.use_deep:
-            history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
-        else:
-            history, best_epoch = _linear_only_history(module, x_val, y_val), 1
-        # after the deep part, so that it learns on top of the linear part alone, as before
-        if config.use_dense_linear and spec.dense_dim:
-            selection["dense"] = _fit_dense_part(module, x_train, x_val, y_train, y_val, config, log)
-        selection["blend"] = _fit_blend(module, x_val, y_val, config, "dense" in selection, log)
+        history, best_epoch, selection, val_proba = _fit_parts(
+            module, spec, dataset, (x_train, y_train), (x_val, y_val), config, tensorboard_dir, log
+        )
         module.eval()
+    held = None
+    if val_proba is not None:
+        held = {"rows": rows_digest(dataset.filter(pl.col("split") == "validation")), "proba": val_proba.tolist()}
     log(f"best epoch {best_epoch} of {len(history)}, total {time.perf_counter() - t_start:.1f}s")
-    return TrainedModel(module=module, config=config, spec=spec, history=history, best_epoch=best_epoch, selection=selection)
+    return TrainedModel(module, config, spec, history, best_epoch, selection, held_out_validation=held)
+
+
+def _fit_parts(
+    module, spec: FeatureSpec, dataset: pl.LazyFrame, train: tuple, val: tuple, config: TrainConfig, tensorboard_dir, log
+):
+    """The stages of :func:`train_classifier`; returns (history, best epoch, selection report, the
+    validation rows' held-out P(fraud) when parts were refitted, else None)."""
+    (x_train, y_train), (x_val, y_val) = train, val
+    selection: dict[str, Any] = {}
+    held_out: dict[str, np.ndarray] = {}  # out-of-fold validation logits of the refitted parts
+    wide_fit = None
+    if module.use_wide:
+        selection["linear"], wide_fit = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
+    # The dense matrix (embeddings, time, statistics) only now: the linear part's float64 copies are gone.
+    _add_dense(module, spec, dataset, x_train, x_val, log)
+    if module.use_deep:
+        history, best_epoch = _train_deep(module, x_train, x_val, y_train, y_val, config, tensorboard_dir, log)
+    else:
+        history, best_epoch = _linear_only_history(module, x_val, y_val), 1
+    _use_refit(module, wide_fit, held_out)
+    # after the deep part, so that it learns on top of the linear part alone, as before
+    if config.use_dense_linear and spec.dense_dim:
+        selection["dense"] = _fit_dense_part(module, x_train, x_val, y_train, y_val, config, held_out, log)
+    selection["blend"], val_proba = _fit_blend(module, x_val, y_val, config, "dense" in selection, held_out, log)
+    return history, best_epoch, selection, (val_proba.astype(np.float32) if held_out else None)
 
 
 def _lr_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,24 @@ class TrainedModel:
     best_epoch: int = 0
     #: how the parts were fitted and chosen: linear part (C per view), blend, calibration on validation
     selection: dict[str, Any] = field(default_factory=dict)
+    #: With parts refitted on train + validation: {"rows": rows_digest of the validation rows, "proba":
+    #: their P(fraud) through the blend from the parts' out-of-fold twins}. See validation_proba.
+    held_out_validation: dict[str, Any] | None = None
+
+    def validation_proba(self, frame: pl.DataFrame) -> np.ndarray:
+        """P(fraud) of the validation rows ``frame``, to choose the decision threshold on.
+
+        When the linear and dense parts were refitted on train + validation the
+        model has seen these rows, so its own probabilities there are too sure
+        of themselves (a precision target met on them would be missed on new
+        data). If ``frame`` holds the rows it was trained with, in the same
+        order, the held-out probabilities recorded at training are returned;
+        otherwise :meth:`predict_proba`.
+        """
+        held = self.held_out_validation
+        if held and held.get("rows") == rows_digest(frame) and len(held.get("proba", ())) == frame.height:
+            return np.asarray(held["proba"], dtype=np.float64)
+        return self.predict_proba(frame)
 
     def predict_proba(
         self, frame: pl.DataFrame, batch_size: int = 8192, *, calibrated: bool = True, batches_per_pass: int = 8
@@ -69,8 +88,21 @@ class TrainedModel:
         return next(h for h in self.history if h["epoch"] == self.best_epoch)
 
 
+def rows_digest(frame: pl.DataFrame | pl.LazyFrame) -> str:
+    """Which rows, in which order: SHA-256 of their message ids (of their texts in a frame without ids)."""
+    column = "message_id" if "message_id" in frame.collect_schema().names() else "text"
+    values = frame.lazy().select(pl.col(column).cast(pl.Utf8).fill_null("")).collect().to_series().to_list()
+    return hashlib.sha256("\x1f".join(values).encode()).hexdigest()
+
+
 def build_model(
-    config: TrainConfig, spec: FeatureSpec, state_dict: dict[str, Any], history=None, best_epoch=0, selection=None
+    config: TrainConfig,
+    spec: FeatureSpec,
+    state_dict: dict[str, Any],
+    history=None,
+    best_epoch=0,
+    selection=None,
+    held_out_validation=None,
 ) -> TrainedModel:
     """Rebuild a :class:`TrainedModel` from its parts (used by the registry)."""
     import torch
@@ -86,4 +118,5 @@ def build_model(
         history=list(history or []),
         best_epoch=best_epoch,
         selection=dict(selection or {}),
+        held_out_validation=held_out_validation,
     )

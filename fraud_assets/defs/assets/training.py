@@ -226,7 +226,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     test_proba, raw_test_proba = model.predict_proba_before_after(test)
     result = evaluate(
         dataset,
-        model.predict_proba(val),
+        model.validation_proba(val),  # held-out where parts were refitted on validation
         test_proba,
         history=card.get("history"),
         strategy=config.threshold_strategy,
