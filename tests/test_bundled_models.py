@@ -8,6 +8,7 @@ and pooling; the engine quantises activations to int8, so up to a cosine of ~0.9
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import unicodedata
 from pathlib import Path
@@ -45,6 +46,9 @@ def test_conversion_is_published_once_and_named_by_its_source(folder):
     assert bundled_models.e5_folder(folder.parent) == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == written  # found, not converted again
     assert resolve_model_source(bundled_models.E5_NAME).endswith(folder.name)
+    # a config without it made transformers 5.17 warn of "an incorrect regex pattern" on every load
+    config = json.loads((folder / "config.json").read_text())
+    assert int(config["transformers_version"].split(".")[0]) >= 5
 
 
 def test_a_failed_conversion_publishes_nothing_and_the_next_use_converts(tmp_path, monkeypatch):
