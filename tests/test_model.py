@@ -424,6 +424,18 @@ def test_validation_rows_teach_the_shipped_model():
     assert before.mean() < 0.7 and after.mean() > 0.9 and (after > before).all(), (before.mean(), after.mean())
 
 
+@pytest.mark.parametrize("fraud_in_validation, folds", [(3, 3), (1, 0)])
+def test_a_validation_split_with_few_fraud_rows_refits_with_fewer_folds_or_not_at_all(fraud_in_validation, folds):
+    frame = make_dataset(600, seed=7)
+    is_val = (frame["split"] == "validation").to_numpy()
+    label = frame["label"].to_numpy().copy()
+    label[is_val] = 0
+    label[np.flatnonzero(is_val)[:fraud_in_validation]] = 1
+    model = train_classifier(frame.with_columns(pl.Series("label", label, dtype=pl.Int8)), FAST)
+    assert model.selection["linear"].get("refit", {}).get("folds", 0) == folds
+    assert (model.held_out_validation is not None) == bool(folds)
+
+
 def test_the_threshold_is_chosen_on_held_out_validation_probabilities(trained, dataset):
     """Refitted on validation, the model is too sure of itself there; validation_proba gives the
     probabilities of the parts' out-of-fold twins for exactly the rows it was trained with."""

@@ -167,8 +167,14 @@ def _column_moments(matrix: np.ndarray, chunk_rows: int = 65536) -> tuple[np.nda
     return mean, np.sqrt(squares / n)
 
 
-def _refit_folds(config: TrainConfig, n_train: int) -> int:
-    return config.refit_folds if n_train <= config.refit_max_rows else 0
+def _refit_folds(config: TrainConfig, y_train: np.ndarray, y_val: np.ndarray) -> int:
+    """Validation folds for the refit: ``refit_folds``, fewer when a class has fewer validation rows
+    (stratified folds need one of each per fold), 0 (no refit) above ``refit_max_rows`` train rows
+    or below two rows of a class."""
+    if len(y_train) > config.refit_max_rows:
+        return 0
+    folds = min(config.refit_folds, int(np.bincount(np.asarray(y_val, np.int64), minlength=2).min()))
+    return folds if folds >= 2 else 0
 
 
 def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log):
@@ -182,7 +188,7 @@ def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, c
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fraud-assets-train-") as spill:
-        folds = _refit_folds(config, len(y_train))
+        folds = _refit_folds(config, y_train, y_val)
         prepared = prepare(x_train.matrix, x_val.matrix, with_val_columns=bool(folds))
         x_train.spill(Path(spill))  # liblinear adds its own copy: ours waits on disk meanwhile (1.2 GB at a million rows)
         fit = fit_prepared(
@@ -236,7 +242,7 @@ def _fit_dense_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, co
         config.dense_cs,
         config.seed,
         config.dense_fit_rows,
-        _refit_folds(config, len(y_train)),
+        _refit_folds(config, y_train, y_val),
     )
     with torch.no_grad():
         module.dense_weight.copy_(torch.from_numpy(coef.astype(np.float32)))
