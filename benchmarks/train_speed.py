@@ -5,7 +5,7 @@ size), the 13 time feature columns, and short synthetic Chinese/English texts,
 so every feature group, the n-gram hashing included, is exercised.
 Requirement: under 2 minutes in total on a 2-core CPU machine.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/train_speed.py [--rows 100000] [--threads N]
+    PYTHONPATH=. .venv/bin/python benchmarks/train_speed.py [--rows 100000] [--threads N] [--refit-folds K]
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument(
+        "--refit-folds", type=int, default=None, help="TrainConfig.refit_folds (default: its default; 0 = no refit)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -71,7 +74,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     frame = synthetic_dataset(args.rows)
-    config = TrainConfig()
+    config = TrainConfig() if args.refit_folds is None else TrainConfig(refit_folds=args.refit_folds)
 
     t0 = time.perf_counter()
     hash_char_ngrams(frame["text"], config.wide_buckets, config.ngram_min, config.ngram_max)
@@ -100,6 +103,8 @@ def main() -> None:
     print(f"featurisation s     {featurise_s:.2f}  (char + word n-gram hashing of all rows)")
     linear = model.selection.get("linear", {})
     print(f"linear part s       {linear.get('seconds', 0.0):.1f}  (logistic regression per view and C, liblinear)")
+    refit = f"{linear['refit']['folds']} folds" if "refit" in linear else "none"
+    print(f"refit               {refit}  (linear and dense parts on train + validation)")
     print(f"blend               {model.selection['blend']['chosen']}")
     print(f"epochs run          {epochs} (best {model.best_epoch})")
     print(f"seconds total       {total_s:.1f}  (featurisation + training + validation)")
