@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -10,6 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fraud_assets.cli import main
 from fraud_assets.defs.resources import default_resources
 from fraud_assets.defs.schedules import nightly_retrain
+from fraud_assets.evaluation import choose_threshold
+from fraud_assets.model.io import load_model
 from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
 from fraud_assets.settings import DEFAULT_EMBEDDING_MODEL
@@ -82,6 +85,13 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
     assert "linear" in CANDIDATES[card["selection"]["blend"]["chosen"]]  # with a linear part, always in the blend
     assert card["metrics"]["calibration"]["before"]["brier"] is not None
     assert "before calibration" in report
+    # The parts were refitted on validation, so the report chose the threshold on the held-out
+    # validation probabilities recorded at training (the rows matched), not on the model's own.
+    model, _ = load_model(production)
+    val = dataset.filter(pl.col("split") == "validation")
+    held = model.validation_proba(val)
+    assert model.held_out_validation is not None and not np.array_equal(held, model.predict_proba(val))
+    assert card["threshold"] == choose_threshold(val["label"].to_numpy(), held)
     assert len(card["partitions"]) == 3
     assert list(production.glob("*.safetensors")) and not list(production.glob("*.pt")) and not list(production.glob("*.pkl"))
 
