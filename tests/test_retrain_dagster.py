@@ -12,6 +12,7 @@ from fraud_assets.cli import main
 from fraud_assets.defs.resources import default_resources
 from fraud_assets.defs.schedules import nightly_retrain
 from fraud_assets.evaluation import choose_threshold
+from fraud_assets.model.calibration import CANDIDATES
 from fraud_assets.model.io import load_model
 from fraud_assets.runs import get_instance, run_ingest, run_retrain
 from fraud_assets.sample import write_sample
@@ -80,8 +81,6 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
     assert card["threshold"] == metrics["model"]["threshold"] and summary["candidate"] == str(production)
     assert card["embedding_model"] == DEFAULT_EMBEDDING_MODEL and card["embedding_fingerprint"]
     # how the parts were chosen and calibrated travels with the model
-    from fraud_assets.model.calibration import CANDIDATES
-
     assert "linear" in CANDIDATES[card["selection"]["blend"]["chosen"]]  # with a linear part, always in the blend
     assert card["metrics"]["calibration"]["before"]["brier"] is not None
     assert "before calibration" in report
