@@ -79,6 +79,13 @@ def _balanced_log_loss(y: np.ndarray, logits: np.ndarray) -> float:
     return float((loss * w).sum())
 
 
+def _logreg(c: float, seed: int, solver: str):
+    """The estimator every fit here uses: the baseline's, balanced, fitted to convergence."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, class_weight="balanced", solver=solver, random_state=seed, max_iter=1000)
+
+
 def fit_logreg(
     x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, solver: str = "liblinear"
 ) -> tuple[np.ndarray, float, dict]:
@@ -95,12 +102,10 @@ def fit_logreg(
     as Telecom, whose optimum lies near the top of the grid).
     Returns ``(coef, intercept, {"C", "val_log_loss", "path"})``, the path sorted by C.
     """
-    from sklearn.linear_model import LogisticRegression
-
     grid, y_val, fitted = sorted(cs), np.asarray(y_val), {}
 
     def fit(i: int) -> float:
-        model = LogisticRegression(C=grid[i], class_weight="balanced", solver=solver, random_state=seed, max_iter=1000)
+        model = _logreg(grid[i], seed, solver)
         model.fit(x_train, np.asarray(y_train))
         loss = _balanced_log_loss(y_val, model.decision_function(x_val))
         fitted[i] = (loss, model.coef_.ravel().copy(), float(model.intercept_[0]), int(model.n_iter_.max()))
@@ -217,10 +222,8 @@ def fit_view(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, selec
 def _fit_at(x, y, c: float, seed: int, solver: str, nb: bool) -> tuple[np.ndarray, float]:
     """One logistic regression at strength ``c`` (NB-scaled when ``nb``, the scale counted on ``x``
     itself); the weights returned apply to the unscaled features."""
-    from sklearn.linear_model import LogisticRegression
-
     scale = nb_ratio(x, y) if nb else None
-    model = LogisticRegression(C=c, class_weight="balanced", solver=solver, random_state=seed, max_iter=1000)
+    model = _logreg(c, seed, solver)
     model.fit(x if scale is None else _scaled(x, scale), y)
     coef = model.coef_.ravel()
     return (coef if scale is None else coef * scale), float(model.intercept_[0])
@@ -239,14 +242,22 @@ def refit(x_train, y_train, x_val, y_val, c: float, *, folds: int, seed: int = 0
     the same C: one as large as the shipped model, less a fold.
     Returns ``(coef, intercept, val_logits)``.
     """
+    x_all, y_all = _stacked(x_train, y_train, x_val, y_val)
+    return _refit_stacked(x_all, y_all, x_train.shape[0], c, folds=folds, seed=seed, solver=solver, nb=nb)
+
+
+def _stacked(x_train, y_train, x_val, y_val):
+    """Train rows then validation rows, as one float64 matrix (CSR when sparse) and one label vector."""
     import scipy.sparse as sp
 
     x_all = sp.vstack([x_train, x_val], format="csr") if sp.issparse(x_train) else np.vstack([x_train, x_val])
-    y_all = np.concatenate([np.asarray(y_train), np.asarray(y_val)])
-    n_train, val_logits = x_train.shape[0], np.zeros(x_val.shape[0])
-    if x_all.dtype != np.float64:
-        x_all = x_all.astype(np.float64)
-    for held in _folds(np.asarray(y_val), folds, seed):
+    return x_all.astype(np.float64, copy=False), np.concatenate([np.asarray(y_train), np.asarray(y_val)])
+
+
+def _refit_stacked(x_all, y_all, n_train: int, c: float, *, folds: int, seed: int, solver: str, nb: bool):
+    """:func:`refit` on :func:`_stacked` rows (the first ``n_train`` are train)."""
+    val_logits = np.zeros(len(y_all) - n_train)
+    for held in _folds(y_all[n_train:], folds, seed):
         keep = np.ones(len(y_all), bool)
         keep[n_train + held] = False
         coef, intercept = _fit_at(x_all[keep], y_all[keep], c, seed, solver, nb)
@@ -317,9 +328,10 @@ def fit_prepared(
 def _refit_views(x_train, y_train, x_val, y_val, views, report: dict, folds: int, seed: int):
     """Each view's :func:`refit` at its chosen C, averaged as the views are: (weight, bias, val logits)."""
     weight, bias, val_logits = np.zeros(x_train.shape[1]), 0.0, np.zeros(x_val.shape[0])
+    x_all, y_all = _stacked(x_train, y_train, x_val, y_val)  # once for every view
     for view in views:
-        coef, intercept, logits = refit(
-            x_train, y_train, x_val, y_val, report[view]["C"], folds=folds, seed=seed, nb=view == "nb"
+        coef, intercept, logits = _refit_stacked(
+            x_all, y_all, x_train.shape[0], report[view]["C"], folds=folds, seed=seed, solver="liblinear", nb=view == "nb"
         )
         weight, bias, val_logits = weight + coef, bias + intercept, val_logits + logits
     k = len(views)
