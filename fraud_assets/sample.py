@@ -272,8 +272,9 @@ _SUBTLE_FRAUD_EN = {
 }
 # Openers: the first message of a fake-friend scam reads like any friend's "are you there?"; the
 # same templates are sent by friends. Nothing in the text tells them apart; the hour does (the
-# scammers' openers come late at night). A text-only model cannot catch these, a model that also
-# reads the time features can: the demo shows what the fused features add.
+# scammers' openers come late at night). A text-only model cannot catch these, nor one that adds
+# the hour to what the words say; one that reads the words at their hour can (the linear part's
+# word x time-of-day crosses): the demo shows what the time features add.
 _OPENER_ZH = [
     "{name}，在吗？{opener}",
     "在吗{name}？{opener}",

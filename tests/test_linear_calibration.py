@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
-from fraud_assets.model.lexical import hash_word_ngrams, tokenize
+from fraud_assets.model.lexical import hash_word_groups, hash_word_ngrams, hour_blocks, tokenize
 from fraud_assets.model.linear import fit_logreg, fit_view, fit_wide, nb_ratio, prepare, refit
 from fraud_assets.repeats import summarise, summary_markdown
 from tests.test_model import FAST, make_dataset
@@ -32,6 +32,36 @@ def test_word_ngrams_are_stable_and_bigrams_are_counted():
     indptr, ids, _ = a
     assert list(np.diff(indptr)) == [5, 1]  # 3 words + 2 bigrams; 1 word
     assert set(ids[indptr[1] :]) <= set(ids[: indptr[1]])  # "hello" hashes the same in both texts
+
+
+def test_hour_blocks_recover_every_hour_from_the_contract_columns():
+    from datetime import datetime, timezone
+
+    from fraud_assets.time_features import time_features
+
+    sent = [datetime(2026, 3, 1 + h % 28, h, 59, tzinfo=timezone.utc) for h in range(24)] + [None]
+    frame = pl.DataFrame(
+        {
+            "message_id": [str(i) for i in range(25)],
+            "text_hash": ["h"] * 25,
+            "sent_at": pl.Series(sent, dtype=pl.Datetime("us", "UTC")),
+        }
+    )
+    features = time_features(frame, timezone="UTC")
+    assert hour_blocks(features, 1).tolist() == [*range(24), -1]
+    assert hour_blocks(features, 4).tolist() == [h // 4 for h in range(24)] + [-1]
+
+
+def test_word_time_crosses_depend_on_the_block_and_only_timed_texts_have_them():
+    texts = ["are you up", "are you up", "are you up", "are you up", "are you up"]
+    words, crosses = hash_word_groups(texts, 2**20, blocks=np.array([0, 0, 5, -1, 5]), chunk_size=2)
+    assert np.array_equal(words[0], hash_word_ngrams(texts, 2**20)[0])  # the word group is unchanged
+    assert np.array_equal(words[1], hash_word_ngrams(texts, 2**20)[1])
+    indptr, ids, _ = crosses
+    rows = [set(ids[indptr[i] : indptr[i + 1]]) for i in range(5)]
+    assert [len(r) for r in rows] == [3, 3, 3, 0, 3]  # one cross per word; none without a time
+    assert rows[0] == rows[1] and rows[2] == rows[4] and not rows[0] & rows[2]
+    assert not rows[0] & set(words[1])  # crosses never share a hash with the plain words on purpose
 
 
 def _separable(n: int = 400, seed: int = 0):

@@ -474,8 +474,72 @@ def test_a_model_saved_before_the_dense_part_loads_and_scores_as_before(dataset,
     assert float(loaded.module.dense_blend) == 0.0 and not loaded.module.dense_weight.any()
     np.testing.assert_array_equal(loaded.predict_proba(dataset), model.predict_proba(dataset))
     config_file.write_text(json.dumps({**config, "format_version": 1}))
-    with pytest.raises(ModelLoadError, match="format version 1; this code reads versions 2, 3"):
+    with pytest.raises(ModelLoadError, match="format version 1; this code reads versions 2, 3, 4"):
         load_model(folder)
+
+
+def _with_hour_interaction(frame: pl.DataFrame, seed: int = 2) -> pl.DataFrame:
+    """A third of the rows become openers whose label only word and hour together give: "are you up"
+    is fraud at night and normal at noon, "got a minute" the other way round (an XOR: neither the
+    words nor the hour carry it on their own)."""
+    rng = np.random.default_rng(seed)
+    n = frame.height
+    opener = rng.random(n) < 1 / 3
+    which = rng.random(n) < 0.5
+    night = rng.random(n) < 0.5
+    label = np.where(opener, which == night, frame["label"].to_numpy()).astype(np.int8)
+    names = rng.choice(["amy", "bo", "chen", "dev", "eli", "fay"], n)
+    text = np.where(opener, np.char.add(np.where(which, "are you up ", "got a minute "), names), frame["text"].to_numpy())
+    hour = np.where(night, rng.integers(0, 4, n), rng.integers(12, 16, n))
+    angle = 2 * np.pi * np.where(opener, hour, rng.integers(0, 24, n)) / 24
+    return frame.with_columns(
+        pl.Series("text", text),
+        pl.Series("label", label, dtype=pl.Int8),
+        pl.Series("hour_sin", np.sin(angle).astype(np.float32)),
+        pl.Series("hour_cos", np.cos(angle).astype(np.float32)),
+        pl.Series("has_timestamp", np.ones(n, bool)),
+        pl.Series("opener", opener),
+    )
+
+
+def test_words_crossed_with_the_hour_catch_what_neither_carries_alone():
+    from sklearn.metrics import roc_auc_score
+
+    frame = _with_hour_interaction(make_dataset(1500, seed=9))
+    openers = frame.filter((pl.col("split") == "test") & pl.col("opener"))
+    y = openers["label"].to_numpy()
+    # without the deep part, whose MLP over [time features ; word bag] can learn an interaction too
+    linear = dataclasses.replace(FAST, use_deep=False)
+    crossed = train_classifier(frame, linear)
+    plain = train_classifier(frame, dataclasses.replace(linear, cross_hour_block=0))
+    assert crossed.spec.cross_hour_block == FAST.cross_hour_block and plain.spec.cross_hour_block == 0
+    auc_crossed = roc_auc_score(y, crossed.predict_proba(openers))
+    auc_plain = roc_auc_score(y, plain.predict_proba(openers))
+    assert auc_crossed > 0.95 and auc_plain < 0.8, (auc_crossed, auc_plain)  # measured 1.0 and 0.42
+
+
+def test_without_timestamps_the_crosses_change_nothing(dataset):
+    """Sets without timestamps (the shared Chinese proxies, Telecom) train exactly the model they did before."""
+    untimed = dataset.with_columns(pl.lit(False).alias("has_timestamp"), pl.lit(0.0, pl.Float32).alias("hour_sin"))
+    crossed = train_classifier(untimed, FAST)
+    plain = train_classifier(untimed, dataclasses.replace(FAST, cross_hour_block=0))
+    np.testing.assert_array_equal(crossed.predict_proba(untimed), plain.predict_proba(untimed))
+
+
+def test_a_model_saved_before_the_crosses_loads_and_scores_as_before(dataset, tmp_path):
+    """Format 3 had no word x time-of-day crosses: its spec lacks the key and it loads without them."""
+    import json
+
+    model = train_classifier(dataset, dataclasses.replace(FAST, cross_hour_block=0))  # what version 3 trained
+    folder = save_model(model, tmp_path / "v3", {"threshold": 0.5})
+    config_file = folder / "model_config.json"
+    config = json.loads(config_file.read_text())
+    assert config["format_version"] == 4 and config["feature_spec"]["cross_hour_block"] == 0
+    del config["feature_spec"]["cross_hour_block"]
+    config_file.write_text(json.dumps({**config, "format_version": 3}))
+    loaded, _ = load_model(folder)
+    assert loaded.spec.cross_hour_block == 0
+    np.testing.assert_array_equal(loaded.predict_proba(dataset), model.predict_proba(dataset))
 
 
 def _read_telecom() -> pl.DataFrame:

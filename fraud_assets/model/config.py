@@ -21,6 +21,9 @@ TEXT_STAT_COLUMNS: tuple[str, ...] = (
     "punct_share", "upper_share", "has_url", "has_phone", "log_digit_runs",
 )  # fmt: skip
 
+#: Time columns the word x time-of-day crosses are read from (contract columns; see lexical.hour_blocks).
+CROSS_COLUMNS: tuple[str, ...] = ("hour_sin", "hour_cos", "has_timestamp")
+
 #: Tags written to TensorBoard; the dashboard and tests rely on these names.
 TENSORBOARD_TAGS: tuple[str, ...] = (
     "Train/BatchLoss", "Train/EpochAccuracy", "Train/EpochLoss", "Train/LearningRate",
@@ -60,6 +63,9 @@ class TrainConfig:
     ngram_min: int = 1
     ngram_max: int = 4
     word_ngram_max: int = 2  # 0 = no word n-grams
+    # words crossed with the time-of-day block of this many hours (lexical.hash_word_groups); 0 = none.
+    # Needs use_time and word n-grams; texts without a timestamp get no crosses.
+    cross_hour_block: int = 4
     ngram_buckets: int = 2**18  # rows of the deep bag table (few collisions matter little there)
     wide_buckets: int = 2**22  # the linear part's hash space; a multiple of ngram_buckets
     ngram_dim: int = 64
@@ -138,6 +144,14 @@ class FeatureSpec:
     wide_buckets: int = 0  # 0 when the linear part is off
     #: columns of the registered ``dense`` feature groups (fraud_assets.features), read as they are
     group_columns: tuple[str, ...] = ()
+    cross_hour_block: int = 0  # 0 when there are no word x time-of-day crosses
+
+    @property
+    def lexical_columns(self) -> tuple[str, ...]:
+        """The columns the lexical features are computed from."""
+        if not self.hash_space:
+            return ()
+        return ("text", *CROSS_COLUMNS) if self.cross_hour_block else ("text",)
 
     @property
     def hash_space(self) -> int:
@@ -155,7 +169,7 @@ class FeatureSpec:
             cols.append("text")
         if self.embedding_dim:
             cols.append("embedding")
-        return (*cols, *self.time_columns, *self.group_columns)
+        return tuple(dict.fromkeys((*cols, *self.time_columns, *self.lexical_columns, *self.group_columns)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,4 +187,5 @@ class FeatureSpec:
             word_ngram_max=int(data.get("word_ngram_max", 0)),
             wide_buckets=int(data.get("wide_buckets", 0)),
             group_columns=tuple(data.get("group_columns", ())),
+            cross_hour_block=int(data.get("cross_hour_block", 0)),
         )

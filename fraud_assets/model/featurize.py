@@ -9,7 +9,7 @@ import polars as pl
 
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec
 from fraud_assets.model.hashing import compute_idf, hash_char_ngrams
-from fraud_assets.model.lexical import hash_word_ngrams
+from fraud_assets.model.lexical import hash_word_groups, hour_blocks
 from fraud_assets.text import PHONE_IN_TEXT, URL_PATTERN
 
 
@@ -66,7 +66,7 @@ def _embedding_matrix(frame: pl.DataFrame, dim: int) -> np.ndarray:
 def _featurise(frame: pl.DataFrame, spec: FeatureSpec, *, dense: bool = True, lexical: bool = True) -> _Features:
     """Model inputs of a frame; ``dense`` / ``lexical`` select the parts (training builds the lexical
     part first and the dense matrix only after the linear part is fitted, to bound its peak memory)."""
-    needed = spec.required_columns if dense else ("text",) if spec.hash_space else ()
+    needed = spec.required_columns if dense else spec.lexical_columns
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks the columns this model needs: {missing}")
@@ -94,5 +94,6 @@ def _lexical(frame: pl.DataFrame, spec: FeatureSpec) -> list[tuple[np.ndarray, n
         texts = frame.get_column("text")
         lexical.append(hash_char_ngrams(texts, spec.hash_space, spec.ngram_min, spec.ngram_max, spec.ngram_lowercase))
         if spec.word_ngram_max:
-            lexical.append(hash_word_ngrams(texts, spec.hash_space, spec.word_ngram_max, spec.ngram_lowercase))
+            blocks = hour_blocks(frame, spec.cross_hour_block) if spec.cross_hour_block else None
+            lexical += hash_word_groups(texts, spec.hash_space, spec.word_ngram_max, spec.ngram_lowercase, blocks)
     return lexical

@@ -44,10 +44,13 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 CARD_FILE = "model_card.json"
 MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
-FORMAT_VERSION = 3  # 2: linear part fitted first, blend / calibration buffers; 3: the dense part
+# 2: linear part fitted first, blend / calibration buffers; 3: the dense part; 4: word x time-of-day
+# crosses in the feature spec (code that reads 3 would score a 4 without its crosses, so it must refuse it)
+FORMAT_VERSION = 4
 # Versions this code loads. A version 2 model has no dense part: its buffers are added as a part with
-# weight 0, so it scores exactly as before (a champion trained before the upgrade keeps working).
-READABLE_VERSIONS = (2, 3)
+# weight 0, so it scores exactly as before (a champion trained before the upgrade keeps working). A
+# version 3 model has no crosses (its spec lacks ``cross_hour_block``, read as 0) and loads as it is.
+READABLE_VERSIONS = (2, 3, 4)
 POINTER_VERSION = 1
 
 

@@ -23,11 +23,12 @@ import zlib
 import numpy as np
 import polars as pl
 
-from fraud_assets.model.hashing import _hash_sequences, tfidf_weights
+from fraud_assets.model.hashing import _FNV_PRIME, _hash_sequences, tfidf_weights
 
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_SALT = np.uint64(0x5BD1E995)  # keeps word n-gram hashes apart from char n-gram hashes
+_CROSS_SALT = np.uint64(0x27D4EB2F165667C5)  # and word x time-of-day crosses apart from both
 
 
 def _tokens(text: str, cut) -> list[str]:
@@ -56,25 +57,67 @@ def hash_word_ngrams(
     splitmix scheme as the character n-grams, salted so that the two never
     share a hash on purpose.
     """
+    return hash_word_groups(texts, buckets, n_max, lowercase, chunk_size=chunk_size)[0]
+
+
+def hash_word_groups(
+    texts: pl.Series | list[str],
+    buckets: int,
+    n_max: int = 2,
+    lowercase: bool = True,
+    blocks: np.ndarray | None = None,
+    chunk_size: int = 16384,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The word n-gram group of :func:`hash_word_ngrams` and, with ``blocks``, a second group of
+    word x time-of-day crosses, from one tokenisation.
+
+    ``blocks[i]`` is text ``i``'s time-of-day block (see :func:`hour_blocks`), -1 for none. Each
+    word of the text is crossed with it ("在吗" at night is another feature than "在吗" at noon):
+    the cross-product features of Wide & Deep (Cheng et al., 2016), which let the linear part learn
+    that a word means fraud at one time of day only, an interaction that neither the words nor
+    the time features carry alone. A text without a time has no crosses.
+    """
     values = texts.fill_null("").to_list() if isinstance(texts, pl.Series) else [t or "" for t in texts]
-    indptrs, id_parts, count_parts, done = [np.zeros(1, np.int64)], [], [], 0
+    groups: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[], []] if blocks is not None else [[]]
     for start in range(0, len(values), chunk_size):  # tokens are Python objects: a chunk at a time
         tokens = tokenize(values[start : start + chunk_size], lowercase)
         lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         flat = np.fromiter(
             (zlib.crc32(w.encode("utf-8")) for ws in tokens for w in ws), dtype=np.uint64, count=int(lengths.sum())
         )
-        indptr, ids, counts = _hash_sequences(flat ^ _WORD_SALT, lengths, buckets, 1, n_max, skip_marks=False)
+        groups[0].append(_hash_sequences(flat ^ _WORD_SALT, lengths, buckets, 1, n_max, skip_marks=False))
+        if blocks is not None:
+            block = np.asarray(blocks[start : start + chunk_size], np.int64)
+            keep = np.repeat(block >= 0, lengths)
+            with np.errstate(over="ignore"):
+                crossed = (flat ^ _CROSS_SALT) * _FNV_PRIME + np.repeat(block, lengths).astype(np.uint64)
+            lengths = np.where(block >= 0, lengths, 0)
+            groups[1].append(_hash_sequences(crossed[keep], lengths, buckets, 1, 1, skip_marks=False))
+    return [_concat_triples(parts) for parts in groups]
+
+
+def _concat_triples(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR triples of consecutive chunks of texts, as one."""
+    indptrs, done = [np.zeros(1, np.int64)], 0
+    for indptr, ids, _ in parts:
         indptrs.append(indptr[1:] + done)
         done += len(ids)
-        id_parts.append(ids)
-        count_parts.append(counts)
     empty = np.zeros(0, np.int32)
     return (
         np.concatenate(indptrs),
-        np.concatenate(id_parts) if id_parts else empty,
-        np.concatenate(count_parts) if count_parts else empty,
+        np.concatenate([ids for _, ids, _ in parts]) if parts else empty,
+        np.concatenate([counts for _, _, counts in parts]) if parts else empty,
     )
+
+
+def hour_blocks(frame: pl.DataFrame, block_hours: int) -> np.ndarray:
+    """Each row's time-of-day block, ``hour // block_hours``, from the contract's ``hour_sin`` /
+    ``hour_cos`` (the angle of a whole hour, so the hour is recovered exactly); -1 where
+    ``has_timestamp`` is false."""
+    angle = np.arctan2(frame["hour_sin"].cast(pl.Float64).to_numpy(), frame["hour_cos"].cast(pl.Float64).to_numpy())
+    hour = np.rint(angle * 24.0 / (2.0 * np.pi)).astype(np.int64) % 24
+    has = frame["has_timestamp"].fill_null(False).cast(pl.Boolean).to_numpy()
+    return np.where(has, hour // block_hours, -1)
 
 
 def tfidf_matrix(indptr: np.ndarray, ids: np.ndarray, counts: np.ndarray, idf: np.ndarray):

@@ -50,6 +50,7 @@ def _make_spec(dataset: pl.LazyFrame, config: TrainConfig) -> FeatureSpec:
         word_ngram_max=config.word_ngram_max if config.use_ngrams else 0,
         wide_buckets=config.wide_buckets if config.use_ngrams and config.use_wide else 0,
         group_columns=dense_columns() if deep else (),
+        cross_hour_block=config.cross_hour_block if config.use_time and config.use_ngrams and config.word_ngram_max else 0,
     )
 
 
@@ -65,6 +66,8 @@ def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.Series, pl
         raise ValueError("wide_select_rows must be at least 1000 (C chosen on fewer rows is noise)")
     if config.epoch_rows < config.batch_size:
         raise ValueError("epoch_rows must be at least batch_size")
+    if config.cross_hour_block not in (0, 1, 2, 3, 4, 6, 8, 12):
+        raise ValueError("cross_hour_block must divide a day into whole blocks: 0 (none), 1, 2, 3, 4, 6, 8 or 12 hours")
     if config.wide_buckets % config.ngram_buckets:
         raise ValueError("wide_buckets must be a multiple of ngram_buckets (deep ids are wide ids modulo ngram_buckets)")
     for col in ("label", "split"):
@@ -316,9 +319,10 @@ def _lexical_part(dataset: pl.LazyFrame, config: TrainConfig, log) -> tuple[Feat
     is_train, is_val = _validate(split_and_label, config)
     spec = _make_spec(dataset, config)
     t0 = time.perf_counter()
-    if spec.hash_space and "text" not in columns:
-        raise ValueError("frame lacks the columns this model needs: ['text']")
-    texts = dataset.select(pl.col("text") if "text" in columns else pl.lit(None, pl.Utf8).alias("text")).collect()
+    missing = [c for c in spec.lexical_columns if c not in columns]
+    if missing:
+        raise ValueError(f"frame lacks the columns this model needs: {missing}")
+    texts = dataset.select(spec.lexical_columns or [pl.lit(None, pl.Utf8).alias("text")]).collect()
 
     def part(mask: pl.Series) -> tuple[_Features, np.ndarray]:
         return _featurise(texts.filter(mask), spec, dense=False), split_and_label["label"].filter(mask).cast(pl.Int64).to_numpy()
