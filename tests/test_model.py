@@ -513,15 +513,36 @@ def test_words_crossed_with_the_hour_catch_what_neither_carries_alone():
     crossed = train_classifier(frame, linear)
     plain = train_classifier(frame, dataclasses.replace(linear, cross_hour_block=0))
     assert crossed.spec.cross_hour_block == FAST.cross_hour_block and plain.spec.cross_hour_block == 0
+    kept = crossed.selection["crosses"]
+    assert kept["used"] and kept["val_log_loss_with"] < kept["val_log_loss_without"] and "crosses" not in plain.selection
     auc_crossed = roc_auc_score(y, crossed.predict_proba(openers))
     auc_plain = roc_auc_score(y, plain.predict_proba(openers))
     assert auc_crossed > 0.95 and auc_plain < 0.8, (auc_crossed, auc_plain)  # measured 1.0 and 0.42
+
+
+def test_crosses_that_do_not_help_on_validation_are_dropped_and_the_model_is_the_one_without():
+    """The same openers with their hours shuffled: the crosses are noise, so they go, and what is left
+    is exactly the model trained without them."""
+    frame = _with_hour_interaction(make_dataset(1500, seed=9), seed=9)
+    shuffle = np.random.default_rng(9).permutation(frame.height)
+    frame = frame.with_columns(pl.col("hour_sin").gather(shuffle), pl.col("hour_cos").gather(shuffle))
+    linear = dataclasses.replace(FAST, use_deep=False)
+    dropped = train_classifier(frame, linear)
+    decision = dropped.selection["crosses"]
+    assert not decision["used"] and decision["val_log_loss_with"] > decision["val_log_loss_without"]
+    assert dropped.spec.cross_hour_block == 0  # scoring computes no crosses either
+    plain = train_classifier(frame, dataclasses.replace(linear, cross_hour_block=0))
+    np.testing.assert_array_equal(dropped.predict_proba(frame), plain.predict_proba(frame))
 
 
 def test_without_timestamps_the_crosses_change_nothing(dataset):
     """Sets without timestamps (the shared Chinese proxies, Telecom) train exactly the model they did before."""
     untimed = dataset.with_columns(pl.lit(False).alias("has_timestamp"), pl.lit(0.0, pl.Float32).alias("hour_sin"))
     crossed = train_classifier(untimed, FAST)
+    assert crossed.spec.cross_hour_block == 0 and crossed.selection["crosses"] == {
+        "used": False,
+        "reason": "no train row has a timestamp",
+    }
     plain = train_classifier(untimed, dataclasses.replace(FAST, cross_hour_block=0))
     np.testing.assert_array_equal(crossed.predict_proba(untimed), plain.predict_proba(untimed))
 
