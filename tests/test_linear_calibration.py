@@ -62,6 +62,20 @@ def test_word_time_crosses_depend_on_the_block_and_only_timed_texts_have_them():
     assert [len(r) for r in rows] == [3, 3, 3, 0, 3]  # one cross per word; none without a time
     assert rows[0] == rows[1] and rows[2] == rows[4] and not rows[0] & rows[2]
     assert not rows[0] & set(words[1])  # crosses never share a hash with the plain words on purpose
+    with pytest.raises(ValueError, match="4 time-of-day blocks for 5 texts"):
+        hash_word_groups(texts, 2**20, blocks=np.zeros(4, np.int64))
+
+
+def test_the_rows_taken_from_a_lexical_group_are_those_rows_of_its_matrix():
+    from fraud_assets.model.hashing import hash_char_ngrams
+    from fraud_assets.model.lexical import tfidf_matrix
+    from fraud_assets.model.train import _rows_of
+
+    group = hash_char_ngrams(["a", "", "hello there", "fraud link", "x y z", "in 在吗"], 2**10)
+    idf = np.ones(2**10, np.float32)
+    rows = np.array([0, 1, 3, 5])
+    whole, part = tfidf_matrix(*group, idf), tfidf_matrix(*_rows_of(group, rows), idf)
+    assert (whole[rows] != part).nnz == 0
 
 
 def _separable(n: int = 400, seed: int = 0):

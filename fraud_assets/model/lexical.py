@@ -78,6 +78,8 @@ def hash_word_groups(
     the time features carry alone. A text without a time has no crosses.
     """
     values = texts.fill_null("").to_list() if isinstance(texts, pl.Series) else [t or "" for t in texts]
+    if blocks is not None and len(blocks) != len(values):
+        raise ValueError(f"{len(blocks)} time-of-day blocks for {len(values)} texts")
     groups: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[], []] if blocks is not None else [[]]
     for start in range(0, len(values), chunk_size):  # tokens are Python objects: a chunk at a time
         tokens = tokenize(values[start : start + chunk_size], lowercase)
@@ -114,7 +116,8 @@ def hour_blocks(frame: pl.DataFrame, block_hours: int) -> np.ndarray:
     """Each row's time-of-day block, ``hour // block_hours``, from the contract's ``hour_sin`` /
     ``hour_cos`` (the angle of a whole hour, so the hour is recovered exactly); -1 where
     ``has_timestamp`` is false."""
-    angle = np.arctan2(frame["hour_sin"].cast(pl.Float64).to_numpy(), frame["hour_cos"].cast(pl.Float64).to_numpy())
+    sin, cos = (frame[c].cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy() for c in ("hour_sin", "hour_cos"))
+    angle = np.arctan2(sin, cos)
     hour = np.rint(angle * 24.0 / (2.0 * np.pi)).astype(np.int64) % 24
     has = frame["has_timestamp"].fill_null(False).cast(pl.Boolean).to_numpy()
     return np.where(has, hour // block_hours, -1)

@@ -374,9 +374,9 @@ def _choose_crosses(spec: FeatureSpec, train: tuple, val: tuple, config: TrainCo
         )
         loss[used] = fit.report["val_log_loss"]
     report = {
-        "used": loss[True] < loss[False],
-        "val_log_loss_with": loss[True],
-        "val_log_loss_without": loss[False],
+        "used": bool(loss[True] < loss[False]),
+        "val_log_loss_with": float(loss[True]),
+        "val_log_loss_without": float(loss[False]),
         "rows": [len(rows_t), len(rows_v)],
     }
     log(
@@ -391,11 +391,11 @@ def _choose_crosses(spec: FeatureSpec, train: tuple, val: tuple, config: TrainCo
 
 def _rows_of(group: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The CSR triple of the texts ``rows`` of a lexical group."""
-    import scipy.sparse as sp
-
     indptr, ids, counts = group
-    sub = sp.csr_matrix((counts, ids, indptr), shape=(len(indptr) - 1, int(ids.max(initial=0)) + 1))[rows]
-    return sub.indptr.astype(np.int64), sub.indices.astype(np.int32), sub.data
+    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    first = np.concatenate(([0], np.cumsum(lengths)))
+    take = np.repeat(starts - first[:-1], lengths) + np.arange(first[-1])  # no copy of the whole group
+    return first, ids[take], counts[take]
 
 
 def train_classifier(
@@ -409,9 +409,9 @@ def train_classifier(
 
     In stages, so the fused model can only add to its linear part:
 
-    1. the linear part, a logistic regression over the TF-IDF n-grams, fitted
-       to convergence with its L2 strength chosen on validation
-       (:func:`fraud_assets.model.linear.fit_wide`), then fixed;
+    1. the linear part, a logistic regression over the TF-IDF n-grams (word x time-of-day crosses
+       where validation keeps them: :func:`_choose_crosses`), fitted to convergence with its L2
+       strength chosen on validation (:func:`fraud_assets.model.linear.fit_wide`), then fixed;
     2. the deep part, trained by mini-batch on top of the fixed linear logit
        (:func:`_train_deep`: it learns the residual), early-stopped on
        validation F1 with the best epoch restored;
