@@ -95,6 +95,13 @@ def test_binary_metrics_on_a_hand_computed_example():
     assert m["threshold"] == 0.5
 
 
+def test_pr_auc_of_a_perfect_ranking_is_exactly_one():
+    """scikit-learn's average precision sums 9 recall steps of 1/9 to 1.0000000000000002 here."""
+    y = [1] * 9 + [0] * 5
+    p = list(np.linspace(0.9, 0.6, 9)) + list(np.linspace(0.4, 0.1, 5))
+    assert binary_metrics(y, p, 0.5)["pr_auc"] == 1.0
+
+
 def test_per_fraud_type_recall_on_a_crafted_case():
     types = ["loan", "loan", "police", None, None]
     y = [1, 1, 1, 1, 0]

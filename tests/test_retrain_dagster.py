@@ -59,7 +59,7 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
     assert "first model" in summary["promotion_reason"]
     metrics = json.loads((root / "reports" / "latest" / "metrics.json").read_text())
     for key in ("f1", "precision", "recall", "pr_auc", "roc_auc", "threshold"):
-        assert 0.0 <= metrics["model"][key] <= 1.0
+        assert 0.0 <= metrics["model"][key] <= 1.0, (key, metrics["model"])
     for name in ("tfidf_logreg", "embedding_logreg"):
         assert 0.0 <= metrics["baselines"][name]["f1"] <= 1.0 and 0.0 <= metrics["baselines"][name]["pr_auc"] <= 1.0
     counts = metrics["counts"]
