@@ -66,7 +66,7 @@ class TrainConfig:
     # words crossed with the time-of-day block of this many hours (lexical.hash_word_groups); 0 = none.
     # Needs use_time and word n-grams; texts without a timestamp get no crosses.
     cross_hour_block: int = 4
-    cross_select_rows: int = 20_000  # train and validation rows the crosses are kept or dropped on, at most
+    cross_select_rows: int = 10_000  # train and validation rows the crosses are kept or dropped on, at most
     ngram_buckets: int = 2**18  # rows of the deep bag table (few collisions matter little there)
     wide_buckets: int = 2**22  # the linear part's hash space; a multiple of ngram_buckets
     ngram_dim: int = 64
