@@ -353,16 +353,15 @@ def _choose_crosses(spec: FeatureSpec, train: tuple, val: tuple, config: TrainCo
             f.lexical.pop()
         return dataclasses.replace(spec, cross_hour_block=0), {"used": False, "reason": "no train row has a timestamp"}
     t0 = time.perf_counter()
-    idf = f_train.idf(spec.hash_space)
     rng = np.random.default_rng(config.seed)
     rows_t, rows_v = (np.sort(rng.permutation(f.n)[: config.cross_select_rows]) for f in (f_train, f_val))
+    sample_t = _Features(len(rows_t), None, [_rows_of(g, rows_t) for g in f_train.lexical])
+    sample_v = [_rows_of(g, rows_v) for g in f_val.lexical]
+    idf = sample_t.idf(spec.hash_space)  # of the sampled rows: the decision's cost does not grow with the data
     loss = {}
     for used in (False, True):
         groups = slice(None) if used else slice(-1)
-        x_t, x_v = (
-            tfidf_matrix_of_groups([_rows_of(g, rows) for g in f.lexical[groups]], idf)
-            for f, rows in ((f_train, rows_t), (f_val, rows_v))
-        )
+        x_t, x_v = (tfidf_matrix_of_groups(g[groups], idf) for g in (sample_t.lexical, sample_v))
         fit = fit_prepared(
             prepare(x_t, x_v),
             y_train[rows_t],
