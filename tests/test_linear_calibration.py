@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.lexical import hash_word_groups, hash_word_ngrams, hour_blocks, tokenize
-from fraud_assets.model.linear import fit_logreg, fit_view, fit_wide, nb_ratio, prepare, refit
+from fraud_assets.model.linear import fit_logreg, fit_view, fit_wide, nb_ratio, prepare, refit, sample_rows
 from fraud_assets.repeats import summarise, summary_markdown
 from tests.test_model import FAST, make_dataset
 
@@ -104,6 +104,25 @@ def test_c_is_chosen_on_a_sample_of_large_data_and_the_final_fit_sees_every_row(
     assert np.array_equal(coef, on_all[0]) and intercept == on_all[1]
     again = fit_view(xt, yt, xv, yv, cs, seed=0, select_rows=1000)
     assert np.array_equal(again[0], coef)  # the sample is seeded
+
+
+def test_samples_keep_each_class_so_rare_fraud_is_never_left_out():
+    y = np.zeros(30_000, np.int64)
+    y[[5, 17_000, 29_999]] = 1  # 1 in 10,000: a uniform draw of 1,000 rows misses all three 9 times in 10
+    rows = sample_rows(y, 1000, seed=0)
+    assert len(rows) == 1000 and np.array_equal(rows, np.unique(rows))
+    assert y[rows].sum() == 1  # its share rounds to 0; every class keeps at least one row
+    assert np.array_equal(sample_rows(y, 1000, seed=0), rows) and not np.array_equal(sample_rows(y, 1000, seed=1), rows)
+    common = (np.random.default_rng(0).random(3000) < 0.3).astype(np.int64)
+    assert abs(common[sample_rows(common, 1000, seed=0)].mean() - common.mean()) < 1e-3  # each class keeps its share
+    assert np.array_equal(sample_rows(common, 3000, seed=0), np.arange(3000))  # no larger than the data: every row
+
+    x = sp.random(30_000, 50, density=0.1, format="lil", random_state=0)
+    x[np.flatnonzero(y), 0] = 1.0
+    x = x.tocsr()
+    # a uniform sample held no fraud here, and liblinear failed on its one class
+    coef, _, info = fit_view(x, y, x[:2000], y[:2000], (0.1, 1.0, 10.0), seed=0, select_rows=1000)
+    assert info["selected_on_rows"] == 1000 and len(info["selection_path"]) >= 2 and np.isfinite(coef).all()
 
 
 def test_refit_ships_the_fit_on_train_and_validation():

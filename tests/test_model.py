@@ -225,6 +225,8 @@ def test_all_groups_off_is_rejected(dataset):
         train_classifier(dataset, off)
     with pytest.raises(ValueError, match="wide_select_rows"):
         train_classifier(dataset, dataclasses.replace(FAST, wide_select_rows=10))
+    with pytest.raises(ValueError, match="cross_select_rows"):
+        train_classifier(dataset, dataclasses.replace(FAST, cross_select_rows=999))
 
 
 def test_missing_column_is_a_clear_error(trained, dataset):

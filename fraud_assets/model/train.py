@@ -17,7 +17,7 @@ from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfig, default_time_columns
 from fraud_assets.model.featurize import _Features, _featurise
 from fraud_assets.model.lexical import tfidf_matrix_of_groups
-from fraud_assets.model.linear import fit_dense, fit_prepared, prepare
+from fraud_assets.model.linear import fit_dense, fit_prepared, prepare, sample_rows
 from fraud_assets.model.network import _build_module, _Inputs, _logits, _RowAdam
 from fraud_assets.model.trained import TrainedModel, rows_digest
 from fraud_assets.thresholds import best_f1_threshold
@@ -64,8 +64,9 @@ def _validate(dataset: pl.DataFrame, config: TrainConfig) -> tuple[pl.Series, pl
         raise ValueError("TrainConfig switches off both the deep part and the linear n-gram part; keep one")
     if not 1 <= config.ngram_min <= config.ngram_max:
         raise ValueError("need 1 <= ngram_min <= ngram_max")
-    if config.wide_select_rows < 1000:
-        raise ValueError("wide_select_rows must be at least 1000 (C chosen on fewer rows is noise)")
+    for name in ("wide_select_rows", "cross_select_rows"):
+        if getattr(config, name) < 1000:
+            raise ValueError(f"{name} must be at least 1000 (C or the crosses chosen on fewer rows is noise)")
     if config.epoch_rows < config.batch_size:
         raise ValueError("epoch_rows must be at least batch_size")
     if config.cross_hour_block not in (0, 1, 2, 3, 4, 6, 8, 12):
@@ -353,8 +354,7 @@ def _choose_crosses(spec: FeatureSpec, train: tuple, val: tuple, config: TrainCo
             f.lexical.pop()
         return dataclasses.replace(spec, cross_hour_block=0), {"used": False, "reason": "no train row has a timestamp"}
     t0 = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    rows_t, rows_v = (np.sort(rng.permutation(f.n)[: config.cross_select_rows]) for f in (f_train, f_val))
+    rows_t, rows_v = (sample_rows(y, config.cross_select_rows, config.seed) for y in (y_train, y_val))
     sample_t = _Features(len(rows_t), None, [_rows_of(g, rows_t) for g in f_train.lexical])
     sample_v = [_rows_of(g, rows_v) for g in f_val.lexical]
     idf = sample_t.idf(spec.hash_space)  # of the sampled rows: the decision's cost does not grow with the data
