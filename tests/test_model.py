@@ -520,6 +520,14 @@ def test_words_crossed_with_the_hour_catch_what_neither_carries_alone():
     auc_crossed = roc_auc_score(y, crossed.predict_proba(openers))
     auc_plain = roc_auc_score(y, plain.predict_proba(openers))
     assert auc_crossed > 0.95 and auc_plain < 0.8, (auc_crossed, auc_plain)  # measured 1.0 and 0.42
+    # The decision saw every row, so the plain view took its C instead of walking again; a decision
+    # on a sample (1,000 of the 1,050 train rows) leaves the main fit to walk: the same model.
+    assert crossed.selection["linear"]["plain"]["C"] == kept["plain_C"]
+    assert crossed.selection["linear"]["plain"]["C_chosen_before"]
+    walked = train_classifier(frame, dataclasses.replace(linear, cross_select_rows=1000))
+    assert walked.selection["crosses"]["used"] and "plain_C" not in walked.selection["crosses"]
+    assert "C_chosen_before" not in walked.selection["linear"]["plain"]
+    np.testing.assert_array_equal(walked.predict_proba(frame), crossed.predict_proba(frame))
 
 
 def test_crosses_that_do_not_help_on_validation_are_dropped_and_the_model_is_the_one_without():
@@ -533,6 +541,7 @@ def test_crosses_that_do_not_help_on_validation_are_dropped_and_the_model_is_the
     decision = dropped.selection["crosses"]
     assert not decision["used"] and decision["val_log_loss_with"] > decision["val_log_loss_without"]
     assert dropped.spec.cross_hour_block == 0  # scoring computes no crosses either
+    assert dropped.selection["linear"]["plain"]["C_chosen_before"]  # the decision's walk, not a second one
     plain = train_classifier(frame, dataclasses.replace(linear, cross_hour_block=0))
     np.testing.assert_array_equal(dropped.predict_proba(frame), plain.predict_proba(frame))
 

@@ -17,7 +17,7 @@ from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfig, default_time_columns
 from fraud_assets.model.featurize import _Features, _featurise
 from fraud_assets.model.lexical import tfidf_matrix_of_groups
-from fraud_assets.model.linear import fit_dense, fit_prepared, prepare, sample_rows
+from fraud_assets.model.linear import fit_dense, fit_logreg, fit_prepared, prepare, sample_rows
 from fraud_assets.model.network import _build_module, _Inputs, _logits, _RowAdam
 from fraud_assets.model.trained import TrainedModel, rows_digest
 from fraud_assets.thresholds import best_f1_threshold
@@ -183,7 +183,7 @@ def _refit_folds(config: TrainConfig, y_train: np.ndarray, y_val: np.ndarray) ->
     return folds if folds >= 2 else 0
 
 
-def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log):
+def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, config: TrainConfig, log, chosen_c=None):
     """Fit the wide part as a logistic regression (fraud_assets.model.linear) and fix it in the module.
 
     With a refit, the module gets the weights fitted on train alone (the deep part learns on top of
@@ -206,6 +206,7 @@ def _fit_linear_part(module, x_train: _Inputs, x_val: _Inputs, y_train, y_val, c
             seed=config.seed,
             select_rows=config.wide_select_rows,
             refit_folds=folds,
+            chosen_c=chosen_c,
         )
         del prepared
         x_train.restore(Path(spill))
@@ -343,6 +344,8 @@ def _choose_crosses(spec: FeatureSpec, train: tuple, val: tuple, config: TrainCo
     proxies: -0.8 F1 points on chnsenticorp_htl). So the plain view's C walk is run with and without
     them, on at most ``cross_select_rows`` train and validation rows, and they stay only when their
     validation log-loss is lower. Without any timed train row there is nothing to decide: no crosses.
+    When the sample is every row, the winning walk is the one the main fit's plain view would run,
+    so its C goes there (``plain_C``) and that view fits once instead of walking again.
     Returns (the spec, without crosses when dropped; the decision for the model card, None if there
     were no crosses to decide on). Drops the group from the features in place.
     """
@@ -355,29 +358,26 @@ def _choose_crosses(spec: FeatureSpec, train: tuple, val: tuple, config: TrainCo
         return dataclasses.replace(spec, cross_hour_block=0), {"used": False, "reason": "no train row has a timestamp"}
     t0 = time.perf_counter()
     rows_t, rows_v = (sample_rows(y, config.cross_select_rows, config.seed) for y in (y_train, y_val))
-    sample_t = _Features(len(rows_t), None, [_rows_of(g, rows_t) for g in f_train.lexical])
+    sample_t = [_rows_of(g, rows_t) for g in f_train.lexical]
     sample_v = [_rows_of(g, rows_v) for g in f_val.lexical]
-    idf = sample_t.idf(spec.hash_space)  # of the sampled rows: the decision's cost does not grow with the data
-    loss = {}
+    walks: dict[bool, dict] = {}
     for used in (False, True):
         groups = slice(None) if used else slice(-1)
-        x_t, x_v = (tfidf_matrix_of_groups(g[groups], idf) for g in (sample_t.lexical, sample_v))
-        fit = fit_prepared(
-            prepare(x_t, x_v),
-            y_train[rows_t],
-            y_val[rows_v],
-            views=("plain",),
-            cs=config.wide_cs,
-            seed=config.seed,
-            select_rows=None,
-        )
-        loss[used] = fit.report["val_log_loss"]
+        # IDF of the sampled rows (the decision's cost does not grow with the data), over the groups
+        # the main fit would have: with every row sampled, each walk here is the one it would run.
+        idf = _Features(len(rows_t), None, sample_t[groups]).idf(spec.hash_space)
+        x = prepare(*(tfidf_matrix_of_groups(g[groups], idf) for g in (sample_t, sample_v)))
+        start = walks[False]["C"] if used else 1.0  # the crosses seldom move C far: fewer fits
+        walks[used] = fit_logreg(x.x_train, y_train[rows_t], x.x_val, y_val[rows_v], config.wide_cs, config.seed, start=start)[2]
+    loss = {used: walk["val_log_loss"] for used, walk in walks.items()}
     report = {
         "used": bool(loss[True] < loss[False]),
         "val_log_loss_with": float(loss[True]),
         "val_log_loss_without": float(loss[False]),
         "rows": [len(rows_t), len(rows_v)],
     }
+    if len(rows_t) == len(y_train) and len(rows_v) == len(y_val):
+        report["plain_C"] = walks[report["used"]]["C"]  # the main fit's plain view takes it without a walk
     log(
         f"word x time-of-day crosses {'kept' if report['used'] else 'dropped'} in {time.perf_counter() - t0:.1f}s: plain view val log-loss {loss[True]:.4f} with, {loss[False]:.4f} without"
     )
@@ -447,11 +447,9 @@ def train_classifier(
         x_train, x_val = _Inputs(f_train, module), _Inputs(f_val, module)
         del f_train, f_val  # their n-gram triples are in the inputs' matrices now
         history, best_epoch, selection, val_proba = _fit_parts(
-            module, spec, dataset, (x_train, y_train), (x_val, y_val), config, tensorboard_dir, log
+            module, spec, dataset, (x_train, y_train), (x_val, y_val), config, tensorboard_dir, log, crosses
         )
         module.eval()
-    if crosses is not None:
-        selection["crosses"] = crosses
     held = None
     if val_proba is not None:
         held = {"rows": rows_digest(dataset.filter(pl.col("split") == "validation")), "proba": val_proba.tolist()}
@@ -460,16 +458,18 @@ def train_classifier(
 
 
 def _fit_parts(
-    module, spec: FeatureSpec, dataset: pl.LazyFrame, train: tuple, val: tuple, config: TrainConfig, tensorboard_dir, log
+    module, spec: FeatureSpec, dataset: pl.LazyFrame, train: tuple, val: tuple, config: TrainConfig, tensorboard_dir, log, crosses
 ):
-    """The stages of :func:`train_classifier`; returns (history, best epoch, selection report, the
-    validation rows' held-out P(fraud) when parts were refitted, else None)."""
+    """The stages of :func:`train_classifier` after the crosses decision (``crosses``, or None); returns
+    (history, best epoch, selection report, the validation rows' held-out P(fraud) when parts were
+    refitted, else None)."""
     (x_train, y_train), (x_val, y_val) = train, val
-    selection: dict[str, Any] = {}
+    selection: dict[str, Any] = {} if crosses is None else {"crosses": crosses}
     held_out: dict[str, np.ndarray] = {}  # out-of-fold validation logits of the refitted parts
     wide_fit = None
     if module.use_wide:
-        selection["linear"], wide_fit = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log)
+        chosen = {"plain": crosses["plain_C"]} if crosses and "plain_C" in crosses else None
+        selection["linear"], wide_fit = _fit_linear_part(module, x_train, x_val, y_train, y_val, config, log, chosen)
     # The dense matrix (embeddings, time, statistics) only now: the linear part's float64 copies are gone.
     _add_dense(module, spec, dataset, x_train, x_val, log)
     if module.use_deep:
