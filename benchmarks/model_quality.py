@@ -12,12 +12,13 @@ Brier / ECE before and after calibration.
 Datasets: each folder under the shared datasets folder is one dataset when
 its CSVs are category files (Telecom: ``label00-last.csv`` ...; those need
 ``other_values_are_fraud_categories = true``), otherwise each CSV is its own
-dataset (chinese_reviews). ``sample`` is the generated demo data.
+dataset (chinese_reviews). ``sample`` is the generated demo data. ``--datasets DIR``
+reads another folder laid out the same way (your own labelled exports, say).
 
 Scratch roots are reused (``--root-prefix``), so embeddings are computed once
 per dataset (cached by model fingerprint) and repeated runs only retrain.
 
-    PYTHONPATH=. python benchmarks/model_quality.py [--seeds 0 1 2] [--only waimai_10k ...]
+    PYTHONPATH=. python benchmarks/model_quality.py [--seeds 0 1 2] [--only waimai_10k ...] [--datasets DIR]
 """
 
 from __future__ import annotations
@@ -180,10 +181,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="dataset names (default: all)")
     parser.add_argument("--root-prefix", default="/tmp/mq_root_", help="scratch storage root per dataset: PREFIX<name>")
     parser.add_argument("--results", default="/tmp/model_quality.jsonl", help="one JSON line per (dataset, seed)")
+    parser.add_argument("--datasets", type=Path, default=SHARED, help="folder of dataset folders (default: ../shared/datasets)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one dataset in this process
     args = parser.parse_args()
 
-    sets = discover(SHARED)
+    sets = discover(args.datasets)
     if args.one:
         rows = run_one(args.one, sets[args.one], Path(args.root_prefix + args.one), args.seeds)
         with open(args.results, "a", encoding="utf-8") as fh:
@@ -204,6 +206,8 @@ def main() -> None:
             args.root_prefix,
             "--results",
             args.results,
+            "--datasets",
+            str(args.datasets),
         ]
         subprocess.run(cmd, check=True)
     rows = [json.loads(line) for line in Path(args.results).read_text(encoding="utf-8").splitlines()]
