@@ -87,14 +87,14 @@ def _logreg(c: float, seed: int, solver: str):
 
 
 def fit_logreg(
-    x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, solver: str = "liblinear", start: float = 1.0
+    x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, solver: str = "liblinear", start_c: float = 1.0
 ) -> tuple[np.ndarray, float, dict]:
     """L2 logistic regression (balanced classes) with C chosen by validation log-loss.
 
     Exactly scikit-learn's ``LogisticRegression(C, class_weight="balanced",
     solver="liblinear")``, the baseline's estimator, fitted to liblinear's
     convergence for each C tried. The walk starts at the C of the grid nearest
-    ``start`` (1 unless a near C is known), goes up while validation loss improves and, when going up did not
+    ``start_c`` (1 unless a near C is known), goes up while validation loss improves and, when going up did not
     help, down; in each direction it stops once the loss has risen for two Cs
     in a row past its best (the loss is unimodal in C in practice). So only
     the neighbourhood of the optimum is paid for, whether the data wants
@@ -111,7 +111,7 @@ def fit_logreg(
         fitted[i] = (loss, model.coef_.ravel().copy(), float(model.intercept_[0]), int(model.n_iter_.max()))
         return loss
 
-    start = int(np.argmin([abs(np.log(c / start)) for c in grid]))
+    start = int(np.argmin([abs(np.log(c / start_c)) for c in grid]))
     fit(start)
     for step in (1, -1):
         best, rises, i = fitted[start][0], 0, start + step
@@ -219,7 +219,7 @@ def sample_rows(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False) for c, k in zip(classes, takes)]))
 
 
-def fit_view(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, select_rows: int | None = None, start: float = 1.0):
+def fit_view(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, select_rows: int | None = None, start_c: float = 1.0):
     """:func:`fit_logreg`, with C chosen on at most ``select_rows`` train rows.
 
     Why: the C walk fits four to ten models, each costing time linear in the
@@ -233,9 +233,9 @@ def fit_view(x_train, y_train, x_val, y_val, cs=DEFAULT_CS, seed: int = 0, selec
     """
     n = x_train.shape[0]
     if select_rows is None or n <= select_rows:
-        return fit_logreg(x_train, y_train, x_val, y_val, cs, seed, start=start)
+        return fit_logreg(x_train, y_train, x_val, y_val, cs, seed, start_c=start_c)
     rows = sample_rows(y_train, select_rows, seed)
-    _, _, walk = fit_logreg(x_train[rows], np.asarray(y_train)[rows], x_val, y_val, cs, seed, start=start)
+    _, _, walk = fit_logreg(x_train[rows], np.asarray(y_train)[rows], x_val, y_val, cs, seed, start_c=start_c)
     coef, intercept, final = fit_logreg(x_train, y_train, x_val, y_val, (walk["C"],), seed)
     return coef, intercept, {**final, "selected_on_rows": select_rows, "selection_path": walk["path"]}
 

@@ -368,7 +368,9 @@ def _choose_crosses(spec: FeatureSpec, train: tuple, val: tuple, config: TrainCo
         idf = _Features(len(rows_t), None, sample_t[groups]).idf(spec.hash_space)
         x = prepare(*(tfidf_matrix_of_groups(g[groups], idf) for g in (sample_t, sample_v)))
         start = walks[False]["C"] if used else 1.0  # the crosses seldom move C far: fewer fits
-        walks[used] = fit_logreg(x.x_train, y_train[rows_t], x.x_val, y_val[rows_v], config.wide_cs, config.seed, start=start)[2]
+        _, _, walks[used] = fit_logreg(
+            x.x_train, y_train[rows_t], x.x_val, y_val[rows_v], config.wide_cs, config.seed, start_c=start
+        )
     loss = {used: walk["val_log_loss"] for used, walk in walks.items()}
     report = {
         "used": bool(loss[True] < loss[False]),
