@@ -5,7 +5,8 @@ from each scratch root, re-splits it with each seed (stratified 70/15/15, the
 same for every configuration), trains each configuration with
 ``train_classifier`` directly and prints test F1 (threshold chosen on
 validation) next to the char 1-3-gram TF-IDF + logistic regression baseline of
-the report, as mean over seeds and mean paired difference.
+the report, as mean over seeds and mean paired difference; the results file
+also holds each run's test PR-AUC and the baseline's.
 
 ``--legacy`` runs the configurations of the previous model code: run it with
 PYTHONPATH pointing at a checkout of that code (its TrainConfig has no
@@ -92,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from sklearn.metrics import average_precision_score
 
     from fraud_assets.evaluation import baseline_scores
     from fraud_assets.model import TrainConfig, train_classifier
@@ -109,13 +111,16 @@ def main() -> None:
                 t0 = time.perf_counter()
                 model = train_classifier(frame, TrainConfig(seed=seed, **configs[cname]))
                 val, test = (frame.filter(pl.col("split") == s) for s in ("validation", "test"))
-                f1 = test_f1(frame, model.validation_proba(val), model.predict_proba(test))
+                test_p = model.predict_proba(test)
+                f1 = test_f1(frame, model.validation_proba(val), test_p)
                 row = {
                     "set": name,
                     "seed": seed,
                     "config": cname,
                     "f1": f1,
                     "tfidf_f1": tfidf,
+                    "pr_auc": float(average_precision_score(test["label"].to_numpy(), test_p)),
+                    "tfidf_pr_auc": float(average_precision_score(test["label"].to_numpy(), base["test"])),
                     "seconds": time.perf_counter() - t0,
                 }
                 print(json.dumps(row, ensure_ascii=False), flush=True)
