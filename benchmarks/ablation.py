@@ -74,12 +74,13 @@ def latest_training_dataset(root: Path) -> Path:
     return files[-1]
 
 
-def test_f1(frame: pl.DataFrame, val_p, test_p) -> float:
+def test_metrics(frame: pl.DataFrame, val_p, test_p) -> dict:
+    """The report's test metrics (F1, PR-AUC, ...) at the threshold chosen on validation."""
     from fraud_assets.evaluation import binary_metrics, choose_threshold
 
     val, test = (frame.filter(pl.col("split") == s) for s in ("validation", "test"))
     t = choose_threshold(val["label"].to_numpy(), val_p)
-    return binary_metrics(test["label"].to_numpy(), test_p, t)["f1"]
+    return binary_metrics(test["label"].to_numpy(), test_p, t)
 
 
 def main() -> None:
@@ -93,7 +94,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from sklearn.metrics import average_precision_score
 
     from fraud_assets.evaluation import baseline_scores
     from fraud_assets.model import TrainConfig, train_classifier
@@ -106,21 +106,20 @@ def main() -> None:
         for seed in args.seeds:
             frame = stratified_split(data, seed)
             base = baseline_scores(frame)["tfidf_logreg"]
-            tfidf = test_f1(frame, base["val"], base["test"])
+            tfidf = test_metrics(frame, base["val"], base["test"])
             for cname in names:
                 t0 = time.perf_counter()
                 model = train_classifier(frame, TrainConfig(seed=seed, **configs[cname]))
                 val, test = (frame.filter(pl.col("split") == s) for s in ("validation", "test"))
-                test_p = model.predict_proba(test)
-                f1 = test_f1(frame, model.validation_proba(val), test_p)
+                scores = test_metrics(frame, model.validation_proba(val), model.predict_proba(test))
                 row = {
                     "set": name,
                     "seed": seed,
                     "config": cname,
-                    "f1": f1,
-                    "tfidf_f1": tfidf,
-                    "pr_auc": float(average_precision_score(test["label"].to_numpy(), test_p)),
-                    "tfidf_pr_auc": float(average_precision_score(test["label"].to_numpy(), base["test"])),
+                    "f1": scores["f1"],
+                    "tfidf_f1": tfidf["f1"],
+                    "pr_auc": scores["pr_auc"],
+                    "tfidf_pr_auc": tfidf["pr_auc"],
                     "seconds": time.perf_counter() - t0,
                 }
                 print(json.dumps(row, ensure_ascii=False), flush=True)
