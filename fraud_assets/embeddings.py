@@ -38,7 +38,7 @@ import polars as pl
 from fraud_assets.bundled_models import bundled_folder
 from fraud_assets.embedding_backends import check_backend, export_recipe, onnx_model, onnx_session_options
 from fraud_assets.settings import DEFAULT_EMBEDDING_MODEL
-from fraud_assets.storage import Storage
+from fraud_assets.storage import Storage, file_sha256
 
 # Process-wide model cache: (source folder or hub id, device, backend) -> SentenceTransformer.
 # One copy per model per process, whatever the number of Embedder objects;
@@ -378,11 +378,7 @@ def _file_digest(folder: Path, path: Path) -> str:
     key = (str(folder), path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns)
     digest = _FILE_DIGESTS.get(key)
     if digest is None:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-        digest = _FILE_DIGESTS[key] = h.hexdigest()
+        digest = _FILE_DIGESTS[key] = file_sha256(path)
     return digest
 
 

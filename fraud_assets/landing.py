@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from fraud_assets.readers import COMPRESSED_SUFFIXES, QUARANTINE_SCHEMA, SUPPORTED_SUFFIXES
-from fraud_assets.storage import Storage
+from fraud_assets.storage import Storage, file_sha256
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _TEMPORARY = (".tmp", ".part", ".crdownload", ".partial", ".swp")
@@ -82,18 +82,10 @@ def display_name(name: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def partition_key_for(path: Path, sha256: str | None = None) -> str:
     """Readable stem plus content hash, limited to characters Dagster keys accept."""
     stem = _UNSAFE.sub("_", path.stem).strip("._-")[:48] or "file"
-    return f"{stem}-{(sha256 or content_hash(path))[:12]}"
+    return f"{stem}-{(sha256 or file_sha256(path))[:12]}"
 
 
 def _archive_suffix(path: Path) -> str:

@@ -20,6 +20,7 @@ Publishing is atomic on every backend:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -70,6 +71,15 @@ def fsync_path(path: str | Path) -> None:
             raise  # some file systems refuse fsync on folders; data must still be flushed
     finally:
         os.close(fd)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a local file's bytes, as hex, read in blocks (model weights are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Storage:
