@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from fraud_assets.model.calibration import expected_calibration_error, fit_blend
 from fraud_assets.model.lexical import hash_word_groups, hash_word_ngrams, hour_blocks, tokenize
-from fraud_assets.model.linear import fit_logreg, fit_view, fit_wide, nb_ratio, prepare, refit, sample_rows
+from fraud_assets.model.linear import fit_logreg, fit_prepared, fit_view, fit_wide, nb_ratio, prepare, refit, sample_rows
 from fraud_assets.repeats import summarise, summary_markdown
 from tests.test_model import FAST, make_dataset
 
@@ -104,6 +104,16 @@ def test_c_is_chosen_on_a_sample_of_large_data_and_the_final_fit_sees_every_row(
     assert np.array_equal(coef, on_all[0]) and intercept == on_all[1]
     again = fit_view(xt, yt, xv, yv, cs, seed=0, select_rows=1000)
     assert np.array_equal(again[0], coef)  # the sample is seeded
+
+
+def test_a_c_chosen_before_is_one_fit_on_every_row_even_above_the_sample_size():
+    x, y = _separable(n=3000)
+    xt, yt, xv, yv = x[:2400], y[:2400], x[2400:], y[2400:]
+    known = fit_prepared(prepare(xt, xv), yt, yv, views=("plain",), select_rows=1000, chosen_c={"plain": 10.0})
+    info = known.report["plain"]
+    assert info["C_chosen_before"] and "selected_on_rows" not in info and [p["C"] for p in info["path"]] == [10.0]
+    on_all = fit_logreg(xt, yt, xv, yv, (10.0,))
+    np.testing.assert_allclose(known.weight[prepare(xt, xv).used], on_all[0], rtol=1e-6, atol=1e-7)
 
 
 def test_samples_keep_each_class_so_rare_fraud_is_never_left_out():
