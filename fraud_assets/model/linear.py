@@ -332,8 +332,8 @@ def fit_prepared(
         # the NB view's walk starts near its usual C, half the plain view's (measured on both Chinese
         # proxies): on easy data, where both climb to C = 1024, that saves most of its fits
         start = report["plain"]["C"] / 2 if view == "nb" and "plain" in report else 1.0
-        walk = (cs, select_rows) if known is None else ((known,), None)  # a known C: one fit on every row, no sample
-        coef, intercept, info = fit_view(xt, y_train, xv, y_val, walk[0], seed, walk[1], start)
+        grid, sample = (cs, select_rows) if known is None else ((known,), None)  # a known C: one fit on every row
+        coef, intercept, info = fit_view(xt, y_train, xv, y_val, grid, seed, sample, start)
         if known is not None:
             info["C_chosen_before"] = True
         val_logits += xv @ coef + intercept
