@@ -32,10 +32,11 @@ Split strategy (``summary["split_strategy"]``):
   shuffle within each label, so every split keeps the class balance.
   After de-duplication each text is one row, so the split is grouped by
   text hash: copies of a text never straddle splits.
-- ``"stratified (time split had no fraud in ...)"``: the time split left
-  a split without any fraud row (say all fraud is old), which would make
-  threshold choice or test recall meaningless, so the whole dataset is
-  split stratified instead.
+- ``"stratified (time split had no fraud in ...)"`` (or ``no normal in
+  ...``): the time split left a split with one class only (say all fraud is
+  old, or all normal history predates the first fraud file), which cannot
+  train or would make threshold choice or test recall meaningless, so the
+  whole dataset is split stratified instead.
 """
 
 from __future__ import annotations
@@ -232,14 +233,18 @@ def _split(frame: pl.DataFrame, seed: int, validation_share: float, test_share: 
     split_frame = pl.concat(parts).sort("text_hash")
     strategy = "time" if not untimed.height else "time+stratified"
 
-    # A time split whose held-out data has no fraud cannot choose a threshold
-    # or measure recall; a dataset without any fraud cannot do so either way.
-    if int(frame.get_column("label").sum() or 0) > 0:
+    # A time split with one class in a split cannot train, choose a threshold or
+    # measure recall (fraud often arrives in recent files only, normal history in
+    # old ones); a dataset without both classes cannot do so either way.
+    fraud = int(frame.get_column("label").sum() or 0)
+    if 0 < fraud < frame.height:
         counts = _split_counts(split_frame)
-        empty = [name for name in SPLITS if counts[name]["fraud"] == 0]
-        if empty:
+        missing = [
+            f"no {kind} in {name}" for name in SPLITS for kind in ("fraud", "normal") if counts[name][kind] == 0
+        ]
+        if missing:
             stratified = frame.with_columns(_stratified(frame, seed, validation_share, test_share))
-            return stratified, f"stratified (time split had no fraud in {' and '.join(empty)})"
+            return stratified, f"stratified (time split had {', '.join(missing)})"
     return split_frame, strategy
 
 

@@ -156,6 +156,20 @@ def test_time_split_without_fraud_in_test_falls_back_to_stratified():
     assert dataset.height == 40
 
 
+def test_time_split_without_normal_rows_in_test_falls_back_to_stratified():
+    # Normal history from an old export, fraud reports only in recent files: the newest
+    # 15 % are all fraud, and a test split without normal rows cannot train the model.
+    n = 60
+    texts = [f"message number {i}" for i in range(n)]
+    labels = [int(i >= 40) for i in range(n)]
+    stamps = [T0 + timedelta(hours=i) for i in range(n)]
+    dataset, summary = build([partition("a.csv", texts, labels, stamps)])
+    assert summary["split_strategy"].startswith("stratified (time split had")
+    assert "no normal in test" in summary["split_strategy"]
+    assert all(summary["splits"][s][kind] >= 1 for s in ("train", "validation", "test") for kind in ("fraud", "normal"))
+    assert dataset.height == n
+
+
 def test_misaligned_partition_frames_are_joined_by_key():
     texts, labels = labelled(5, 3)
     validated, embeddings, times = partition("a.csv", texts, labels)
