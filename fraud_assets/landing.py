@@ -319,6 +319,7 @@ def register_files(
     by_hash = {key.rsplit("-", 1)[-1]: key for key in sorted(existing_keys)}
     index, registration, started, hashed = load_index(storage), Registration(), time.monotonic(), 0
     seen: dict[str, list] = {}
+    added: set[str] = set()  # keys new in this pass: each added once, however many names hold its bytes
     for path, info in _scan(storage.landing_dir, registration, settle_seconds, None):
         cached = index.get(path.name)
         if cached and cached[:2] == [info.st_size, info.st_mtime_ns] and cached[2].rsplit("-", 1)[-1] in by_hash:
@@ -340,9 +341,13 @@ def register_files(
             registration.issues.append(LandingIssue(display_name(path.name), "failed", reason))
             _quarantine_file(storage, path.name, reason)
             continue
-        registration.landed.append(item)
         if item.duplicate_of is None and item.partition_key not in existing_keys:
-            registration.new.append(item)
+            if item.partition_key in added:  # same bytes under a name that cleans to the same key (x.csv, x.CSV)
+                item = LandedFile(item.path, item.partition_key, item.size, item.partition_key)
+            else:
+                added.add(item.partition_key)
+                registration.new.append(item)
+        registration.landed.append(item)
         seen[path.name] = [info.st_size, info.st_mtime_ns, item.partition_key, item.duplicate_of is not None]
     if seen != index:
         _save_index(storage, seen)  # names no longer in the folder drop out: bounded by the folder

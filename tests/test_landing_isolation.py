@@ -56,6 +56,30 @@ def test_duplicate_under_a_second_name_plus_a_new_file(env):
     ]
 
 
+def test_same_bytes_under_two_names_that_clean_to_one_key_are_one_partition(env, capsys):
+    """`day 1.csv` and `day_1.csv` (or x.csv and x.CSV) both clean to the key day_1-<hash>: asked to add
+    that key twice, the instance's storage refused the whole request, on every pass, for every file."""
+    data, fraud = env
+    instance = dg.DagsterInstance.ephemeral()
+    (data / "incoming" / "day 1.csv").write_text(content(1))
+    (data / "incoming" / "day_1.csv").write_text(content(1))
+    (data / "incoming" / "other.csv").write_text(content(2))
+    tick = evaluate_sensor(instance, fraud)
+    added = tick.dynamic_partitions_requests[0].partition_keys
+    assert len(added) == len(set(added)) == 2 and sorted(k.split("-")[0] for k in added) == ["day_1", "other"]
+    assert sorted(instance.get_dynamic_partitions(message_files.name)) == sorted(added)
+    assert sorted(r.partition_key for r in tick.run_requests) == sorted(added)
+
+    registration = register_files(Storage(data), set(added))
+    assert not registration.new and [f.path.name for f in registration.landed if f.duplicate_of] in (
+        ["day 1.csv"],
+        ["day_1.csv"],
+    )
+    assert main(["ingest", "--json"]) == 0  # the CLI adds them the same way, once each
+    statuses = sorted(f["status"] for f in json.loads(capsys.readouterr().out)["files"])
+    assert statuses.count("ingested") == 2 and len(statuses) == 3
+
+
 def test_a_json_file_is_archived_beside_its_manifest_and_old_archives_still_read(env, capsys):
     """A landed .json file and its manifest once shared <key>.json: the file was overwritten and never ingested."""
     data, _ = env
