@@ -239,9 +239,7 @@ def _split(frame: pl.DataFrame, seed: int, validation_share: float, test_share: 
     fraud = int(frame.get_column("label").sum() or 0)
     if 0 < fraud < frame.height:
         counts = _split_counts(split_frame)
-        missing = [
-            f"no {kind} in {name}" for name in SPLITS for kind in ("fraud", "normal") if counts[name][kind] == 0
-        ]
+        missing = [f"no {kind} in {name}" for name in SPLITS for kind in ("fraud", "normal") if counts[name][kind] == 0]
         if missing:
             stratified = frame.with_columns(_stratified(frame, seed, validation_share, test_share))
             return stratified, f"stratified (time split had {', '.join(missing)})"

@@ -221,6 +221,34 @@ def test_without_a_linear_part_the_deep_part_alone_is_calibrated():
     assert blend.chosen == "deep" and set(blend.report["candidates"]) == {"deep"} and blend.weights["deep"] > 0
 
 
+def test_too_few_validation_rows_leave_the_model_uncalibrated_without_the_dense_part():
+    # 4 fraud rows cannot be cut into 5 folds. The dense part is a logistic regression of its
+    # own: summed unweighted with the linear part it would count the same evidence twice.
+    rng = np.random.default_rng(4)
+    y = np.r_[np.ones(4, np.int64), np.zeros(200, np.int64)]
+    parts = {name: rng.normal(size=y.size) for name in ("linear", "deep", "dense")}
+    blend = fit_blend(parts, y)
+    assert blend.chosen == "uncalibrated" and "too few validation rows" in blend.report["note"]
+    assert blend.weights == {"linear": 1.0, "deep": 1.0, "dense": 0.0} and blend.bias == 0.0
+    assert fit_blend({"dense": parts["dense"]}, y).weights == {"dense": 1.0}  # the only part stays
+
+
+def test_an_uncalibrated_model_is_the_linear_plus_deep_model_and_its_report_claims_no_calibration():
+    import torch
+
+    torch.set_num_threads(1)
+    from fraud_assets.evaluation import evaluate
+    from fraud_assets.model import train_classifier
+
+    data = make_dataset(600, seed=5)
+    model = train_classifier(data, dataclasses.replace(FAST, calibrate=False))
+    assert model.selection["blend"]["chosen"] == "uncalibrated" and float(model.module.dense_blend) == 0.0
+    val, test = (data.filter(pl.col("split") == s) for s in ("validation", "test"))
+    assert np.array_equal(model.predict_proba(val), model.predict_proba(val, calibrated=False))
+    report = evaluate(data, model.validation_proba(val), model.predict_proba(test), include_baselines=False, plots=False)
+    assert report.metrics["calibration"]["before"] is None and "calibrated on the validation" not in report.report_md
+
+
 def test_logreg_walks_up_to_a_weak_penalty_on_separable_data():
     rng = np.random.default_rng(3)
     y = (rng.random(600) < 0.3).astype(np.int64)

@@ -1,6 +1,7 @@
 """Retrain, evaluate, promote and the nightly schedule, as real Dagster runs on the demo data."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -109,13 +110,17 @@ def test_worse_challenger_is_refused_and_the_run_still_succeeds(trained, tmp_pat
     promoted_before = instance.get_latest_materialization_event(dg.AssetKey("production_model")).run_id
 
     # A challenger that only sees the time of day for one epoch: clearly worse on the same split.
-    weak = {"use_embedding": False, "use_ngrams": False, "use_text_stats": False, "max_epochs": 1}
+    # Left uncalibrated, so its report must not claim a calibration that never ran.
+    weak = {"use_embedding": False, "use_ngrams": False, "use_text_stats": False, "max_epochs": 1, "calibrate": False}
     config = tmp_path / "weak.yaml"
     config.write_text(json.dumps({"ops": {"fraud_classifier": {"config": weak}}}))
     assert main(["retrain", "--json", "--config", str(config)]) == 0  # refusal is an outcome, not a failure
     summary = json.loads(capsys.readouterr().out)
     assert summary["success"] and summary["promoted"] is False
     assert "worse than champion" in summary["promotion_reason"]
+    weak_card = json.loads((Path(summary["candidate"]) / "model_card.json").read_text())
+    assert weak_card["selection"]["blend"]["chosen"] == "uncalibrated"
+    assert weak_card["metrics"]["calibration"]["before"] is None
     assert instance.get_run_by_id(summary["run_id"]).status == dg.DagsterRunStatus.SUCCESS
 
     key = dg.AssetCheckKey(dg.AssetKey("production_model"), "not_worse_than_champion")
@@ -177,3 +182,21 @@ def test_evaluation_report_repeats_gives_mean_and_sd_over_splits(trained):
     assert repeated["model_minus_tfidf"]["f1"]["sd"] is not None
     report = (root / "reports" / "latest" / "report.md").read_text()
     assert "Repeated evaluation (2 splits" in report and "±" in report
+
+
+def test_evaluation_report_alone_never_changes_the_model_in_production(trained):
+    """Run alone, evaluation_report evaluates the latest candidate; when that one is in production,
+    writing its card would break the hashes production.json pins (and so `score`, and the next gate)."""
+    from fraud_assets.defs.assets.training import evaluation_report
+    from fraud_assets.model.io import promote
+
+    instance, pointer = trained["instance"], trained["root"] / "models" / "production.json"
+    event = instance.get_latest_materialization_event(dg.AssetKey("fraud_classifier"))
+    latest = Path(str(event.asset_materialization.metadata["dagster/uri"].value))
+    promote(latest, pointer)  # the latest candidate in production, as after any promoted retrain
+    files = {p.name: p.read_bytes() for p in latest.iterdir()}
+    result = dg.materialize([evaluation_report], instance=instance, resources=default_resources(), raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert not result.success and "is the model in production" in str(failure.step_failure_data.user_failure_data.description)
+    assert {p.name: p.read_bytes() for p in latest.iterdir()} == files
+    load_model(pointer)  # the pinned hashes still match

@@ -88,12 +88,24 @@ def _cross_fitted_loss(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> f
     return _log_loss(y, held_out)
 
 
+def uncalibrated(parts: dict[str, Any], note: str) -> Blend:
+    """The model without stacking or calibration: the linear part plus the deep part trained on top of it.
+
+    The dense part is a logistic regression of its own, so adding its logit
+    unweighted would count the same evidence twice; it gets weight 0 unless it
+    is the only part there is. ``predict_proba(calibrated=False)`` is the same model.
+    """
+    alone = not ({"linear", "deep"} & parts.keys())
+    weights = {p: 1.0 if p != "dense" or alone else 0.0 for p in parts}
+    return Blend(weights, 0.0, "uncalibrated", {"note": note})
+
+
 def fit_blend(parts: dict[str, np.ndarray], y_val: Any, *, folds: int = 5, seed: int = 0) -> Blend:
     """Choose and fit the blend of ``parts`` (validation logits per part) on validation.
 
     Candidates whose parts are not all present are skipped. With too few
-    validation rows of a class to cross-fit, the parts are simply added
-    (weights 1, bias 0: the uncalibrated model) and the report says so.
+    validation rows of a class to cross-fit, the model is left uncalibrated
+    (:func:`uncalibrated`) and the report says so.
     """
     y = np.asarray(y_val).astype(np.int64).ravel()
     names = [c for c, needs in CANDIDATES.items() if all(p in parts for p in needs)]
@@ -101,7 +113,9 @@ def fit_blend(parts: dict[str, np.ndarray], y_val: Any, *, folds: int = 5, seed:
         names = [c for c in names if "linear" in CANDIDATES[c]]
     report: dict[str, Any] = {"raw_val_log_loss": _log_loss(y, sum(parts.values())), "candidates": {}}
     if min(np.bincount(y, minlength=2)) < folds:
-        return Blend({p: 1.0 for p in parts}, 0.0, "uncalibrated", {**report, "note": "too few validation rows per class"})
+        blend = uncalibrated(parts, f"too few validation rows per class to cross-fit {folds} folds")
+        blend.report = {**report, **blend.report}
+        return blend
     for name in names:
         x = np.column_stack([parts[p] for p in CANDIDATES[name]])
         report["candidates"][name] = _cross_fitted_loss(x, y, folds, seed)

@@ -171,6 +171,16 @@ def read_pointer(pointer: str | StoragePath) -> dict | None:
     return _parse_json(storage.read_bytes(pointer), pointer)
 
 
+def is_promoted(candidate: str | StoragePath, pointer: str | StoragePath) -> bool:
+    """Whether ``pointer`` names ``candidate`` (an unreadable pointer names nothing)."""
+    pointer = as_path(pointer)
+    try:
+        document = read_pointer(pointer)
+    except ModelLoadError:
+        return False
+    return bool(document) and str(pointer.parent / str(document.get("model"))) == str(as_path(candidate))
+
+
 def promote(candidate: str | StoragePath, pointer: str | StoragePath) -> dict:
     """Point ``pointer`` at ``candidate`` in one atomic write; returns the new pointer document.
 
@@ -287,7 +297,7 @@ def _build(files: dict[str, bytes], where: StoragePath):
             state,
             history=config_doc.get("history"),
             best_epoch=int(config_doc.get("best_epoch", 0)),
-            selection=config_doc.get("selection"),
+            selection=card.get("selection"),
             held_out_validation=config_doc.get("held_out_validation"),
         )
     except (RuntimeError, KeyError, ValueError) as exc:

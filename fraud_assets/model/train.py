@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from fraud_assets.features import dense_columns
-from fraud_assets.model.calibration import expected_calibration_error, fit_blend
+from fraud_assets.model.calibration import expected_calibration_error, fit_blend, uncalibrated
 from fraud_assets.model.config import TEXT_STAT_COLUMNS, FeatureSpec, TrainConfig, default_time_columns
 from fraud_assets.model.featurize import _Features, _featurise
 from fraud_assets.model.lexical import tfidf_matrix_of_groups
@@ -279,14 +279,11 @@ def _fit_blend(module, x_val: _Inputs, y_val: np.ndarray, config: TrainConfig, f
     if fitted_dense:
         parts["dense"] = dense
     raw = 1.0 / (1.0 + np.exp(-np.clip(wide + deep, -50, 50)))
-    if config.calibrate:
-        blend = fit_blend(parts, y_val, seed=config.seed)
-        w = [blend.weights.get("linear", 0.0), blend.weights.get("deep", 0.0), blend.bias]
-        module.blend.copy_(torch.tensor(w, dtype=torch.float32))
-        module.dense_blend.fill_(blend.weights.get("dense", 0.0))
-        report = {"chosen": blend.chosen, "weights": blend.weights, "bias": blend.bias, **blend.report}
-    else:
-        report = {"chosen": "uncalibrated"}
+    blend = fit_blend(parts, y_val, seed=config.seed) if config.calibrate else uncalibrated(parts, "calibrate: false")
+    w = [blend.weights.get("linear", 0.0), blend.weights.get("deep", 0.0), blend.bias]
+    module.blend.copy_(torch.tensor(w, dtype=torch.float32))
+    module.dense_blend.fill_(blend.weights.get("dense", 0.0))
+    report = {"chosen": blend.chosen, "weights": blend.weights, "bias": blend.bias, **blend.report}
     a, b, c = (float(v) for v in module.blend)  # what the module computes, on the held-out logits
     cal = 1.0 / (1.0 + np.exp(-np.clip(a * wide + b * deep + float(module.dense_blend) * dense + c, -50, 50)))
     report["validation"] = {

@@ -216,14 +216,23 @@ def fraud_classifier(
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, fraud: FraudSettings) -> dg.MaterializeResult:
     """Test metrics at a validation-chosen threshold, baselines on the same split, plots and report."""
     from fraud_assets.evaluation import evaluate, with_repeats, write_report
-    from fraud_assets.model.io import load_model, update_card
+    from fraud_assets.model.io import is_promoted, load_model, update_card
 
     storage = fraud.storage
     candidate_dir = run_output(context, FRAUD_CLASSIFIER)
+    if is_promoted(candidate_dir, storage.production_pointer):
+        # Its card gets this evaluation's threshold and metrics, and production.json pins the card's hash.
+        raise dg.Failure(
+            f"the latest fraud_classifier, {candidate_dir}, is the model in production: evaluating it again "
+            "would change the files production.json pins. To evaluate with other settings, retrain "
+            "(the retrain job, or fraud_classifier with evaluation_report)."
+        )
     model, card = load_model(candidate_dir)
     dataset = storage.read_parquet(as_path(card["training_dataset"]))  # the split this candidate was trained on
     val, test = (dataset.filter(pl.col("split") == s) for s in ("validation", "test"))
     test_proba, raw_test_proba = model.predict_proba_before_after(test)
+    if model.selection.get("blend", {}).get("chosen") == "uncalibrated":
+        raw_test_proba = None  # nothing was calibrated: no before / after to show
     result = evaluate(
         dataset,
         model.validation_proba(val),  # held-out where parts were refitted on validation
