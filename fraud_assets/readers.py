@@ -96,7 +96,8 @@ _CONFIG_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "min_year": ((int,), "an integer"),
     },
 }
-DEFAULT_MISSING_LABELS = ("", "nan", "null", "none", "n/a", "na", "#n/a", "-", "--", "?")
+#: Label values that mean "no label" whatever the config says; ``[labels] missing`` adds to them.
+DEFAULT_MISSING_LABELS = ("", "nan", "null", "\\n", "none", "n/a", "na", "#n/a", "-", "--", "?")
 
 
 def _check_config(data: dict[str, Any], path: Path) -> None:
@@ -150,7 +151,7 @@ class IngestConfig:
             future_tolerance_hours=float(limits.get("future_tolerance_hours", 24)),
             min_year=limits.get("min_year", 2000),
             missing_labels=frozenset(
-                _label_key(v, keep_placeholders=True) for v in labels.get("missing", DEFAULT_MISSING_LABELS)
+                _label_key(v, keep_placeholders=True) for v in (*DEFAULT_MISSING_LABELS, *labels.get("missing", ()))
             ),
         )
         values.update(overrides)

@@ -89,6 +89,26 @@ def test_a_database_placeholder_is_not_a_message(tmp_path):
     assert all(r.startswith("text: a placeholder for a missing value") for r in reasons(quarantine).values())
 
 
+def test_a_config_listing_its_own_missing_labels_adds_to_the_built_in_placeholders(tmp_path):
+    # Following the README's advice ("add 否 to [labels] missing") must not make \\N, NaN or empty
+    # a fraud category when other label values are fraud categories.
+    config_path = tmp_path / "ingest.toml"
+    config_path.write_text(
+        '[columns]\ntext = ["text"]\nlabel = ["label"]\n'
+        '[labels]\nnormal = ["0"]\nfraud = ["1"]\nmissing = ["否"]\nother_values_are_fraud_categories = true\n'
+    )
+    minimal = tmp_path / "minimal.toml"
+    minimal.write_text('[columns]\ntext = ["text"]\nlabel = ["label"]\n')
+    for config in (IngestConfig.load(config_path), IngestConfig.load(minimal)):
+        assert all(config.is_placeholder(v) for v in ("\\N", "NaN", "", "null", "-"))
+    config = IngestConfig.load(config_path)
+    assert config.is_placeholder("否") and config.map_label("刷单") == (1, "刷单")
+    body = "text,label\nparcel held pay now,\\N\nno label here,\nanother,NaN\nmarked empty,否\nrefund scam,刷单\n"
+    _, accepted, quarantine = ingest(write(tmp_path, "a.csv", body), config)
+    assert accepted["text"].to_list() == ["refund scam"] and quarantine.height == 4
+    assert all(r.startswith("label: missing") for r in reasons(quarantine).values())
+
+
 def test_header_names_match_whatever_mix_of_spaces_quotes_and_brackets_surrounds_them(tmp_path):
     from fraud_assets.readers import normalize_header
 
