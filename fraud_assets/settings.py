@@ -57,11 +57,17 @@ def keep_models() -> int:
 
 def check_timezone(name: str, setting: str = "FRAUD_TIMEZONE") -> str:
     """The IANA zone name, or ConfigError naming the setting (``Asia/Shanghai``, ``UTC``, ...)."""
+    import datetime as dt
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    import polars as pl
 
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # The system's zone files also hold names polars does not know ('localtime', 'posix/...'),
+        # which would fail ingestion later with a polars error instead of this one.
+        pl.Series([dt.datetime(2000, 1, 1)]).dt.replace_time_zone(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError, pl.exceptions.PolarsError):
         raise ConfigError(f"{setting} must be an IANA time zone such as 'Asia/Shanghai' or 'UTC', not {name!r}") from None
     return name
 

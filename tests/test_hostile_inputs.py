@@ -575,6 +575,10 @@ def test_configuration_mistakes_exit_2_naming_the_setting(tmp_path, monkeypatch,
     assert main(["ingest"]) == 2
     err = capsys.readouterr().err
     assert "FRAUD_TIMEZONE must be an IANA time zone" in err and "'Mars/Olympus_Mons'" in err
+    # names the system's zone files hold but polars cannot use: the same clear error, not a polars one
+    monkeypatch.setenv("FRAUD_TIMEZONE", "localtime")
+    assert main(["ingest"]) == 2
+    assert "FRAUD_TIMEZONE must be an IANA time zone" in capsys.readouterr().err
     monkeypatch.setenv("FRAUD_TIMEZONE", "Asia/Shanghai")
     bad = tmp_path / "bad.toml"
     bad.write_text('[columns]\ntext = "text"\nlabel = ["label"]\n')
