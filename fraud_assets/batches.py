@@ -17,6 +17,7 @@ import csv
 import datetime as dt
 import io
 import itertools
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,9 @@ Batch = tuple[int, pl.DataFrame | None, list[Record] | None]
 DEFAULT_BATCH_ROWS = 100_000
 HEAD_LINES = 2000  # what ``detect_layout`` reads (``quotes_fields`` samples 2000 lines)
 _CHUNK_BYTES = 1 << 23
+# A header whose first column is bracketed (SQL Server's "[id],[text],[label]"): a text that is JSON
+# never has a top-level ']' followed by a delimiter, so such a file is delimited, not JSON.
+_BRACKETED_HEADER = re.compile(r'\s*\[[^\[\]{}"\r\n]*\]\s*[,\t;|]')
 _LOOKAHEAD_LINES = 1000
 # the ISO timestamps polars parses exactly as ``datetime.fromisoformat`` does; anything else goes to Python
 _ISO = r"^(?:19[7-9]\d|2[01]\d\d)-\d\d-\d\d[ T](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?$"
@@ -114,7 +118,8 @@ class DelimitedFile:
         # newline="" splits lines exactly as the whole-file reader does (\r, \n and \r\n)
         with path.open(encoding=encoding, errors="surrogateescape", newline="") as start:
             sample = start.read(65536)  # the sample the whole-file reader checks (binary content, JSON)
-        if readers._control_share(sample) > 0.05 or sample.lstrip().startswith(("{", "[")):
+        json_like = sample.lstrip().startswith(("{", "[")) and not _BRACKETED_HEADER.match(sample)
+        if readers._control_share(sample) > 0.05 or json_like:
             return None
         handle = path.open(encoding=encoding, errors="surrogateescape", newline="")
         head = list(itertools.islice(handle, HEAD_LINES))

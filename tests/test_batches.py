@@ -113,6 +113,30 @@ def test_a_clean_file_takes_the_vectorised_path_and_counts_every_record(tmp_path
     assert_same(read_messages(path, CONFIG, batch_rows=1000), whole(path))
 
 
+@pytest.mark.parametrize("header", ["[id],[text],[label]", "\ufeff[text]\t[label]", " [text] ;label"])
+def test_a_bracketed_sql_server_header_is_read_in_batches_not_whole(tmp_path, header):
+    delimiter = "\t" if "\t" in header else ";" if ";" in header else ","
+    first = header.lstrip("\ufeff ").split(delimiter)[0]
+    rows = [delimiter.join(([str(i)] if first == "[id]" else []) + [f"message {i}", str(i % 2)]) for i in range(250)]
+    path = tmp_path / "export.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    opened = DelimitedFile.open(path, ".csv")
+    assert opened is not None  # None sends a file to the reader that holds it whole
+    opened.close()
+    heights = [rows.height + quarantine.height for rows, quarantine in stream_messages(path, CONFIG, batch_rows=100)]
+    assert heights == [100, 100, 50]
+    assert_same(read_messages(path, CONFIG, batch_rows=100), whole(path))
+
+
+@pytest.mark.parametrize(
+    "text", ['[{"text": "a", "label": 1}]', '[\n  {"text": "a", "label": 1}\n]', '{"text": "a", "label": 1}']
+)
+def test_json_still_goes_to_the_whole_file_reader(tmp_path, text):
+    path = tmp_path / "export.csv"
+    path.write_text(text + "\n", encoding="utf-8")
+    assert DelimitedFile.open(path, ".csv") is None
+
+
 @pytest.mark.parametrize("delimiter,width", [(",", 3), ("\t", 2), (";", 1)])
 def test_lines_without_quotes_split_as_the_csv_module_splits_them(delimiter, width):
     import csv
