@@ -42,6 +42,11 @@ class ServingContext:
     settings: Any  # fraud_assets.settings.Settings
     card: dict
 
+    @property
+    def timezone(self) -> str:
+        """The zone the model's time features were computed in (cards before it was recorded: the setting)."""
+        return self.card.get("timezone") or self.settings.timezone
+
 
 @dataclass(frozen=True)
 class FeatureGroup:
@@ -78,7 +83,7 @@ def _embeddings_for_scoring(messages: pl.DataFrame, ctx: ServingContext) -> pl.D
 def _time_features_for_scoring(messages: pl.DataFrame, ctx: ServingContext) -> pl.DataFrame:
     from fraud_assets.time_features import time_features
 
-    return time_features(messages.select(*JOIN_KEYS, "sent_at"), timezone=ctx.settings.timezone)
+    return time_features(messages.select(*JOIN_KEYS, "sent_at"), timezone=ctx.timezone)
 
 
 def _time_columns() -> tuple[str, ...]:

@@ -38,8 +38,10 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     settings = settings or Settings.from_env()
     _check_paths(input_path, output_path)
     model, card = _load_scoring_model(model_dir)
+    serving = ServingContext(settings=settings, card=card)
 
-    parsed = read_messages(input_path, IngestConfig.load(settings.ingest_config), timezone=settings.timezone, require_label=False)
+    # naive timestamps are read, and time features computed, in the zone the model was trained in
+    parsed = read_messages(input_path, IngestConfig.load(settings.ingest_config), timezone=serving.timezone, require_label=False)
     if parsed.error:
         raise ScoringError(f"cannot read {input_path}: {parsed.error}")
     rows = parsed.rows.with_columns(normalize_texts(parsed.rows["text"].fill_null("")).alias("norm"))
@@ -50,7 +52,7 @@ def score_file(input_path: Path, output_path: Path, *, model_dir: str | Path, se
     started = time.perf_counter()
     messages = rows.select("message_id", "text_hash", pl.col("norm").alias("text"), "sent_at")
     try:
-        features = serving_features(messages, ServingContext(settings=settings, card=card))
+        features = serving_features(messages, serving)
     except FeatureUnavailable as exc:
         raise ScoringError(str(exc)) from None
     probability = model.predict_proba(features) if rows.height else []

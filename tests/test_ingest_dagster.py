@@ -173,11 +173,22 @@ def test_known_texts_are_not_embedded_again_and_model_settings_never_mix(env, ca
         result = dg.materialize([training_dataset], instance=instance, resources=setting, raise_on_error=False)
         (failure,) = [e for e in result.all_events if e.is_step_failure]
         message = failure.step_failure_data.error.message
-        assert "1 of 2 partitions were computed with another embedding" in message and stale in message
+        assert "message_embeddings of 1 of 2 partitions were computed with another embedding" in message and stale in message
     dg.materialize(
         [features.message_embeddings], partition_key=other, instance=instance, resources=resources, run_config=RUN_CONFIG
     )
     assert dg.materialize([training_dataset], instance=instance, resources=resources).success  # one setting again
+
+    # time features of one partition computed in another zone: the same refusal, naming it
+    from fraud_assets.defs.resources import FraudSettings
+
+    utc = {**resources, "fraud": FraudSettings.from_settings(timezone="UTC")}
+    assert resources["fraud"].timezone != "UTC"
+    dg.materialize([features.time_features], partition_key=key, instance=instance, resources=utc)
+    result = dg.materialize([training_dataset], instance=instance, resources=resources, raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "time_features of 1 of 2 partitions were computed with another FRAUD_TIMEZONE" in message and key in message
 
 
 def test_a_file_ingested_in_small_batches_gives_the_tables_of_one_batch(env):

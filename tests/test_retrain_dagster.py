@@ -160,6 +160,24 @@ def test_the_champion_is_not_judged_on_rows_it_was_trained_on(trained, tmp_path)
     assert plain.metadata["test_rows_compared"] == test_rows and "same test split" in plain.reason
 
 
+def test_scoring_computes_time_features_in_the_zone_the_model_was_trained_in(trained, tmp_path, monkeypatch):
+    pointer = trained["root"] / "models" / "production.json"
+    card = json.loads((pointer.parent / json.loads(pointer.read_text())["model"] / "model_card.json").read_text())
+    assert card["timezone"] == "Asia/Shanghai"  # the default FRAUD_TIMEZONE the fixture trained under
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "text,sent_at\nare you up? can you talk,2026-03-01T01:30:00+08:00\nare you up? can you talk,2026-03-01 13:30:00\n"
+        "lunch at noon?,1772330400\n"
+    )
+    outputs = []
+    for zone in ("Asia/Shanghai", "UTC", "America/New_York"):
+        monkeypatch.setenv("FRAUD_TIMEZONE", zone)
+        out = tmp_path / f"scored-{zone.replace('/', '_')}.csv"
+        assert main(["score", str(source), "-o", str(out)]) == 0
+        outputs.append(pl.read_csv(out)["probability"].to_list())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_nightly_schedule_runs_only_when_new_data_arrived(trained):
     assert isinstance(trained["schedule_before"], dg.RunRequest)
     after = _evaluate_schedule(trained["instance"])

@@ -15,6 +15,7 @@ from fraud_assets.asset_names import (
     FRAUD_CLASSIFIER,
     MESSAGE_EMBEDDINGS,
     PRODUCTION_MODEL,
+    TIME_FEATURES,
     TRAINING_DATASET,
 )
 from fraud_assets.dataset import ingested_partitions, load_partitions, partitions_fingerprint, per_file_outputs
@@ -102,37 +103,49 @@ def run_name(context: dg.AssetExecutionContext) -> str:
     return f"{when:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
 
 
-def check_embeddings_current(instance: dg.DagsterInstance, keys: list[str], fingerprint: str) -> None:
-    """Fail when some partitions' vectors come from another embedding model, setting or backend.
-
-    Why: changing ``FRAUD_EMBEDDING_MODEL``, ``FRAUD_EMBEDDING_BACKEND`` or the
-    embedder's settings changes the fingerprint for new files only; training on
-    old and new vectors together would mix two vector spaces without a word
-    (or stop on a dimension mismatch). The fingerprint of each partition's
-    latest ``message_embeddings`` materialisation is compared with the current
-    one; partitions without one recorded are not judged.
-    """
+def _latest_per_partition(instance: dg.DagsterInstance, asset: str, keys: list[str], entry: str) -> dict[str, str]:
+    """The metadata ``entry`` of each partition's latest materialisation of ``asset`` (where recorded)."""
     latest: dict[str, str] = {}
     cursor = None
     while True:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(MESSAGE_EMBEDDINGS), asset_partitions=keys), limit=1000, cursor=cursor
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=keys), limit=1000, cursor=cursor
         )
         for record in result.records:  # newest first
             event = record.asset_materialization
-            if event is not None and event.partition is not None and "fingerprint" in event.metadata:
-                latest.setdefault(event.partition, str(event.metadata["fingerprint"].value))
+            if event is not None and event.partition is not None and entry in event.metadata:
+                latest.setdefault(event.partition, str(event.metadata[entry].value))
         if not result.has_more:
-            break
+            return latest
         cursor = result.cursor
-    stale = sorted(key for key, value in latest.items() if value != fingerprint)
-    if stale:
-        raise dg.Failure(
-            f"message_embeddings of {len(stale)} of {len(keys)} partitions were computed with another embedding "
-            f"model, setting or backend (fingerprint {latest[stale[0]]}, now {fingerprint}): {', '.join(stale[:5])}"
-            f"{', ...' if len(stale) > 5 else ''}. Re-materialise message_embeddings for them (a backfill in the UI), "
-            "then retrain."
-        )
+
+
+def check_partitions_current(instance: dg.DagsterInstance, keys: list[str], fingerprint: str, timezone: str) -> None:
+    """Fail when some partitions' features were computed under other settings than the current ones.
+
+    Why: changing ``FRAUD_EMBEDDING_MODEL``, ``FRAUD_EMBEDDING_BACKEND`` or the
+    embedder's settings changes the fingerprint for new files only; training on
+    old and new vectors together would mix two vector spaces without a word
+    (or stop on a dimension mismatch). Changing ``FRAUD_TIMEZONE`` likewise
+    shifts the hour and weekday of new files only. The fingerprint of each
+    partition's latest ``message_embeddings`` materialisation, and the zone of
+    its latest ``time_features`` one, are compared with the current ones;
+    partitions without one recorded are not judged.
+    """
+    checks = (
+        (MESSAGE_EMBEDDINGS, "fingerprint", fingerprint, "embedding model, setting or backend"),
+        (TIME_FEATURES, "timezone", timezone, "FRAUD_TIMEZONE"),
+    )
+    for asset, entry, current, what in checks:
+        latest = _latest_per_partition(instance, asset, keys, entry)
+        stale = sorted(key for key, value in latest.items() if value != current)
+        if stale:
+            raise dg.Failure(
+                f"{asset} of {len(stale)} of {len(keys)} partitions were computed with another {what} "
+                f"({entry} {latest[stale[0]]}, now {current}): {', '.join(stale[:5])}"
+                f"{', ...' if len(stale) > 5 else ''}. Re-materialise {asset} for them (a backfill in the UI), "
+                "then retrain."
+            )
 
 
 @dg.asset(group_name="training", deps=list(per_file_outputs()), kinds={"polars"})
@@ -144,7 +157,7 @@ def training_dataset(context: dg.AssetExecutionContext, fraud: FraudSettings, em
     keys = ingested_partitions(storage, context.instance.get_dynamic_partitions(message_files.name))
     if not keys:
         raise dg.Failure("no ingested partitions: drop files into the landing folder and run ingest first")
-    check_embeddings_current(context.instance, keys, embedder.get_embedder().fingerprint)
+    check_partitions_current(context.instance, keys, embedder.get_embedder().fingerprint, fraud.timezone)
     dataset, summary = build_training_dataset(*load_partitions(storage, keys), seed=fraud.seed)
     path = storage.asset_path(TRAINING_DATASET, run_name(context))  # one file per run: retrains never share one
     storage.write_json({"partitions": keys, "summary": summary}, path.with_suffix(".json"))
@@ -191,6 +204,7 @@ def fraud_classifier(
             "backend": embedder.backend,
         },
         "partitions": lineage["partitions"],
+        "timezone": fraud.timezone,  # the zone of its time features: scoring computes them in the same one
         "dataset_summary": lineage["summary"],
         "history": model.history,
         "best_epoch": model.best_epoch,
