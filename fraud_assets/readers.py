@@ -892,25 +892,47 @@ def _from_text(text: str) -> dt.datetime:
 
 
 def combine_date_time(date: Any, time: Any) -> Any:
-    """Join separate date and time column values ("2026-03-01" + "10:00:00") into one timestamp value."""
+    """Join separate date and time column values ("2026-03-01" + "10:00:00") into one timestamp value.
+
+    A non-empty time is never dropped: what cannot be joined into a known form is
+    passed on joined anyway, for the timestamp parser to read or quarantine with
+    its reason (a time of day silently dropped would put the message at midnight).
+    """
     if time is None or (isinstance(time, float) and math.isnan(time)) or not str(time).strip():
         return date
     if date is None or (isinstance(date, float) and math.isnan(date)) or not str(date).strip():
         return None if _looks_like_time(time) else time
-    if isinstance(date, dt.datetime) and not isinstance(time, dt.time):
+    if isinstance(date, dt.datetime) and date.tzinfo is None and date.time() == dt.time(0):
+        date = date.date()  # a date column exported as a datetime at midnight
+    if isinstance(date, dt.datetime):
         return date  # the date column already holds a full timestamp
     if isinstance(date, dt.date) and isinstance(time, dt.time):
-        return dt.datetime.combine(date if not isinstance(date, dt.datetime) else date.date(), time)
+        return dt.datetime.combine(date, time)
     date_text, time_text = str(date).strip(), str(time).strip()
-    if not _looks_like_time(time_text) or _looks_like_time(date_text) or " " in date_text or "T" in date_text:
-        return date_text  # not a date + a time of day: the date column is read on its own
+    midnight = _MIDNIGHT.fullmatch(date_text)
+    if midnight:
+        date_text = midnight.group(1)
+    elif _looks_like_time(date_text) or " " in date_text or "T" in date_text:
+        return date_text  # the date column holds a full timestamp (or no date): read on its own
+    if _STARTS_WITH_DATE.match(time_text):
+        return time_text  # the time column holds a full timestamp
+    clock = _CLOCK.fullmatch(time_text)
+    if _EXCEL_DAY.fullmatch(date_text) and clock:  # Excel serial day + time of day = serial day with a fraction
+        h, m, sec = (float(v or 0) for v in clock.groups())
+        return str(float(date_text) + (h * 3600 + m * 60 + sec) / 86400)
     return f"{date_text} {time_text}"
 
 
 def _looks_like_time(value: Any) -> bool:
     return isinstance(value, dt.time) or bool(
-        re.fullmatch(r"\d{1,2}[:时点]\d{1,2}(?:[:分]\d{1,2}(?:\.\d+)?秒?)?", str(value).strip())
+        re.fullmatch(r"\d{1,2}[:时点]\d{1,2}(?:分|[:分]\d{1,2}(?:\.\d+)?秒?)?", str(value).strip())
     )
+
+
+_MIDNIGHT = re.compile(r"(.+?)[ T]0?0:00(?::00(?:\.0+)?)?")
+_STARTS_WITH_DATE = re.compile(r"\d{4}\s*[-/年.]\s*\d{1,2}")
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d+)?))?")
+_EXCEL_DAY = re.compile(r"\d{5}(?:\.0+)?")
 
 
 # ---------------------------------------------------------------------------
