@@ -344,3 +344,23 @@ def resplit(
     frame = dataset.drop("split") if "split" in dataset.columns else dataset
     out, strategy = _split(frame, seed, validation_share, test_share)
     return out.sort("text_hash"), strategy
+
+
+def earlier_split(
+    dataset: pl.DataFrame, windows: int, seed: int = 0, *, validation_share: float = 0.15, test_share: float = 0.15
+) -> tuple[pl.DataFrame, str]:
+    """The time split as it was ``windows`` test windows ago (a backtest, for repeated evaluation of timed data).
+
+    A split by time does not depend on the seed, so re-splitting with other
+    seeds would evaluate the same split again. Here the newest ``windows x
+    test_share`` of the rows (by time) are left out and the rest is split by
+    time under the same rules: the model as it would have been trained and
+    tested earlier, never on a future it had seen. Rows without a timestamp
+    cannot be placed in time and stay in (split stratified with ``seed``, as always).
+    """
+    frame = dataset.drop("split") if "split" in dataset.columns else dataset
+    timed = frame.filter(pl.col("sent_at").is_not_null()).sort(["sent_at", "text_hash"])
+    drop = min(round(windows * test_share * timed.height), timed.height)
+    kept = pl.concat([timed.head(timed.height - drop), frame.filter(pl.col("sent_at").is_null())])
+    out, strategy = _split(kept.sort("text_hash"), seed, validation_share, test_share)
+    return out.sort("text_hash"), f"{strategy}, {windows} test window(s) earlier ({kept.height} of {frame.height} rows)"

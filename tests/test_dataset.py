@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fraud_assets.dataset import build_training_dataset
+from fraud_assets.dataset import build_training_dataset, earlier_split, resplit
 from fraud_assets.text import text_hash
 from fraud_assets.time_features import TIME_FEATURE_COLUMNS, time_features
 
@@ -168,6 +168,21 @@ def test_time_split_without_normal_rows_in_test_falls_back_to_stratified():
     assert "no normal in test" in summary["split_strategy"]
     assert all(summary["splits"][s][kind] >= 1 for s in ("train", "validation", "test") for kind in ("fraud", "normal"))
     assert dataset.height == n
+
+
+def test_an_earlier_split_leaves_out_the_newest_rows_and_splits_the_rest_by_time():
+    n = 100
+    texts = [f"message number {i}" for i in range(n)]
+    labels = [int(i % 4 == 0) for i in range(n)]
+    stamps = [T0 + timedelta(hours=i) for i in range(n)]
+    dataset, summary = build([partition("a.csv", texts, labels, stamps)])
+    assert summary["split_strategy"] == "time" and resplit(dataset, 5)[0].equals(dataset)  # the seed changes nothing
+    earlier, how = earlier_split(dataset, 1)
+    assert how == "time, 1 test window(s) earlier (85 of 100 rows)" and earlier.height == 85
+    newest = dataset.filter(pl.col("split") == "test")["sent_at"]
+    assert earlier["sent_at"].max() < newest.min()  # the original test window is left out whole
+    by_split = {s: earlier.filter(pl.col("split") == s)["sent_at"] for s in ("train", "validation", "test")}
+    assert by_split["train"].max() < by_split["validation"].min() <= by_split["validation"].max() < by_split["test"].min()
 
 
 def test_misaligned_partition_frames_are_joined_by_key():

@@ -308,11 +308,15 @@ def test_production_pointer_pins_one_model_whole(trained, dataset, tmp_path):
 
     for day in range(3, 7):
         save_model(model, models / "candidates" / f"2026010{day}T000000Z-cccc", {"threshold": 0.5})
+    # newer than the model in production: another retrain may still be evaluating them
+    assert prune_candidates(models / "candidates", pointer, keep=0) == []  # the older one is production's predecessor
+    assert sorted(p.name for p in (models / "candidates").iterdir())[-4:] == [f"2026010{d}T000000Z-cccc" for d in range(3, 7)]
+    promote(models / "candidates" / "20260106T000000Z-cccc", pointer)
     removed = prune_candidates(models / "candidates", pointer, keep=2)
     left = sorted(p.name for p in (models / "candidates").iterdir())
-    assert "20260102T000000Z-bbbb" in left and "20260101T000000Z-aaaa" in left  # production and its predecessor
-    assert left[-2:] == ["20260105T000000Z-cccc", "20260106T000000Z-cccc"] and len(removed) == 2
-    assert load_model(pointer)[1]["run_name"] == "b"
+    assert left == ["20260102T000000Z-bbbb", "20260105T000000Z-cccc", "20260106T000000Z-cccc"]  # newest 2, the one replaced
+    assert sorted(removed) == ["20260101T000000Z-aaaa", "20260103T000000Z-cccc", "20260104T000000Z-cccc"]
+    assert load_model(pointer)[1]["threshold"] == 0.5
 
 
 def test_loading_while_promotions_happen_never_mixes_two_models(trained, dataset, tmp_path):

@@ -1,6 +1,7 @@
 """Retrain, evaluate, promote and the nightly schedule, as real Dagster runs on the demo data."""
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -186,6 +187,11 @@ def test_nightly_schedule_runs_only_when_new_data_arrived(trained):
     (incoming / "late.csv").write_text("text,label\nA late message about your parcel,0\nTransfer now to the safe account,1\n")
     run_ingest(trained["instance"], log=lambda m: None)
     assert isinstance(_evaluate_schedule(trained["instance"]), dg.RunRequest)
+    # a retrain that trains, then fails (here: a precision target missing): the next night tries again
+    failed = run_retrain(trained["instance"], {"ops": {"evaluation_report": {"config": {"threshold_strategy": "precision"}}}})
+    assert not failed["success"]
+    assert trained["instance"].get_latest_materialization_event(dg.AssetKey("fraud_classifier")).run_id == failed["run_id"]
+    assert isinstance(_evaluate_schedule(trained["instance"]), dg.RunRequest)
 
 
 def test_evaluation_report_repeats_gives_mean_and_sd_over_splits(trained):
@@ -200,6 +206,10 @@ def test_evaluation_report_repeats_gives_mean_and_sd_over_splits(trained):
     assert repeated["model_minus_tfidf"]["f1"]["sd"] is not None
     report = (root / "reports" / "latest" / "report.md").read_text()
     assert "Repeated evaluation (2 splits" in report and "±" in report
+    # the demo data is split by time, which no seed changes: the second split is a test window earlier
+    first, second = repeated["split_strategies"]
+    assert first.startswith("time") and second.startswith(f"{first}, 1 test window(s) earlier")
+    assert "a test window earlier" in report
 
 
 def test_evaluation_report_alone_never_changes_the_model_in_production(trained):
@@ -218,3 +228,31 @@ def test_evaluation_report_alone_never_changes_the_model_in_production(trained):
     assert not result.success and "is the model in production" in str(failure.step_failure_data.user_failure_data.description)
     assert {p.name: p.read_bytes() for p in latest.iterdir()} == files
     load_model(pointer)  # the pinned hashes still match
+
+
+def test_a_champion_promoted_during_the_comparison_is_compared_with_again(trained, monkeypatch):
+    """Two retrains overlap: the other one promotes while this one is comparing with the old champion."""
+    from fraud_assets.defs.assets import training
+    from fraud_assets.model.io import promote, update_card
+
+    instance, models = trained["instance"], trained["root"] / "models"
+    pointer = models / "production.json"
+    in_production = json.loads(pointer.read_text())["model"]
+    other = models / "candidates" / "20000101T000000Z-other"  # another run's evaluated candidate
+    shutil.copytree(pointer.parent / in_production, other)
+    update_card(other, run_name="other")
+    real, calls = training.compare_with_champion, []
+
+    def compare_while_another_run_promotes(*args, **kwargs):
+        decision = real(*args, **kwargs)
+        calls.append(decision.metadata.get("champion"))
+        if len(calls) == 1:
+            promote(other, pointer)  # the other retrain's promotion lands now
+        return decision
+
+    monkeypatch.setattr(training, "compare_with_champion", compare_while_another_run_promotes)
+    result = dg.materialize([training.production_model], instance=instance, resources=default_resources())
+    assert result.success and len(calls) == 2
+    assert calls[1] == "other" != calls[0]  # the second comparison is with the model promoted meanwhile
+    [check] = result.get_asset_check_evaluations()
+    assert check.metadata["champion"].value == "other"

@@ -25,6 +25,12 @@ def nightly_retrain(context: dg.ScheduleEvaluationContext, fraud: FraudSettings)
     last = context.instance.get_latest_materialization_event(dg.AssetKey(FRAUD_CLASSIFIER))
     if last is not None:
         previous = last.asset_materialization.metadata.get("partitions_fingerprint")
-        if previous is not None and previous.value == partitions_fingerprint(keys):
-            return dg.SkipReason(f"no new partition since the last training ({len(keys)} partitions unchanged)")
+        run = context.instance.get_run_by_id(last.run_id)
+        if previous is not None and previous.value == partitions_fingerprint(keys) and run is not None:
+            # A retrain that failed after training (evaluation, promotion: killed, out of memory, the
+            # object store down) is retried: skipping on the training alone would wait for another file.
+            if run.status == dg.DagsterRunStatus.SUCCESS:
+                return dg.SkipReason(f"no new partition since the last training ({len(keys)} partitions unchanged)")
+            if not run.is_finished:
+                return dg.SkipReason(f"the retrain of these {len(keys)} partitions is still running (run {run.run_id})")
     return dg.RunRequest(tags={"fraud/partitions": str(len(keys)), "fraud/partitions_fingerprint": partitions_fingerprint(keys)})

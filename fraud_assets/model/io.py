@@ -171,6 +171,15 @@ def read_pointer(pointer: str | StoragePath) -> dict | None:
     return _parse_json(storage.read_bytes(pointer), pointer)
 
 
+def read_pointer_bytes(pointer: str | StoragePath) -> bytes | None:
+    """The pointer file's bytes (None when nothing was promoted): what changes with every promotion."""
+    pointer = as_path(pointer)
+    try:
+        return Storage(pointer).read_bytes(pointer)
+    except FileNotFoundError:
+        return None
+
+
 def is_promoted(candidate: str | StoragePath, pointer: str | StoragePath) -> bool:
     """Whether ``pointer`` names ``candidate`` (an unreadable pointer names nothing)."""
     pointer = as_path(pointer)
@@ -212,17 +221,19 @@ def promote(candidate: str | StoragePath, pointer: str | StoragePath) -> dict:
 def prune_candidates(candidates_dir: str | StoragePath, pointer: str | StoragePath, *, keep: int | None = None) -> list[str]:
     """Remove all but the newest ``keep`` candidates (``FRAUD_KEEP_MODELS``, default 10).
 
-    Never removes the promoted model or the one it replaced (a rollback
-    target). Candidate names start with a UTC timestamp, so name order is age
-    order. Returns the names removed.
+    Never removes the promoted model, the one it replaced (a rollback
+    target), or a candidate newer than the promoted one (another retrain may
+    still be evaluating it). Candidate names start with a UTC timestamp, so
+    name order is age order. Returns the names removed.
     """
     keep = keep_models() if keep is None else keep
     candidates_dir, pointer = as_path(candidates_dir), as_path(pointer)
     storage = Storage(candidates_dir)
     document = read_pointer(pointer) or {}
     protected = {Path(str(document.get(k) or "")).name for k in ("model", "previous")}
+    promoted = Path(str(document.get("model") or "")).name
     folders = storage.subfolders(candidates_dir)
-    removed = [p.name for p in folders[: max(len(folders) - keep, 0)] if p.name not in protected]
+    removed = [p.name for p in folders[: max(len(folders) - keep, 0)] if p.name not in protected and p.name < promoted]
     for name in removed:
         storage.remove_tree(candidates_dir / name)
     return removed

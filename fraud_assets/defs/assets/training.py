@@ -79,6 +79,10 @@ class PromotionConfig(dg.Config):
     tolerance: float = 0.0
 
 
+#: Promotions by other runs during one comparison after which production_model stops re-comparing.
+MAX_CHAMPION_CHANGES = 5
+
+
 def run_output(context: dg.AssetExecutionContext, asset: str, entry: str = "dagster/uri") -> str:
     """Where ``asset`` was written for this run (or another metadata ``entry`` of it): from its
     materialisation in this run when there is one (a retrain reads only what it produced itself,
@@ -258,7 +262,16 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     )
     if config.repeats > 1:
         result = with_repeats(
-            result, _repeated(dataset, result, seed=fraud.seed, model=model, config=config, log=context.log.info)
+            result,
+            _repeated(
+                dataset,
+                result,
+                seed=fraud.seed,
+                strategy=card.get("dataset_summary", {}).get("split_strategy"),
+                model=model,
+                config=config,
+                log=context.log.info,
+            ),
         )
     for folder in (storage.reports_dir / card["run_name"], storage.reports_dir / "latest"):
         write_report(result, folder, storage)
@@ -280,13 +293,14 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     )
 
 
-def _repeated(dataset: pl.DataFrame, first, *, seed: int, model, config: EvaluationConfig, log) -> dict:
+def _repeated(dataset: pl.DataFrame, first, *, seed: int, strategy: str, model, config: EvaluationConfig, log) -> dict:
     """Mean ± sd over ``config.repeats`` splits: the candidate's own, plus retrains on re-splits with the next seeds."""
     from fraud_assets.repeats import repeated_evaluation, scores_of, summarise
 
     seeds = [seed + i for i in range(1, config.repeats)]
     runs = repeated_evaluation(dataset, model.config, seeds, strategy=config.threshold_strategy, target=config.target, log=log)
-    return summarise([{"seed": seed, "scores": scores_of(first.metrics)}, *runs])
+    own = {"seed": seed, "split_strategy": strategy, "scores": scores_of(first.metrics)}
+    return summarise([own, *runs])
 
 
 @dg.asset(
@@ -302,18 +316,26 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     A refusal is an expected outcome, not an error: the check is a WARN and the run
     succeeds, so a night on which the challenger is simply not better stays green.
     """
-    from fraud_assets.model.io import promote, prune_candidates, read_card
+    from fraud_assets.model.io import promote, prune_candidates, read_card, read_pointer_bytes
 
     storage = fraud.storage
     candidate_dir = run_output(context, EVALUATION_REPORT, "candidate")  # the candidate this run evaluated
     dataset = storage.read_parquet(as_path(read_card(candidate_dir)["training_dataset"]))
-    decision = compare_with_champion(
-        candidate_dir,
-        storage.production_pointer,
-        dataset,
-        tolerance=config.tolerance,
-        read_parquet=lambda path: storage.read_parquet(as_path(path)),
-    )
+    for _ in range(MAX_CHAMPION_CHANGES):
+        # Overlapping retrains (the schedule and a manual one) each compare with the champion of their
+        # start; one promoted since this comparison began is compared with again, so a promotion never
+        # replaces a champion it was not compared with (short of a promotion in the last instant).
+        pointer_before = read_pointer_bytes(storage.production_pointer)
+        decision = compare_with_champion(
+            candidate_dir,
+            storage.production_pointer,
+            dataset,
+            tolerance=config.tolerance,
+            read_parquet=lambda path: storage.read_parquet(as_path(path)),
+        )
+        if not decision.promote or read_pointer_bytes(storage.production_pointer) == pointer_before:
+            break
+        context.log.info("another run promoted a model during the comparison: comparing with that one")
     yield dg.AssetCheckResult(
         check_name=NOT_WORSE_THAN_CHAMPION.name,
         passed=decision.promote,
