@@ -17,6 +17,7 @@ key; the original name is kept in the manifest, bytes included.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -343,7 +344,7 @@ def register_files(
             continue
         if item.duplicate_of is None and item.partition_key not in existing_keys:
             if item.partition_key in added:  # same bytes under a name that cleans to the same key (x.csv, x.CSV)
-                item = LandedFile(item.path, item.partition_key, item.size, item.partition_key)
+                item = dataclasses.replace(item, duplicate_of=item.partition_key)
             else:
                 added.add(item.partition_key)
                 registration.new.append(item)

@@ -48,6 +48,13 @@ def build(parts, **kwargs):
     return build_training_dataset([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], **kwargs)
 
 
+def hourly(labels: list[int], timed: int | None = None):
+    """One partition of distinct messages an hour apart, in label order; rows from ``timed`` on have no timestamp."""
+    n = len(labels)
+    stamps = [T0 + timedelta(hours=i) if timed is None or i < timed else None for i in range(n)]
+    return partition("a.csv", [f"message number {i}" for i in range(n)], labels, stamps)
+
+
 def labelled(n_normal: int, n_fraud: int, prefix: str = "") -> tuple[list[str], list[int]]:
     texts = [f"{prefix}normal message {i}" for i in range(n_normal)] + [f"{prefix}fraud message {i}" for i in range(n_fraud)]
     return texts, [0] * n_normal + [1] * n_fraud
@@ -90,25 +97,17 @@ def test_text_with_conflicting_labels_is_dropped_and_counted():
 
 def test_time_split_tests_on_the_newest_and_trains_on_the_oldest():
     # Fraud and normal interleaved in time, so every split holds fraud.
-    n = 40
-    texts = [f"message number {i}" for i in range(n)]
-    labels = [int(i % 4 == 0) for i in range(n)]
-    stamps = [T0 + timedelta(hours=i) for i in range(n)]
-    dataset, summary = build([partition("a.csv", texts, labels, stamps)])
+    dataset, summary = build([hourly([int(i % 4 == 0) for i in range(40)])])
     assert summary["split_strategy"] == "time"
     by_split = {s: dataset.filter(pl.col("split") == s).get_column("sent_at") for s in ("train", "validation", "test")}
     assert by_split["train"].max() < by_split["validation"].min()
     assert by_split["validation"].max() < by_split["test"].min()
-    assert by_split["test"].max() == stamps[-1] and by_split["train"].min() == stamps[0]
+    assert by_split["test"].max() == T0 + timedelta(hours=39) and by_split["train"].min() == T0
     assert [summary["splits"][s]["rows"] for s in ("train", "validation", "test")] == [28, 6, 6]
 
 
 def test_rows_without_timestamp_join_the_time_split_stratified():
-    n = 40
-    texts = [f"message number {i}" for i in range(n)]
-    labels = [int(i % 4 == 0) for i in range(n)]
-    stamps = [T0 + timedelta(hours=i) if i < 30 else None for i in range(n)]  # 75 % timed
-    dataset, summary = build([partition("a.csv", texts, labels, stamps)])
+    dataset, summary = build([hourly([int(i % 4 == 0) for i in range(40)], timed=30)])  # 75 % timed
     assert summary["split_strategy"] == "time+stratified"
     timed = dataset.filter(pl.col("sent_at").is_not_null())
     assert timed.filter(pl.col("split") == "train").get_column("sent_at").max() < (
@@ -145,11 +144,7 @@ def test_split_is_seeded_and_independent_of_partition_order():
 
 def test_time_split_without_fraud_in_test_falls_back_to_stratified():
     # All fraud is old: a time split would leave validation and test without fraud.
-    n = 40
-    texts = [f"message number {i}" for i in range(n)]
-    labels = [int(i < 8) for i in range(n)]
-    stamps = [T0 + timedelta(hours=i) for i in range(n)]
-    dataset, summary = build([partition("a.csv", texts, labels, stamps)])
+    dataset, summary = build([hourly([int(i < 8) for i in range(40)])])
     assert summary["split_strategy"].startswith("stratified (time split had no fraud in")
     assert "test" in summary["split_strategy"]
     assert all(summary["splits"][s]["fraud"] >= 1 for s in ("train", "validation", "test"))
@@ -160,10 +155,7 @@ def test_time_split_without_normal_rows_in_test_falls_back_to_stratified():
     # Normal history from an old export, fraud reports only in recent files: the newest
     # 15 % are all fraud, and a test split without normal rows cannot train the model.
     n = 60
-    texts = [f"message number {i}" for i in range(n)]
-    labels = [int(i >= 40) for i in range(n)]
-    stamps = [T0 + timedelta(hours=i) for i in range(n)]
-    dataset, summary = build([partition("a.csv", texts, labels, stamps)])
+    dataset, summary = build([hourly([int(i >= 40) for i in range(n)])])
     assert summary["split_strategy"].startswith("stratified (time split had")
     assert "no normal in test" in summary["split_strategy"]
     assert all(summary["splits"][s][kind] >= 1 for s in ("train", "validation", "test") for kind in ("fraud", "normal"))
@@ -171,11 +163,7 @@ def test_time_split_without_normal_rows_in_test_falls_back_to_stratified():
 
 
 def test_an_earlier_split_leaves_out_the_newest_rows_and_splits_the_rest_by_time():
-    n = 100
-    texts = [f"message number {i}" for i in range(n)]
-    labels = [int(i % 4 == 0) for i in range(n)]
-    stamps = [T0 + timedelta(hours=i) for i in range(n)]
-    dataset, summary = build([partition("a.csv", texts, labels, stamps)])
+    dataset, summary = build([hourly([int(i % 4 == 0) for i in range(100)])])
     assert summary["split_strategy"] == "time" and resplit(dataset, 5)[0].equals(dataset)  # the seed changes nothing
     earlier, how = earlier_split(dataset, 1)
     assert how == "time, 1 test window(s) earlier (85 of 100 rows)" and earlier.height == 85

@@ -164,11 +164,8 @@ def model_files_digest(folder: str | StoragePath) -> dict[str, str]:
 # --------------------------------------------------------------------------- #
 def read_pointer(pointer: str | StoragePath) -> dict | None:
     """The pointer document, or None when nothing was promoted yet."""
-    pointer = as_path(pointer)
-    storage = Storage(pointer)
-    if not storage.exists(pointer):
-        return None
-    return _parse_json(storage.read_bytes(pointer), pointer)
+    data = read_pointer_bytes(pointer)
+    return None if data is None else _parse_json(data, as_path(pointer))
 
 
 def read_pointer_bytes(pointer: str | StoragePath) -> bytes | None:
