@@ -47,6 +47,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if any(f["status"] in ("quarantined", "failed") for f in files) else 0
 
 
+def _positive_int(value: str) -> int:
+    """argparse type: a count of at least 1, so ``--files 0`` is a usage error, not a traceback."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _run_config(path: str | None) -> dict[str, Any] | None:
     """Dagster run config from a YAML or JSON file, as the Launchpad takes it."""
     if path is None:
@@ -165,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write the demo dataset into the landing folder")
     p.add_argument("--output", help="folder (default: the landing folder)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--files", type=int, default=8)
-    p.add_argument("--messages", type=int, default=400, help="messages per file")
+    p.add_argument("--files", type=_positive_int, default=8)
+    p.add_argument("--messages", type=_positive_int, default=400, help="messages per file")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("dev", help="start the Dagster UI (`dg dev`) with a persistent DAGSTER_HOME")

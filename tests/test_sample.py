@@ -167,3 +167,23 @@ def test_rewrite_is_noop_when_identical_and_overwrites_when_changed(tmp_path):
 def test_invalid_arguments(tmp_path):
     with pytest.raises(ValueError):
         write_sample(tmp_path, n_files=0)
+
+
+@pytest.mark.parametrize("flag", ["--files", "--messages"])
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_cli_rejects_counts_below_one_with_a_usage_error(tmp_path, capsys, flag, value):
+    from fraud_assets.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "--output", str(tmp_path), flag, value])
+    assert exc.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_writes_the_requested_files(tmp_path, capsys):
+    from fraud_assets.cli import main
+
+    assert main(["sample", "--output", str(tmp_path), "--files", "2", "--messages", "5"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2 and sorted(printed) == [str(p) for p in sorted(tmp_path.iterdir())]
