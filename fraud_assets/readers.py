@@ -688,9 +688,24 @@ def _raw_decode(doc: str, at: int) -> tuple[Any, int | None]:
 
 
 def _json_record(index: int, item: Any, raw: str) -> tuple[int, dict | None, str, str | None]:
-    """One record of a JSON file: the object, or why the value (or the exception that stopped it) is not one."""
+    """One record of a JSON file: the object, or why the value (or the exception that stopped it) is not one.
+
+    Keys are matched by their normalised name (:func:`normalize_header`), so one export whose
+    lines spell a key two ways (``Text`` and ``text``) reads as one column; an object holding
+    both spellings cannot say which to read and is quarantined alone.
+    """
     if isinstance(item, dict):
-        return index, item, raw, None
+        record: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        for key, value in item.items():
+            name = normalize_header(key)
+            if name in spelled:
+                if not name:  # a key such as "" or "[]" names no column that is ever read
+                    continue
+                return index, None, raw, f"keys {spelled[name]!r} and {key!r} name the same column; keep one"
+            spelled[name] = key
+            record[name] = value
+        return index, record, raw, None
     if isinstance(item, BaseException):
         return index, None, raw, _json_reason(item)
     return index, None, raw, f"expected a JSON object, found {type(item).__name__}"
@@ -1582,7 +1597,7 @@ def _json_lines(path: Path) -> Iterator[str]:
 
 
 def _json_lines_header(path: Path) -> list[str] | None:
-    """The keys of a plain JSON Lines file in order of first appearance; None when it is not plain.
+    """The (normalised) keys of a plain JSON Lines file in order of first appearance; None when it is not plain.
 
     Control characters anywhere (blank lines included: the whole-file reader
     counts them), a byte-order mark, a leading ``[`` (an array), a line that
@@ -1602,7 +1617,7 @@ def _json_lines_header(path: Path) -> list[str] | None:
         if isinstance(item, Exception) or (count == 0 and line.lstrip().startswith("[")):
             return None
         if isinstance(item, dict):
-            keys.update(dict.fromkeys(item))
+            keys.update(dict.fromkeys(normalize_header(key) for key in item))  # as _json_record names them
         count += 1
     return list(keys) if count else None
 

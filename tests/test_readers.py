@@ -395,6 +395,22 @@ def test_one_malformed_json_line_is_quarantined_alone(tmp_path):
     assert "malformed JSON" in why[1] and "JSON object" in why[3]
 
 
+@pytest.mark.parametrize("name", ["keys.jsonl", "keys.json"])  # streamed JSON Lines, and an array read whole
+def test_a_json_key_spelled_two_ways_is_one_column_and_an_object_with_both_is_quarantined_alone(tmp_path, name):
+    items = [
+        {"Text": "您的验证码是 123456", "Label": 0},
+        {"text": "恭喜中奖，请点击链接领取", "label": 1},
+        {" TEXT ": "今晚一起吃饭吗", "label": "0"},
+        {"Text": "安全账户转账", "text": "安全账户转账", "label": 1},  # which one to read: cannot say
+        {"text": "退款请加客服QQ", "label": 1, "": "x", "[]": "y"},  # keys that name no column
+    ]
+    body = "\n".join(json.dumps(i, ensure_ascii=False) for i in items) if name.endswith("l") else json.dumps(items)
+    parsed, accepted, quarantine = ingest(write(tmp_path, name, body))
+    assert parsed.error is None and parsed.rows_read == 5
+    assert accepted.sort("source_row")["label"].to_list() == [0, 1, 0, 1]
+    assert reasons(quarantine) == {3: "keys 'Text' and 'text' name the same column; keep one"}
+
+
 def test_extremely_long_text(tmp_path):
     long_ok = "长" * 150_000
     too_long = "x" * 250_000
