@@ -9,6 +9,7 @@ embedding that knows nothing about the language.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import random
 from pathlib import Path
@@ -309,13 +310,33 @@ def test_production_pointer_pins_one_model_whole(trained, dataset, tmp_path):
     for day in range(3, 7):
         save_model(model, models / "candidates" / f"2026010{day}T000000Z-cccc", {"threshold": 0.5})
     # newer than the model in production: another retrain may still be evaluating them
-    assert prune_candidates(models / "candidates", pointer, keep=0) == []  # the older one is production's predecessor
+    early = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)  # within the evaluation grace of each
+    assert prune_candidates(models / "candidates", pointer, keep=0, now=early) == []  # the older one is production's predecessor
     assert sorted(p.name for p in (models / "candidates").iterdir())[-4:] == [f"2026010{d}T000000Z-cccc" for d in range(3, 7)]
     promote(models / "candidates" / "20260106T000000Z-cccc", pointer)
-    removed = prune_candidates(models / "candidates", pointer, keep=2)
+    removed = prune_candidates(models / "candidates", pointer, keep=2, now=early)
     left = sorted(p.name for p in (models / "candidates").iterdir())
     assert left == ["20260102T000000Z-bbbb", "20260105T000000Z-cccc", "20260106T000000Z-cccc"]  # newest 2, the one replaced
     assert sorted(removed) == ["20260101T000000Z-aaaa", "20260103T000000Z-cccc", "20260104T000000Z-cccc"]
+    assert load_model(pointer)[1]["threshold"] == 0.5
+
+
+def test_a_streak_of_refused_candidates_is_pruned_once_past_the_evaluation_grace(trained, tmp_path):
+    from fraud_assets.model.io import promote, prune_candidates
+
+    model, _, _ = trained
+    candidates = tmp_path / "models" / "candidates"
+    pointer = tmp_path / "models" / "production.json"
+    promote(save_model(model, candidates / "20260101T020000Z-prod", {"threshold": 0.5}), pointer)
+    nights = [f"202601{day:02d}T020000Z-n{day:03d}" for day in range(2, 10)]  # each refused
+    for name in [*nights, "hand-made"]:
+        save_model(model, candidates / name, {"threshold": 0.5})
+    now = dt.datetime(2026, 1, 9, 12, tzinfo=dt.timezone.utc)
+    removed = prune_candidates(candidates, pointer, keep=3, now=now)
+    assert sorted(removed) == nights[:6]  # older than two days and not among the newest 3
+    assert sorted(p.name for p in candidates.iterdir()) == ["20260101T020000Z-prod", *nights[6:], "hand-made"]
+    # a day later, keep=0: the night of the 8th is past the grace, the 9th's may still be under evaluation
+    assert prune_candidates(candidates, pointer, keep=0, now=now + dt.timedelta(days=1)) == [nights[6]]
     assert load_model(pointer)[1]["threshold"] == 0.5
 
 

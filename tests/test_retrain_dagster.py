@@ -103,11 +103,16 @@ def test_retrain_writes_report_metrics_and_promotes_the_first_model(trained):
     assert TAGS <= set(accumulator.Tags()["scalars"])
 
 
-def test_worse_challenger_is_refused_and_the_run_still_succeeds(trained, tmp_path, capsys):
+def test_worse_challenger_is_refused_and_the_run_still_succeeds(trained, tmp_path, capsys, monkeypatch):
     root, instance = trained["root"], trained["instance"]
     production = root / "models"
     champion_files = {p.relative_to(production): p.read_bytes() for p in production.rglob("*") if p.is_file()}
     champion_pointer = (production / "production.json").read_bytes()
+    # a candidate refused long ago: a refusal prunes too (a streak of them must not fill the disk)
+    stale = production / "candidates" / "20200101T000000Z-stale"
+    stale.mkdir()
+    (stale / "model_card.json").write_text("{}")
+    monkeypatch.setenv("FRAUD_KEEP_MODELS", "1")
     promoted_before = instance.get_latest_materialization_event(dg.AssetKey("production_model")).run_id
 
     # A challenger that only sees the time of day for one epoch: clearly worse on the same split.
@@ -132,6 +137,7 @@ def test_worse_challenger_is_refused_and_the_run_still_succeeds(trained, tmp_pat
     assert (production / "production.json").read_bytes() == champion_pointer
     assert champion_files == {name: (production / name).read_bytes() for name in champion_files}
     assert instance.get_latest_materialization_event(dg.AssetKey("production_model")).run_id == promoted_before
+    assert not stale.exists() and Path(summary["candidate"]).is_dir()  # the refused one is the newest: kept
 
     capsys.readouterr()
     assert main(["retrain", "--config", str(config)]) == 0

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -215,13 +215,22 @@ def promote(candidate: str | StoragePath, pointer: str | StoragePath) -> dict:
     return document
 
 
-def prune_candidates(candidates_dir: str | StoragePath, pointer: str | StoragePath, *, keep: int | None = None) -> list[str]:
+# How long a candidate newer than the promoted model is kept whatever ``keep`` says: the run that
+# trained it may still be evaluating it. After that it was judged (and refused), or its run died.
+EVALUATION_GRACE = timedelta(days=2)
+
+
+def prune_candidates(
+    candidates_dir: str | StoragePath, pointer: str | StoragePath, *, keep: int | None = None, now: datetime | None = None
+) -> list[str]:
     """Remove all but the newest ``keep`` candidates (``FRAUD_KEEP_MODELS``, default 10).
 
     Never removes the promoted model, the one it replaced (a rollback
-    target), or a candidate newer than the promoted one (another retrain may
-    still be evaluating it). Candidate names start with a UTC timestamp, so
-    name order is age order. Returns the names removed.
+    target), or a candidate newer than the promoted one that is younger than
+    :data:`EVALUATION_GRACE` (another retrain may still be evaluating it; older
+    ones were refused, so a streak of refusals does not fill the disk).
+    Candidate names start with their run's UTC start time (``20260101T020000Z-...``),
+    so name order is age order; a name without one is never removed. Returns the names removed.
     """
     keep = keep_models() if keep is None else keep
     candidates_dir, pointer = as_path(candidates_dir), as_path(pointer)
@@ -229,11 +238,25 @@ def prune_candidates(candidates_dir: str | StoragePath, pointer: str | StoragePa
     document = read_pointer(pointer) or {}
     protected = {Path(str(document.get(k) or "")).name for k in ("model", "previous")}
     promoted = Path(str(document.get("model") or "")).name
+    cutoff = f"{(now or datetime.now(timezone.utc)) - EVALUATION_GRACE:%Y%m%dT%H%M%SZ}"
     folders = storage.subfolders(candidates_dir)
-    removed = [p.name for p in folders[: max(len(folders) - keep, 0)] if p.name not in protected and p.name < promoted]
+    removed = [
+        p.name
+        for p in folders[: max(len(folders) - keep, 0)]
+        if p.name not in protected and (p.name < promoted or (_started(p.name) and p.name < cutoff))
+    ]
     for name in removed:
         storage.remove_tree(candidates_dir / name)
     return removed
+
+
+def _started(name: str) -> bool:
+    """Whether a candidate's name starts with a run start time as :func:`prune_candidates` compares them."""
+    try:
+        datetime.strptime(name[:16], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- #

@@ -345,6 +345,9 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     )
     if not decision.promote:
         context.log.warning(f"promotion refused: {decision.reason}")
+        # refused candidates are pruned too, or a streak of refusals would fill the disk
+        if pruned := prune_candidates(storage.candidates_dir, storage.production_pointer):
+            context.log.info(f"removed {len(pruned)} old candidate(s): {', '.join(pruned)}")
         return
     pointer = promote(candidate_dir, storage.production_pointer)
     if pointer.get("replaced_unreadable"):
