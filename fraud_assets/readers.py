@@ -804,7 +804,7 @@ _COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?$")
 _CJK_DATE = str.maketrans({"年": "-", "月": "-", "日": " ", "时": ":", "分": ":", "秒": "", "点": ":"})
 _EPOCH_UNITS = ((1e11, 1.0, "seconds"), (1e14, 1e3, "milliseconds"), (1e17, 1e6, "microseconds"), (1e20, 1e9, "nanoseconds"))
 TIMESTAMP_FORMATS = (
-    "ISO 8601 (2026-03-01 10:00:00, optional offset, / or 年月日 separators), compact yyyyMMdd[HHmm[ss]], "
+    "ISO 8601 (2026-03-01 10:00:00, optional offset, / or 年月日 separators, AM/PM or 上午/下午), compact yyyyMMdd[HHmm[ss]], "
     "epoch seconds/milliseconds/microseconds/nanoseconds, or Excel serial days (46022.5)"
 )
 
@@ -812,7 +812,7 @@ TIMESTAMP_FORMATS = (
 def parse_timestamp(value: Any, zone: ZoneInfo) -> dt.datetime | None:
     """Parse the timestamp formats real exports use to an aware UTC datetime.
 
-    ISO 8601 (``/`` and Chinese 年月日 separators too), compact
+    ISO 8601 (``/`` and Chinese 年月日 separators too; a 12-hour clock with AM/PM or 上午/下午), compact
     ``yyyyMMddHHmmss``/``yyyyMMddHHmm``/``yyyyMMdd``, epoch numbers whose
     unit (s, ms, µs, ns) follows from their magnitude, and Excel serial days. Naive values are read in
     ``zone``. Returns None for empty values and raises ValueError saying what
@@ -891,7 +891,17 @@ def _from_epoch(number: float, text: str) -> dt.datetime:
     raise ValueError(f"epoch value {text!r} is out of range for seconds, milliseconds, microseconds or nanoseconds")
 
 
+# A 12-hour clock: "2026-03-01 10:30 PM", "2026/3/1 下午3:05" (Chinese exports write the half of the day
+# before the time). 中午 is around noon: 中午12:30 is 12:30, 中午1点 is 13:00.
+_MERIDIEM = re.compile(
+    r"^(?P<date>.*?[\d日号])\s*(?P<zh>上午|早上|凌晨|下午|晚上|中午)?\s*(?P<clock>\d{1,2}(?:[:时点].*?)?)\s*(?P<en>[AaPp]\.?\s?[Mm]\.?)?$"
+)
+
+
 def _from_text(text: str) -> dt.datetime:
+    match = _MERIDIEM.match(text)
+    if match and (match["zh"] or match["en"]) and not (match["zh"] and match["en"]):
+        return _twelve_hour(text, match)
     candidate = text.replace("/", "-").translate(_CJK_DATE).strip().rstrip(":")
     try:
         return dt.datetime.fromisoformat(candidate)
@@ -904,6 +914,22 @@ def _from_text(text: str) -> dt.datetime:
         return dt.datetime(y, m, d, *hms)
     except (ValueError, TypeError):
         raise ValueError(f"cannot parse {text!r} as a timestamp; expected {TIMESTAMP_FORMATS}") from None
+
+
+def _twelve_hour(text: str, match: re.Match[str]) -> dt.datetime:
+    try:
+        stamp = _from_text(f"{match['date']} {match['clock']}")
+    except ValueError:
+        raise ValueError(f"cannot parse {text!r} as a timestamp; expected {TIMESTAMP_FORMATS}") from None
+    marker = (match["en"] or "").lower().replace(".", "").replace(" ", "")
+    afternoon = marker == "pm" or match["zh"] in ("下午", "晚上")
+    if match["zh"] == "中午":
+        hour = stamp.hour if stamp.hour >= 11 else stamp.hour + 12
+    elif 1 <= stamp.hour <= 12 or (stamp.hour == 0 and not afternoon):
+        hour = stamp.hour % 12 + (12 if afternoon else 0)
+    else:
+        raise ValueError(f"cannot parse {text!r} as a timestamp: hour {stamp.hour} on a 12-hour clock")
+    return stamp.replace(hour=hour)
 
 
 def combine_date_time(date: Any, time: Any) -> Any:

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -457,6 +458,35 @@ def test_timestamps():
     assert parse_timestamp("", shanghai) is None
     with pytest.raises(ValueError):
         parse_timestamp("31/31/2026", shanghai)
+
+
+@pytest.mark.parametrize(
+    "text, hour, minute",
+    [
+        ("2026-01-01 10:30 PM", 22, 30),
+        ("2026-01-01 10:30:00pm", 22, 30),
+        ("2026/1/1 12:05 a.m.", 0, 5),
+        ("2026-01-01 12:05 PM", 12, 5),
+        ("2026-01-01 00:30 AM", 0, 30),
+        ("2026-01-01 9 AM", 9, 0),
+        ("2026/1/1 下午3:05", 15, 5),
+        ("2026年1月1日 上午10时30分", 10, 30),
+        ("2026年1月1日晚上8点", 20, 0),
+        ("2026-01-01 中午12:30", 12, 30),
+        ("2026-01-01 中午1:00", 13, 0),
+        ("2026-01-01 凌晨0:30", 0, 30),
+    ],
+)
+def test_twelve_hour_clocks(text, hour, minute):
+    assert parse_timestamp(text, dt.timezone.utc) == dt.datetime(2026, 1, 1, hour, minute, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-01-01 13:30 PM", "2026-01-01 00:30 PM", "2026-01-01 PM", "1/13/2026 10:30 PM", "下午3:05"]
+)
+def test_twelve_hour_clocks_that_cannot_be_read_say_so(text):
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_timestamp(text, dt.timezone.utc)
 
 
 def test_telecom_files_are_all_accounted_for(telecom_dir):
