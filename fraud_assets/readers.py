@@ -898,11 +898,28 @@ _MERIDIEM = re.compile(
 )
 
 
+# "10:30:00 +08:00", "10:30:00 +0800" (logs, mail headers), "10:30:00 UTC", "10:30 GMT+08:00": an
+# offset (or zone UTC) after a space, which fromisoformat does not read
+_SPACED_OFFSET = re.compile(r"(\d:\d\d(?::\d\d(?:\.\d+)?)?)\s+(?:(UTC|GMT|Z)\s*)?([+-]\d{2}:?\d{2})?$", re.IGNORECASE)
+_SHORT_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?=$|[ T])")
+
+
+def _iso_candidate(text: str) -> str:
+    """``text`` in the shape fromisoformat reads, where it only differs in spelling: / and 年月日
+    separators, a single-digit month or day, an offset after a space."""
+    candidate = text.replace("/", "-").translate(_CJK_DATE).strip().rstrip(":")
+    candidate = _SHORT_DATE.sub(lambda m: f"{m[1]}-{int(m[2]):02d}-{int(m[3]):02d}", candidate)
+    offset = _SPACED_OFFSET.search(candidate)
+    if offset and (offset[2] or offset[3]):
+        candidate = candidate[: offset.start()] + offset[1] + (offset[3] or "+00:00")
+    return candidate
+
+
 def _from_text(text: str) -> dt.datetime:
     match = _MERIDIEM.match(text)
     if match and (match["zh"] or match["en"]) and not (match["zh"] and match["en"]):
         return _twelve_hour(text, match)
-    candidate = text.replace("/", "-").translate(_CJK_DATE).strip().rstrip(":")
+    candidate = _iso_candidate(text)
     try:
         return dt.datetime.fromisoformat(candidate)
     except ValueError:

@@ -506,11 +506,12 @@ def test_a_time_of_day_is_never_dropped_for_a_date_alone(tmp_path):
         "2026-03-01,10:30 PM,e",  # a 12-hour clock
         "2026年3月1日,下午3点05分,f",  # the half of the day first, as Chinese exports write it
         "2026-03-01,13:30 PM,g",  # no such time: quarantined, with the value
-        "2026/3/1,10:30:00.000 +08:00,h",  # not a form the parser reads
+        "2026/3/1,10:30:00.000 +08:00,h",  # an offset after a space
+        "2026-03-01,25:00,i",  # no such time
     ]
     body = "日期,时间,内容,标签\n" + "".join(f"{r},{i % 2}\n" for i, r in enumerate(rows))
     parsed, accepted, quarantine = ingest(write(tmp_path, "dt.csv", body))
-    assert (parsed.rows_read, accepted.height, quarantine.height) == (8, 6, 2)
+    assert (parsed.rows_read, accepted.height, quarantine.height) == (9, 7, 2)
     assert accepted["sent_at"].to_list() == [
         dt.datetime(2026, 3, 1, 2, 30, tzinfo=UTC),
         dt.datetime(2026, 3, 1, 2, 30, tzinfo=UTC),
@@ -518,11 +519,12 @@ def test_a_time_of_day_is_never_dropped_for_a_date_alone(tmp_path):
         dt.datetime(2025, 12, 31, 2, 30, tzinfo=UTC),
         dt.datetime(2026, 3, 1, 14, 30, tzinfo=UTC),  # 22:30 in Asia/Shanghai
         dt.datetime(2026, 3, 1, 7, 5, tzinfo=UTC),
+        dt.datetime(2026, 3, 1, 2, 30, tzinfo=UTC),
     ]
-    assert "hour 13 on a 12-hour clock" in quarantine["reason"][0] and "10:30:00.000 +08:00" in quarantine["reason"][1]
+    assert "hour 13 on a 12-hour clock" in quarantine["reason"][0] and "'2026-03-01 25:00'" in quarantine["reason"][1]
     for batch_rows in (1, 4):  # the batched reader combines the columns the same way
         batched = read_messages(write(tmp_path, "dt.csv", body), CONFIG, batch_rows=batch_rows)
-        assert batched.rows["sent_at"].to_list()[:6] == parsed.rows["sent_at"].to_list()[:6]
+        assert batched.rows["sent_at"].to_list()[:7] == parsed.rows["sent_at"].to_list()[:7]
 
 
 @pytest.mark.parametrize("categories", [False, True])

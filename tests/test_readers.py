@@ -461,6 +461,24 @@ def test_timestamps():
 
 
 @pytest.mark.parametrize(
+    "text, utc_hour",
+    [
+        ("2026/1/1 10:30:00.000 +08:00", 2),
+        ("2026-01-01 10:30:00 +0800", 2),
+        ("2026-01-01 10:30:00 -05:00", 15),
+        ("2026-01-01 10:30 UTC", 10),
+        ("2026-01-01 10:30:00 z", 10),
+        ("2026-01-01 10:30 GMT+08:00", 2),
+        ("2026-1-1T10:30:00+08:00", 2),
+    ],
+)
+def test_an_offset_after_a_space_or_a_single_digit_month_is_still_an_offset(text, utc_hour):
+    """Not read in FRAUD_TIMEZONE (here Asia/Shanghai): the text says its own offset."""
+    shanghai = __import__("zoneinfo").ZoneInfo("Asia/Shanghai")
+    assert parse_timestamp(text, shanghai) == dt.datetime(2026, 1, 1, utc_hour, 30, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
     "text, hour, minute",
     [
         ("2026-01-01 10:30 PM", 22, 30),
@@ -482,7 +500,7 @@ def test_twelve_hour_clocks(text, hour, minute):
 
 
 @pytest.mark.parametrize(
-    "text", ["2026-01-01 13:30 PM", "2026-01-01 00:30 PM", "2026-01-01 PM", "1/13/2026 10:30 PM", "下午3:05"]
+    "text", ["2026-01-01 13:30 PM", "2026-01-01 00:30 PM", "2026-01-01 PM", "1/13/2026 10:30 PM", "下午3:05", "2026-01-01 -0800"]
 )
 def test_twelve_hour_clocks_that_cannot_be_read_say_so(text):
     with pytest.raises(ValueError, match=re.escape(repr(text))):
