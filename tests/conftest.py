@@ -12,7 +12,7 @@ for name in ("FRAUD_DATA_DIR", "FRAUD_LANDING_DIR", "FRAUD_INGEST_CONFIG", "FRAU
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 # The longest files first (measured, --durations): CI runs two workers (pytest-xdist, whole files per
-# worker), and the Telecom run alone takes 4-7 minutes; started last, it ran on after all the rest.
+# worker), and the Telecom run alone takes 4-5 minutes; started last, it ran on after all the rest.
 LONGEST_FIRST = ("test_telecom.py", "test_concurrency.py", "test_object_store.py", "test_dagster_dev_e2e.py", "test_faults.py")
 
 
