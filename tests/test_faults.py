@@ -100,7 +100,7 @@ def test_killed_retrain_keeps_the_champion_intact(project, tmp_path):
 def test_killed_ingest_leaves_no_partial_output_and_resumes(project, tmp_path):
     data = project["data"]
     staging = tmp_path / "staging"
-    [big] = write_sample(staging, seed=11, n_files=1, messages_per_file=1500)
+    [big] = write_sample(staging, seed=11, n_files=1, messages_per_file=500)
     shutil.copy(big, data / "incoming" / "big.csv")
     key = partition_key_for(data / "incoming" / "big.csv")
     storage = Storage(data)
@@ -120,7 +120,7 @@ def test_killed_ingest_leaves_no_partial_output_and_resumes(project, tmp_path):
     )
     files = {f["file"]: f for f in json.loads(rerun.stdout.decode().strip().splitlines()[-1])["files"]}
     assert files["big.csv"]["status"] == "ingested", rerun.stderr.decode()[-3000:]
-    assert files["big.csv"]["rows_read"] == 1500 == files["big.csv"]["accepted"] + files["big.csv"]["quarantined"]
+    assert files["big.csv"]["rows_read"] == 500 == files["big.csv"]["accepted"] + files["big.csv"]["quarantined"]
     assert pl.read_parquet(storage.asset_path("message_embeddings", key)).height == files["big.csv"]["accepted"]
 
 

@@ -85,7 +85,7 @@ def test_a_run_killed_mid_write_leaves_nothing_that_reads_as_complete(s3_bucket,
     from fraud_assets.storage import Storage
 
     landing = tmp_path / "incoming"
-    write_sample(landing, seed=11, n_files=1, messages_per_file=1500)
+    write_sample(landing, seed=11, n_files=1, messages_per_file=500)
     env = {
         **os.environ,
         "FRAUD_DATA_DIR": "s3://fraud/killed",
@@ -119,4 +119,4 @@ def test_a_run_killed_mid_write_leaves_nothing_that_reads_as_complete(s3_bucket,
     )
     (entry,) = json.loads(rerun.stdout.decode().strip().splitlines()[-1])["files"]
     assert entry["status"] == "ingested", rerun.stderr.decode()[-3000:]
-    assert entry["rows_read"] == 1500 == entry["accepted"] + entry["quarantined"]
+    assert entry["rows_read"] == 500 == entry["accepted"] + entry["quarantined"]
