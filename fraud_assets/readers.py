@@ -894,7 +894,8 @@ def _from_epoch(number: float, text: str) -> dt.datetime:
 # A 12-hour clock: "2026-03-01 10:30 PM", "2026/3/1 下午3:05" (Chinese exports write the half of the day
 # before the time). 中午 is around noon: 中午12:30 is 12:30, 中午1点 is 13:00.
 _MERIDIEM = re.compile(
-    r"^(?P<date>.*?[\d日号])\s*(?P<zh>上午|早上|凌晨|下午|晚上|中午)?\s*(?P<clock>\d{1,2}(?:[:时点].*?)?)\s*(?P<en>[AaPp]\.?\s?[Mm]\.?)?$"
+    r"^(?P<date>.*?[\d日号])(?:\s+|\s*(?P<zh>上午|早上|凌晨|下午|晚上|中午)\s*)"
+    r"(?P<clock>\d{1,2}(?:[:时点](?:\d{1,2}(?:[:分](?:\d{1,2}(?:\.\d+)?秒?)?)?分?)?)?)\s*(?P<en>[AaPp]\.?\s?[Mm]\.?)?$"
 )
 
 
@@ -926,7 +927,10 @@ def _from_text(text: str) -> dt.datetime:
         pass
     try:  # a single-digit month/day/hour ("2026-3-1 9:05") is common in hand-made exports
         date, _, clock = candidate.partition(" ")
-        y, m, d = (int(p) for p in date.split("-"))
+        year, month, day = date.split("-")
+        if len(year) != 4:  # 1/3/26 is not the year 1 (nor readable: month or day first?)
+            raise ValueError
+        y, m, d = int(year), int(month), int(day)
         hms = [int(p) for p in clock.split(":")] if clock else []
         return dt.datetime(y, m, d, *hms)
     except (ValueError, TypeError):
@@ -942,6 +946,8 @@ def _twelve_hour(text: str, match: re.Match[str]) -> dt.datetime:
     afternoon = marker == "pm" or match["zh"] in ("下午", "晚上")
     if match["zh"] == "中午":
         hour = stamp.hour if stamp.hour >= 11 else stamp.hour + 12
+    elif match["zh"] == "晚上" and stamp.hour == 12:  # 晚上12点 is midnight, the start of the next day
+        return stamp.replace(hour=0) + dt.timedelta(days=1)
     elif 1 <= stamp.hour <= 12 or (stamp.hour == 0 and not afternoon):
         hour = stamp.hour % 12 + (12 if afternoon else 0)
     else:

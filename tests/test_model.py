@@ -329,12 +329,13 @@ def test_a_streak_of_refused_candidates_is_pruned_once_past_the_evaluation_grace
     pointer = tmp_path / "models" / "production.json"
     promote(save_model(model, candidates / "20260101T020000Z-prod", {"threshold": 0.5}), pointer)
     nights = [f"202601{day:02d}T020000Z-n{day:03d}" for day in range(2, 10)]  # each refused
-    for name in [*nights, "hand-made"]:
+    for name in ["0-manual", "20260105-manual", *nights, "hand-made"]:  # not named by a run: never removed
         save_model(model, candidates / name, {"threshold": 0.5})
     now = dt.datetime(2026, 1, 9, 12, tzinfo=dt.timezone.utc)
     removed = prune_candidates(candidates, pointer, keep=3, now=now)
     assert sorted(removed) == nights[:6]  # older than two days and not among the newest 3
-    assert sorted(p.name for p in candidates.iterdir()) == ["20260101T020000Z-prod", *nights[6:], "hand-made"]
+    left = ["0-manual", "20260101T020000Z-prod", "20260105-manual", *nights[6:], "hand-made"]
+    assert sorted(p.name for p in candidates.iterdir()) == sorted(left)
     # a day later, keep=0: the night of the 8th is past the grace, the 9th's may still be under evaluation
     assert prune_candidates(candidates, pointer, keep=0, now=now + dt.timedelta(days=1)) == [nights[6]]
     assert load_model(pointer)[1]["threshold"] == 0.5

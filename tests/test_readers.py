@@ -493,6 +493,7 @@ def test_an_offset_after_a_space_or_a_single_digit_month_is_still_an_offset(text
         ("2026-01-01 中午12:30", 12, 30),
         ("2026-01-01 中午1:00", 13, 0),
         ("2026-01-01 凌晨0:30", 0, 30),
+        ("2025年12月31日 晚上12:30", 0, 30),  # midnight: the next day
     ],
 )
 def test_twelve_hour_clocks(text, hour, minute):
@@ -500,7 +501,19 @@ def test_twelve_hour_clocks(text, hour, minute):
 
 
 @pytest.mark.parametrize(
-    "text", ["2026-01-01 13:30 PM", "2026-01-01 00:30 PM", "2026-01-01 PM", "1/13/2026 10:30 PM", "下午3:05", "2026-01-01 -0800"]
+    "text",
+    [
+        "2026-01-01 13:30 PM",
+        "2026-01-01 00:30 PM",
+        "2026-01-01 PM",
+        "2026-01-11 PM",
+        "2026/1/15 am",
+        "2026-01-01 10:30 AM PM",
+        "1/13/2026 10:30 PM",
+        "1/3/26 10:30",
+        "下午3:05",
+        "2026-01-01 -0800",
+    ],
 )
 def test_twelve_hour_clocks_that_cannot_be_read_say_so(text):
     with pytest.raises(ValueError, match=re.escape(repr(text))):

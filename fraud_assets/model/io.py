@@ -243,7 +243,7 @@ def prune_candidates(
     removed = [
         p.name
         for p in folders[: max(len(folders) - keep, 0)]
-        if p.name not in protected and (p.name < promoted or (_started(p.name) and p.name < cutoff))
+        if p.name not in protected and _started(p.name) and (p.name < promoted or p.name < cutoff)
     ]
     for name in removed:
         storage.remove_tree(candidates_dir / name)
