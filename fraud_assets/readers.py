@@ -698,7 +698,7 @@ def _json_record(index: int, item: Any, raw: str) -> tuple[int, dict | None, str
         record: dict[str, Any] = {}
         spelled: dict[str, str] = {}
         for key, value in item.items():
-            name = normalize_header(key)
+            name = _json_key(key)
             if name in spelled:
                 if not name:  # a key such as "" or "[]" names no column that is ever read
                     continue
@@ -774,6 +774,10 @@ def normalize_header(name: Any) -> str:
     """
     text = _HEADER_EDGES.sub("", str(name).replace("\ufeff", ""))
     return _HEADER_SPACE.sub(" ", text).lower()
+
+
+# every record of a JSON file spells the same few keys: normalise each spelling once (1 µs a call)
+_json_key = functools.lru_cache(maxsize=4096)(normalize_header)
 
 
 def _check_header(header: list[str]) -> None:
@@ -1666,7 +1670,7 @@ def _json_lines_header(path: Path) -> list[str] | None:
         if isinstance(item, Exception) or (count == 0 and line.lstrip().startswith("[")):
             return None
         if isinstance(item, dict):
-            keys.update(dict.fromkeys(normalize_header(key) for key in item))  # as _json_record names them
+            keys.update(dict.fromkeys(_json_key(key) for key in item))  # as _json_record names them
         count += 1
     return list(keys) if count else None
 
