@@ -215,6 +215,10 @@ def promote(candidate: str | StoragePath, pointer: str | StoragePath) -> dict:
     return document
 
 
+# Candidate folders are named by their run's UTC start time, then the run id (``20260101T020000Z-1a2b3c4d``):
+# name order is age order, which pruning relies on.
+RUN_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+
 # How long a candidate newer than the promoted model is kept whatever ``keep`` says: the run that
 # trained it may still be evaluating it. After that it was judged (and refused), or its run died.
 EVALUATION_GRACE = timedelta(days=2)
@@ -238,7 +242,7 @@ def prune_candidates(
     document = read_pointer(pointer) or {}
     protected = {Path(str(document.get(k) or "")).name for k in ("model", "previous")}
     promoted = Path(str(document.get("model") or "")).name
-    cutoff = f"{(now or datetime.now(timezone.utc)) - EVALUATION_GRACE:%Y%m%dT%H%M%SZ}"
+    cutoff = ((now or datetime.now(timezone.utc)) - EVALUATION_GRACE).strftime(RUN_TIME_FORMAT)
     folders = storage.subfolders(candidates_dir)
     removed = [
         p.name
@@ -253,7 +257,7 @@ def prune_candidates(
 def _started(name: str) -> bool:
     """Whether a candidate's name starts with a run start time as :func:`prune_candidates` compares them."""
     try:
-        datetime.strptime(name[:16], "%Y%m%dT%H%M%SZ")
+        datetime.strptime(name[:16], RUN_TIME_FORMAT)  # 16: the length of such a time
     except ValueError:
         return False
     return True

@@ -97,14 +97,16 @@ def run_output(context: dg.AssetExecutionContext, asset: str, entry: str = "dags
 
 
 def run_name(context: dg.AssetExecutionContext) -> str:
-    """Sortable and unique per run: the UTC start time, then the run id."""
+    """Sortable and unique per run: the UTC start time, then the run id (pruning orders candidates by it)."""
+    from fraud_assets.model.io import RUN_TIME_FORMAT
+
     started = context.instance.get_run_record_by_id(context.run.run_id)
     when = (
         dt.datetime.fromtimestamp(started.start_time, dt.timezone.utc)
         if started and started.start_time
         else dt.datetime.now(dt.timezone.utc)
     )
-    return f"{when:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}"
+    return f"{when.strftime(RUN_TIME_FORMAT)}-{context.run.run_id[:8]}"
 
 
 def _latest_per_partition(instance: dg.DagsterInstance, asset: str, keys: list[str], entry: str) -> dict[str, str]:
